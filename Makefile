@@ -1,0 +1,35 @@
+# siambench: `make demo` runs the whole pipeline on synthetic data (CPU); `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.siambench-setup
+RUNS   ?= runs/demo
+
+.PHONY: setup test test-fast demo doctor clean
+
+setup: $(STAMP)  ## create .venv with pinned dependencies and detectron2 (idempotent)
+
+$(STAMP): requirements/base.txt requirements/constraints.txt setup.py transfer/install_d2.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -c requirements/constraints.txt -r requirements/base.txt
+	$(BIN)/python -m transfer.install_d2
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/siambench doctor --quiet
+	touch $@
+
+test: setup  ## the full test suite (CI); pytest's exit 5 (no tests collected) is a failure
+	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup  ## day-to-day tier: skips the slow end-to-end tests
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+demo: setup  ## whole pipeline on the built-in synthetic dataset, CPU only
+	$(BIN)/siambench run configs/benchmarks/demo.yaml OUTPUT_DIR $(RUNS)
+
+doctor: setup
+	$(BIN)/siambench doctor
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,1 @@
+"""siambench suite level: the ``siambench`` command, datasets, pipelines, tables and reports."""

@@ -1,0 +1,50 @@
+"""``siambench``: one command, one subcommand per step of the pipeline.
+
+Each subcommand lives in its own module with a ``main(argv) -> int``; this file only
+dispatches, importing the module lazily so ``siambench doctor`` works even when
+detectron2 is broken.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("benchmarks.doctor", "check the installation, devices and datasets"),
+    "data": ("benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
+    "pretrain": ("pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
+    "lincls": ("pretrain.lincls", "linear evaluation of a pretrained encoder"),
+    "knn": ("pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
+    "convert": ("convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
+    "transfer": ("transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
+    "run": ("benchmarks.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
+    "table": ("benchmarks.table", "transfer / linear-eval tables from a runs directory"),
+    "report": ("benchmarks.report", "Markdown + HTML report of a runs directory"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: siambench COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `siambench COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"siambench: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    rc = module.main(rest)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

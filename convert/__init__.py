@@ -1,0 +1,1 @@
+"""Pretrained checkpoints -> Detectron2 weights, verified and safe on untrusted files."""

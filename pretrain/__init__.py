@@ -1,0 +1,1 @@
+"""SimSiam pretraining, linear and kNN evaluation (Chen & He, CVPR 2021)."""

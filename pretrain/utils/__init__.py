@@ -1,0 +1,1 @@
+"""Shared utilities for the whole suite: config files, atomic I/O, logging."""

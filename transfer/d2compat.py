@@ -1,0 +1,175 @@
+"""The one door through which siambench imports detectron2.
+
+Import this module before any ``detectron2`` import::
+
+    from transfer import d2compat  # noqa: F401  (patches a pure-Python detectron2 first)
+    from detectron2.config import get_cfg
+
+On an official compiled build of detectron2 it changes nothing. On the pure-Python
+v0.6 that ``make setup`` installs where GitHub is unreachable (see
+``transfer/install_d2.py``) it fixes, narrowly and in one place:
+
+* ``detectron2._C`` is missing -> a stand-in module whose every attribute raises
+  :class:`CompiledOpsUnavailable` naming the op, so deformable conv, rotated boxes
+  and the C++ COCO evaluator fail with a clear message instead of an ImportError
+  at import time. torchvision supplies nms/ROIAlign, which is all R-CNN needs.
+* COCOEvaluator's default C++ fast path -> falls back to pycocotools (logged).
+* Pillow >= 10 removed ``Image.LINEAR`` (used as a default argument in v0.6) ->
+  alias to ``Image.BILINEAR``, which is what LINEAR always meant.
+* numpy >= 1.24 removed ``np.int/np.float/np.str/np.bool`` (used by v0.6 in
+  ``data/build.py`` on every training run, the VOC loader/evaluator and masks) ->
+  those detectron2 modules alone see a numpy proxy that has the old aliases; numpy
+  itself is not touched.
+* the v0.6 VOC loader crashes on a split file with one line (``np.loadtxt``
+  returns a 0-d array) -> the proxy's ``loadtxt`` returns at least 1-d.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import sys
+import types
+from typing import Any
+
+import numpy as _np
+from PIL import Image as _Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompiledOpsUnavailable", "info", "has_compiled_ops"]
+
+
+class CompiledOpsUnavailable(RuntimeError, AttributeError):
+    """A detectron2 feature needs compiled C++/CUDA ops that this install lacks.
+
+    Subclasses AttributeError too, so ``hasattr(_C, name)`` stays a quiet probe.
+    """
+
+
+class _MissingCompiledOps(types.ModuleType):
+    """Stand-in for ``detectron2._C`` in a pure-Python install."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise CompiledOpsUnavailable(
+            f"detectron2._C.{name} needs detectron2's compiled ops, which this pure-Python "
+            "detectron2 does not have (deformable conv, rotated boxes, C++ COCO eval). "
+            "Build the official detectron2 from GitHub to use it: "
+            "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+        )
+
+
+class _NumpyWithOldAliases(types.ModuleType):
+    """numpy as detectron2 v0.6 expects it: the aliases removed in numpy 1.24, and a
+    ``loadtxt`` that never returns a 0-d array (one-line VOC split files)."""
+
+    int = int
+    float = float
+    str = str
+    bool = bool
+    object = object
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_np, name)
+
+    @staticmethod
+    def loadtxt(*args: Any, **kwargs: Any) -> _np.ndarray:
+        return _np.atleast_1d(_np.loadtxt(*args, **kwargs))
+
+
+# detectron2 v0.6 modules that use the removed numpy aliases or np.loadtxt.
+_V06_NUMPY_MODULES = (
+    "detectron2.data.build",
+    "detectron2.data.datasets.pascal_voc",
+    "detectron2.evaluation.pascal_voc_evaluation",
+    "detectron2.evaluation.sem_seg_evaluation",
+    "detectron2.structures.masks",
+    "detectron2.utils.visualizer",
+    "detectron2.utils.video_visualizer",
+)
+
+_COMPILED: bool = False
+_PATCHED: list[str] = []
+
+
+def _install_source() -> str:
+    try:
+        dist = importlib.metadata.distribution("detectron2")
+    except importlib.metadata.PackageNotFoundError:
+        return "source checkout (not pip-installed)"
+    installer = (dist.read_text("INSTALLER") or "").strip()
+    if installer == "siambench-pure-python-sdist":
+        return "PyPI sdist pb1-detectron2==0.6 (sha256-verified, pure Python)"
+    direct = dist.read_text("direct_url.json") or ""
+    if "github.com" in direct:
+        return "official GitHub source build"
+    return f"pip ({installer or 'unknown installer'})"
+
+
+def _patch() -> None:
+    global _COMPILED
+    if importlib.util.find_spec("detectron2") is None:
+        raise ImportError(
+            "detectron2 is not installed. Run `make setup`, or on a GPU cluster: "
+            "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+        )
+    if not hasattr(_Image, "LINEAR"):
+        _Image.LINEAR = _Image.BILINEAR  # Pillow >= 10; same filter, old name
+        _PATCHED.append("PIL.Image.LINEAR")
+    try:
+        importlib.import_module("detectron2._C")
+        _COMPILED = True
+    except ImportError:
+        _COMPILED = False
+        sys.modules["detectron2._C"] = _MissingCompiledOps("detectron2._C")
+        _PATCHED.append("detectron2._C stand-in")
+
+    import detectron2
+
+    if detectron2.__version__.startswith("0.6") and not hasattr(_np, "int"):
+        proxy = _NumpyWithOldAliases("numpy")
+        patched = []
+        for name in _V06_NUMPY_MODULES:
+            try:
+                importlib.import_module(name).np = proxy
+                patched.append(name.split(".", 1)[1])
+            except ModuleNotFoundError as e:  # visualizers need opencv, which we do not require
+                logger.debug("not patching %s: %s", name, e)
+        _PATCHED.append("numpy aliases in " + ", ".join(patched))
+
+    if not _COMPILED:
+        from detectron2.evaluation import coco_evaluation
+
+        original_init = coco_evaluation.COCOEvaluator.__init__
+        if not getattr(original_init, "_siambench", False):
+            def __init__(self, *args: Any, use_fast_impl: bool = True, **kwargs: Any) -> None:
+                if use_fast_impl:
+                    logger.info("detectron2 has no compiled ops: COCOEvaluator uses pycocotools")
+                original_init(self, *args, use_fast_impl=False, **kwargs)
+
+            __init__._siambench = True  # type: ignore[attr-defined]
+            coco_evaluation.COCOEvaluator.__init__ = __init__
+            _PATCHED.append("COCOEvaluator.use_fast_impl=False")
+
+
+def has_compiled_ops() -> bool:
+    return _COMPILED
+
+
+def info() -> dict[str, Any]:
+    """Which detectron2 is in use: version, install source, compiled ops, patches applied."""
+    import detectron2
+
+    return {
+        "version": detectron2.__version__,
+        "source": _install_source(),
+        "path": str(getattr(detectron2, "__file__", "")),
+        "compiled_ops": _COMPILED,
+        "patches": list(_PATCHED),
+    }
+
+
+_patch()
