@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("benchmarks.doctor", "check the installation, devices and datasets"),
     "data": ("benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
     "pretrain": ("pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
+    "supervised": ("pretrain.supervised", "supervised baseline pretraining on ImageFolder labels"),
     "lincls": ("pretrain.lincls", "linear evaluation of a pretrained encoder"),
     "knn": ("pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
     "convert": ("convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
