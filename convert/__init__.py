@@ -1,1 +1,15 @@
-"""Pretrained checkpoints -> Detectron2 weights, verified and safe on untrusted files."""
+"""Pretrained checkpoints -> Detectron2 weights, verified and safe on untrusted files.
+
+* :mod:`convert.checkpoints` -- read a checkpoint safely, pull out its ResNet encoder
+  (``load_backbone_state_dict``), detect its format;
+* :mod:`convert.naming` -- torchvision -> Detectron2 ResNet names;
+* :mod:`convert.export` -- write the ``.pkl`` with provenance (``convert_checkpoint``);
+* :mod:`convert.verify` -- feature equivalence and key coverage inside Detectron2;
+* :mod:`convert.safe_pickle` -- restricted unpickler and ``SafeDetectionCheckpointer``;
+* :mod:`convert.cli` -- ``siambench convert``.
+
+Importing ``convert`` (or any module but ``verify``) does not import detectron2.
+"""
+from .errors import ConversionError, UnsafeCheckpointError, VerificationError
+
+__all__ = ["ConversionError", "UnsafeCheckpointError", "VerificationError"]

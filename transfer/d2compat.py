@@ -31,6 +31,7 @@ import importlib.util
 import logging
 import sys
 import types
+import warnings
 from typing import Any
 
 import numpy as _np
@@ -54,12 +55,31 @@ class _MissingCompiledOps(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise CompiledOpsUnavailable(
-            f"detectron2._C.{name} needs detectron2's compiled ops, which this pure-Python "
-            "detectron2 does not have (deformable conv, rotated boxes, C++ COCO eval). "
-            "Build the official detectron2 from GitHub to use it: "
-            "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
-        )
+        raise CompiledOpsUnavailable(_missing_op_message(name))
+
+
+def _missing_op_message(name: str) -> str:
+    return (
+        f"detectron2._C.{name} needs detectron2's compiled ops, which this pure-Python "
+        "detectron2 does not have (deformable conv, rotated boxes, C++ COCO eval). "
+        "Build the official detectron2 from GitHub to use it: "
+        "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
+    )
+
+
+def _register_missing_torch_ops() -> Any:
+    """``nms_rotated`` reaches the compiled ops through ``torch.ops.detectron2``, not ``_C``:
+    define that op so calling it raises the same clear error. Returns the Library (kept alive)."""
+    import torch
+
+    lib = torch.library.Library("detectron2", "DEF")
+    lib.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
+
+    def nms_rotated(boxes: Any, scores: Any, iou_threshold: float) -> Any:
+        raise CompiledOpsUnavailable(_missing_op_message("nms_rotated"))
+
+    lib.impl("nms_rotated", nms_rotated, "CompositeExplicitAutograd")
+    return lib
 
 
 class _NumpyWithOldAliases(types.ModuleType):
@@ -93,6 +113,7 @@ _V06_NUMPY_MODULES = (
 
 _COMPILED: bool = False
 _PATCHED: list[str] = []
+_TORCH_LIBRARY: Any = None  # keeps the stand-in torch.ops.detectron2 registration alive
 
 
 def _install_source() -> str:
@@ -110,7 +131,7 @@ def _install_source() -> str:
 
 
 def _patch() -> None:
-    global _COMPILED
+    global _COMPILED, _TORCH_LIBRARY
     if importlib.util.find_spec("detectron2") is None:
         raise ImportError(
             "detectron2 is not installed. Run `make setup`, or on a GPU cluster: "
@@ -125,6 +146,7 @@ def _patch() -> None:
     except ImportError:
         _COMPILED = False
         sys.modules["detectron2._C"] = _MissingCompiledOps("detectron2._C")
+        _TORCH_LIBRARY = _register_missing_torch_ops()
         _PATCHED.append("detectron2._C stand-in")
 
     import detectron2
@@ -172,4 +194,7 @@ def info() -> dict[str, Any]:
     }
 
 
+# detectron2 decorates functions with torch.jit.script in many modules at import time;
+# recent torch deprecates it with a FutureWarning per import. Not actionable for users.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 _patch()

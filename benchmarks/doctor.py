@@ -1,0 +1,213 @@
+"""``siambench doctor``: is this installation able to run the suite, and on what?
+
+Prints one table: Python packages (version and where they come from), the detectron2
+in use (official build or the pure-Python fallback, compiled ops, compatibility
+patches), devices (CUDA, NCCL, GPU names) and the dataset roots it finds.
+
+Exit status: 0 when every required component works, 1 otherwise, with the reasons.
+Required: torch, torchvision (with its compiled ops), detectron2, fvcore, pycocotools.
+Dataset roots are informational unless named with ``--require-datasets``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tabulate import tabulate
+
+__all__ = ["Check", "DATASET_GROUPS", "collect", "imagenet_root", "main"]
+
+# package (import name) -> required; optional ones are reported but never fail the check.
+PACKAGES: dict[str, bool] = {
+    "torch": True, "torchvision": True, "fvcore": True, "pycocotools": True,
+    "iopath": False, "numpy": False, "PIL": False, "faster_coco_eval": False, "tensorboard": False,
+}
+# --require-datasets choice -> detectron2 dataset names checked for it
+DATASET_GROUPS: dict[str, tuple[str, ...]] = {
+    "voc2007": ("voc_2007_trainval", "voc_2007_test"),
+    "voc2012": ("voc_2012_trainval",),
+    "coco": ("coco_2017_train", "coco_2017_val"),
+    "synth": ("synth_voc_2007_trainval", "synth_voc_2007_test", "synth_voc_2012_trainval",
+              "synth_coco_train", "synth_coco_val"),
+}
+DATASET_CHOICES = ("imagenet", *DATASET_GROUPS)
+
+
+@dataclass
+class Check:
+    """One row of the report. ``ok`` is None for facts that cannot fail."""
+
+    group: str
+    name: str
+    ok: bool | None
+    detail: str
+    required: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.ok is None:
+            return "-"
+        if self.ok:
+            return "ok"
+        return "MISSING" if self.required else "not found"
+
+
+# import name -> distribution name, where they differ
+_DISTRIBUTIONS = {"PIL": "pillow", "faster_coco_eval": "faster-coco-eval"}
+
+
+def _version_and_path(module: object) -> str:
+    name = getattr(module, "__name__", "?")
+    version = getattr(module, "__version__", None)
+    if version is None:
+        try:
+            version = importlib.metadata.version(_DISTRIBUTIONS.get(name, name))
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+    path = Path(getattr(module, "__file__", "") or "?").parent
+    return f"{version}  ({path})"
+
+
+def _packages() -> list[Check]:
+    rows = []
+    for name, required in PACKAGES.items():
+        try:
+            module = importlib.import_module(name)
+        except Exception as e:  # ImportError, or a broken install raising anything
+            rows.append(Check("packages", name, False, f"cannot import: {type(e).__name__}: {e}", required))
+            continue
+        detail = _version_and_path(module)
+        ok = True
+        if name == "torchvision":  # detectron2 needs torchvision's compiled nms / ROIAlign
+            try:
+                import torch
+
+                module.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+            except Exception as e:
+                ok, detail = False, f"{detail}; compiled ops broken: {e}"
+        rows.append(Check("packages", name, ok, detail, required))
+    return rows
+
+
+def _detectron2() -> list[Check]:
+    try:
+        d2compat = importlib.import_module("transfer.d2compat")
+        info = d2compat.info()
+    except Exception as e:
+        return [Check("detectron2", "detectron2", False,
+                      f"{type(e).__name__}: {e}. Fix: `make setup` (see README, 'Installation')", True)]
+    compiled = ("yes" if info["compiled_ops"] else
+                "no (pure Python: deformable conv, rotated boxes and C++ COCO eval unavailable; R-CNN C4/FPN work)")
+    return [
+        Check("detectron2", "detectron2", True, f"{info['version']}  ({Path(info['path']).parent})", True),
+        Check("detectron2", "source", None, info["source"]),
+        Check("detectron2", "compiled ops", None, compiled),
+        Check("detectron2", "compat patches", None, ", ".join(info["patches"]) or "none"),
+    ]
+
+
+def _devices() -> list[Check]:
+    try:
+        import torch
+        import torch.distributed as dist
+    except Exception as e:
+        return [Check("devices", "torch", False, f"cannot import torch: {e}")]
+    rows = [Check("devices", "python", None, f"{platform.python_version()} ({sys.executable})")]
+    cuda = torch.cuda.is_available()
+    rows.append(Check("devices", "CUDA", None,
+                      f"available, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}" if cuda
+                      else f"not available (torch built with CUDA {torch.version.cuda}); runs on CPU"))
+    for i in range(torch.cuda.device_count() if cuda else 0):
+        props = torch.cuda.get_device_properties(i)
+        rows.append(Check("devices", f"GPU {i}", None,
+                          f"{props.name}, {props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}"))
+    nccl = dist.is_available() and dist.is_nccl_available()
+    detail = "available" if nccl else "not available (multi-GPU training needs it; gloo is CPU-only)"
+    if nccl and cuda:
+        try:
+            detail += " " + ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:  # version probing is best effort
+            pass
+    rows.append(Check("devices", "NCCL", None, detail))
+    rows.append(Check("devices", "gloo", None, "available" if dist.is_available() and dist.is_gloo_available()
+                      else "not available"))
+    return rows
+
+
+def imagenet_root() -> Path:
+    """``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else ``datasets/imagenet``."""
+    if os.environ.get("SIAMBENCH_IMAGENET"):
+        return Path(os.environ["SIAMBENCH_IMAGENET"]).expanduser()
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
+
+
+def _imagenet(required: bool) -> Check:
+    root = imagenet_root()
+    missing = [s for s in ("train", "val") if not (root / s).is_dir() or not any((root / s).iterdir())]
+    if missing:
+        return Check("datasets", "imagenet", False,
+                     f"{root}: no {'/'.join(missing)}/<class>/*.JPEG (set $SIAMBENCH_IMAGENET)", required)
+    return Check("datasets", "imagenet", True, f"{root} (ImageFolder train/ val/)", required)
+
+
+def _datasets(required: set[str]) -> list[Check]:
+    d2_root = os.environ.get("DETECTRON2_DATASETS")
+    rows = [Check("datasets", "DETECTRON2_DATASETS", None, d2_root or "unset (detectron2 reads ./datasets)"),
+            _imagenet("imagenet" in required)]
+    try:
+        datasets = importlib.import_module("transfer.datasets")
+    except Exception as e:
+        return rows + [Check("datasets", group, False, f"not checked: detectron2 unavailable ({type(e).__name__})",
+                             group in required) for group in DATASET_GROUPS]
+    for group, names in DATASET_GROUPS.items():
+        status = datasets.dataset_status(names)
+        problems = list(dict.fromkeys(p for _, _, p in status if p))  # unique, in order
+        roots = sorted({root for _, root, _ in status})
+        detail = "; ".join(problems) if problems else ", ".join(roots)
+        rows.append(Check("datasets", group, not problems, detail, group in required))
+    return rows
+
+
+def collect(require_datasets: set[str] = frozenset()) -> list[Check]:  # type: ignore[assignment]
+    """Every check, in report order."""
+    return _packages() + _detectron2() + _devices() + _datasets(set(require_datasets))
+
+
+def _print_table(rows: list[Check], out: Callable[[str], None]) -> None:
+    table = [(r.group, r.name, r.status, r.detail) for r in rows]
+    out(tabulate(table, headers=("group", "component", "status", "detail"), tablefmt="simple",
+                 maxcolwidths=[None, None, None, 100]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="siambench doctor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quiet", action="store_true", help="print only failures and the verdict")
+    parser.add_argument("--require-datasets", nargs="+", default=[], choices=DATASET_CHOICES, metavar="NAME",
+                        help=f"fail unless these dataset roots are found: {', '.join(DATASET_CHOICES)}")
+    args = parser.parse_args(argv)
+
+    rows = collect(set(args.require_datasets))
+    failures = [r for r in rows if r.required and not r.ok]
+    if not args.quiet:
+        _print_table(rows, print)
+        print()
+    if failures:
+        print("siambench doctor: FAILED", file=sys.stderr)
+        for r in failures:
+            print(f"  {r.name}: {r.detail}", file=sys.stderr)
+        return 1
+    d2 = next(r for r in rows if r.name == "detectron2")
+    print(f"siambench doctor: ok (detectron2 {d2.detail})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""``siambench run PIPELINE.yaml [KEY VALUE ...]``: the whole benchmark in one command.
+
+For each entry of the pipeline (SimSiam pretraining, a supervised baseline, scratch,
+or an existing checkpoint) run pretrain -> kNN / linear eval -> convert -> transfer on
+every task x trials, each step a ``siambench`` subprocess (torchrun when NUM_GPUS > 1)
+so one step's crash never takes the runner down. Idempotent and resumable: a step
+whose output is complete is skipped; an interrupted pretrain/lincls continues from its
+checkpoint (``--resume auto``) and transfer resumes its own trials. Prints the plan
+first and the progress with an ETA after every step; step status and timings go to
+``OUTPUT_DIR/pipeline_state.json`` (atomic), each step's output to
+``OUTPUT_DIR/logs/``. At the end it prints the table and writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fvcore.common.config import CfgNode
+
+from pretrain.utils.config import ConfigError, save_config
+from pretrain.utils.io import atomic_write_json
+
+from .pipeline_config import check_files, load_pipeline
+from .results import STATE_FILE
+from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
+
+__all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "main"]
+
+# (step, log file, environment) -> exit status; injectable so tests can fake the steps.
+StepRunner = Callable[[Step, Path, dict[str, str]], int]
+
+
+def _now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class SubprocessRunner:
+    """Runs ``python -m benchmarks.cli ARGV`` (or torchrun), teeing output to a log file.
+
+    Args:
+        echo: also copy the step's output to this process's stdout.
+    """
+
+    def __init__(self, echo: bool = True) -> None:
+        self.echo = echo
+
+    @staticmethod
+    def command(step: Step) -> list[str]:
+        if step.nproc > 1:
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={step.nproc}", "-m", "benchmarks.cli", *step.argv]
+        return [sys.executable, "-m", "benchmarks.cli", *step.argv]
+
+    def __call__(self, step: Step, log: Path, env: dict[str, str]) -> int:
+        cmd = self.command(step)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            f.write(f"\n===== {_now()} $ {shlex.join(cmd)}\n".encode())
+            f.flush()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            assert proc.stdout is not None
+            try:
+                # Chunks, not lines: progress bars redraw with \r and must show up live.
+                while chunk := proc.stdout.read1(65536):
+                    f.write(chunk)
+                    if self.echo:
+                        sys.stdout.buffer.write(chunk)
+                        sys.stdout.buffer.flush()
+                return proc.wait()
+            except BaseException:  # Ctrl-C: stop the step, leave its checkpoints to resume from
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
+
+
+class PipelineState:
+    """``pipeline_state.json``: entries (kind, label) and per-step status/timings."""
+
+    def __init__(self, path: Path, cfg: CfgNode, pipeline_file: str) -> None:
+        self.path = path
+        old: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                old = {}  # a hand-edited/corrupt state only loses the timings used for the ETA
+        self.data: dict[str, Any] = {
+            "pipeline": pipeline_file,
+            "synthetic": bool(cfg.SYNTH.ENABLED),
+            "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
+            "steps": old.get("steps", {}),
+            "created": old.get("created", _now()),
+        }
+
+    def step(self, key: str) -> dict[str, Any]:
+        return self.data["steps"].get(key, {})
+
+    def update(self, step: Step, **fields: Any) -> None:
+        rec = self.data["steps"].setdefault(step.key, {})
+        rec.update(entry=step.entry, name=step.name, **fields)
+        self.data["updated"] = _now()
+        atomic_write_json(self.path, self.data)
+
+    def estimate(self, family: str) -> float | None:
+        """Mean wall time of finished steps of a family (this and earlier runs)."""
+        times = [s["wall_s"] for s in self.data["steps"].values()
+                 if s.get("name") == family and s.get("status") == "done" and "wall_s" in s]
+        return sum(times) / len(times) if times else None
+
+
+def format_plan(steps: Sequence[Step], state: PipelineState | None = None) -> str:
+    """Entries x steps table: done / todo / resume (interrupted before) / blank (not run)."""
+    from tabulate import tabulate
+
+    columns = [c for c in ("data", *PLAN_COLUMNS) if any(s.name == c for s in steps)]
+    columns += list(dict.fromkeys(s.name for s in steps if s.name.startswith("transfer:")))
+    rows: dict[str, dict[str, str]] = {}
+    for s in steps:
+        status = "done" if s.done() else "todo"
+        if status == "todo" and state is not None and state.step(s.key).get("status") in ("running", "interrupted",
+                                                                                          "failed"):
+            status = "resume" if s.name in ("pretrain", "lincls") or s.name.startswith("transfer:") else "rerun"
+        rows.setdefault(s.entry or "(dataset)", {})[s.name] = status
+    table = [[entry, *(cells.get(c, "") for c in columns)] for entry, cells in rows.items()]
+    headers = ["entry", *(c.replace("transfer:", "") for c in columns)]
+    return tabulate(table, headers=headers, tablefmt="simple")
+
+
+def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=print) -> dict[str, str]:
+    """Run every step that is not done yet; returns {step key: status}.
+
+    Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
+    ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
+    ``interrupted`` and propagates.
+    """
+    out = Path(cfg.OUTPUT_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = build_steps(cfg)
+    state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if cfg.SYNTH.ENABLED:
+        env["SIAMBENCH_SYNTH"] = str(synth_root(cfg).resolve())
+
+    log(f"siambench run: {len(steps)} steps in {out}\n{format_plan(steps, state)}\n")
+    status: dict[str, str] = {}
+    todo = [s for s in steps if not s.done()]
+    for s in steps:
+        if s not in todo:
+            status[s.key] = "skipped"
+            if state.step(s.key).get("status") != "done":  # produced outside this runner, or by an older one
+                state.update(s, status="done")
+    start, remaining = time.time(), list(todo)
+    for i, step in enumerate(todo, 1):
+        remaining.remove(step)
+        missing = [d for d in step.deps if status.get(d) not in ("done", "skipped")]
+        if missing:
+            status[step.key] = "blocked"
+            state.update(step, status="blocked", blocked_by=missing)
+            log(f"[{i}/{len(todo)}] {step.key}: blocked, needs {', '.join(missing)}")
+            continue
+        log_path = out / "logs" / f"{step.key.replace('/', '.')}.log"
+        was = state.step(step.key).get("status")
+        log(f"[{i}/{len(todo)}] {step.key}{' (resuming)' if was in ('running', 'interrupted') else ''}: "
+            f"siambench {shlex.join(step.argv)}")
+        t0 = time.time()
+        state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv])
+        try:
+            rc = runner(step, log_path, env)
+        except KeyboardInterrupt:
+            state.update(step, status="interrupted", wall_s=round(time.time() - t0, 1))
+            log(f"\ninterrupted: {step.key}; run the same command again to resume")
+            raise
+        wall = time.time() - t0
+        if rc == 0 and not step.done():
+            rc, why = -1, f"exited 0 but {', '.join(map(str, step.outputs))} is missing or incomplete"
+        else:
+            why = f"exit status {rc}, see {log_path}"
+        status[step.key] = "done" if rc == 0 else "failed"
+        state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1), finished=_now())
+        eta = _eta(remaining, state)
+        log(f"[{i}/{len(todo)}] {step.key}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
+            f"{fmt_duration(wall)} | elapsed {fmt_duration(time.time() - start)} | "
+            f"{len(remaining)} left, ETA {eta}")
+    return status
+
+
+def _eta(remaining: Sequence[Step], state: PipelineState) -> str:
+    """Sum over the remaining steps of their family's mean time (this and earlier runs).
+
+    Families never timed yet (say, the first transfer while only pretraining has run)
+    make the estimate a lower bound, shown as ``>= X``.
+    """
+    known = [state.estimate(s.family) for s in remaining]
+    total = fmt_duration(sum(t for t in known if t is not None))
+    untimed = sum(t is None for t in known)
+    return f">= {total} ({untimed} steps not timed yet)" if untimed else total
+
+
+def _finish(cfg: CfgNode) -> None:
+    """Print the table and write tables + report (every number from the runs in OUTPUT_DIR)."""
+    from pretrain.utils.io import atomic_write_text
+
+    from .report import write_report
+    from .results import collect
+    from .table import build_tables
+    from .table_format import render
+
+    out = Path(cfg.OUTPUT_DIR)
+    res = collect(out)
+    tables = build_tables(res)
+    for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
+        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes))
+    print("\n" + render(tables, "md", res.notes))
+    md, html = write_report(out)
+    print(f"report: {md} and {html}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="siambench run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline file, e.g. configs/benchmarks/demo.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
+    parser.add_argument("--quiet", action="store_true", help="steps' output only to OUTPUT_DIR/logs/, not the console")
+    parser.add_argument("opts", metavar="KEY VALUE", nargs=argparse.REMAINDER, default=[],
+                        help="pipeline overrides, e.g. OUTPUT_DIR runs/x TRANSFER.TRIALS 1")
+    args = parser.parse_args(argv)
+    opts = list(args.opts)
+    for flag in ("--dry-run", "--quiet"):  # also accepted after the pipeline file, among the overrides
+        while flag in opts[::2]:
+            del opts[2 * opts[::2].index(flag)]
+            setattr(args, flag[2:].replace("-", "_"), True)
+    try:
+        cfg = load_pipeline(args.pipeline, opts)
+    except ConfigError as e:
+        print(f"siambench run: error: {e}", file=sys.stderr)
+        return 2
+    problems = check_files(cfg)
+    if problems:
+        print("siambench run: error: the pipeline refers to missing files:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        return 2
+    if args.dry_run:
+        steps = build_steps(cfg)
+        print(format_plan(steps))
+        for s in steps:
+            print(f"{s.key}: {'done' if s.done() else 'siambench ' + shlex.join(s.argv)}")
+        return 0
+    save_config(cfg, cfg.OUTPUT_DIR, "pipeline.yaml")
+    try:
+        status = run_pipeline(cfg, SubprocessRunner(echo=not args.quiet), args.pipeline)
+    except KeyboardInterrupt:
+        return 130
+    failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
+    if cfg.REPORT:
+        _finish(cfg)
+    if failed:
+        print(f"siambench run: {len(failed)} step(s) not done: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print(f"siambench run: all {len(status)} steps done ({sum(v == 'skipped' for v in status.values())} "
+          "were already done)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Pipeline files for ``siambench run``: defaults, loading and validation.
+
+A pipeline is a yacs YAML file (``_BASE_`` inheritance, trailing ``KEY VALUE``
+overrides) like every other config of the suite. It names *entries* (what to
+pre-train, or a baseline) under ``ENTRIES``, and the evaluations and transfer tasks
+every entry goes through::
+
+    OUTPUT_DIR: runs/simsiam_in1k
+    ENTRIES:
+      simsiam_100ep:
+        KIND: simsiam
+        LABEL: "SimSiam, 100 ep (ours)"
+        CONFIG: configs/pretrain/simsiam_r50_100ep.yaml
+      supervised: {KIND: supervised, CONFIG: configs/supervised/imagenet_r50.yaml}
+      scratch: {KIND: scratch}
+    TRANSFER:
+      TASKS: ["voc07:5", "voc0712:5", "coco:1"]
+
+Relative paths are resolved against the current directory, then the repository root.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from fvcore.common.config import CfgNode
+
+from pretrain.utils.config import ConfigError
+
+__all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path",
+           "KINDS", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("simsiam", "supervised", "scratch", "checkpoint")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline itself writes in OUTPUT_DIR
+
+
+def entry_defaults() -> CfgNode:
+    """Keys of one ``ENTRIES.<name>`` node (every entry is completed with these)."""
+    e = CfgNode()
+    e.KIND = "simsiam"  # simsiam | supervised | scratch | checkpoint
+    e.LABEL = ""  # row label in the tables; "" = the entry's name
+    e.CONFIG = ""  # pretraining config (simsiam: `siambench pretrain`, supervised: `siambench supervised`)
+    e.OPTS = []  # extra KEY VALUE overrides for the pretraining command
+    e.CHECKPOINT = ""  # KIND checkpoint: a .pth (any format `siambench convert` reads) or a ready .pkl
+    e.CONVERT_FORMAT = ""  # `siambench convert --format`; "" = detect from the checkpoint
+    e.EVAL = True  # run the kNN / linear evaluations (ignored for scratch: there is no encoder)
+    e.TRANSFER_OPTS = []  # extra KEY VALUE overrides for this entry's transfer runs
+    return e
+
+
+def get_pipeline_defaults() -> CfgNode:
+    """Defaults: the paper's evaluation protocol for whatever entries a pipeline lists."""
+    _C = CfgNode()
+    _C.OUTPUT_DIR = "runs/pipeline"  # entry <name> writes OUTPUT_DIR/<name>/{pretrain,knn,lincls,convert,transfer}
+    _C.NUM_GPUS = 1  # GPUs per training step: > 1 runs pretrain/supervised/lincls under torchrun
+
+    # Every pretraining/eval command gets these keys, so one pipeline sets them uniformly.
+    _C.MODEL = CfgNode()
+    _C.MODEL.ARCH = "resnet50"  # torchvision ResNet of every entry (the paper: ResNet-50)
+    _C.DATA = CfgNode()
+    _C.DATA.ROOT = ""  # ImageFolder root (train/, val/); "" = the command configs' own (SYNTH: its imagefolder)
+    _C.DATA.IMAGE_SIZE = 0  # crop size; 0 = the command configs' own (224 in the recipes)
+    _C.DATA.NUM_WORKERS = -1  # loader processes per rank; -1 = the command configs' own
+
+    # The built-in synthetic dataset (`siambench data synth`); generated first when ENABLED.
+    _C.SYNTH = CfgNode()
+    _C.SYNTH.ENABLED = False  # real data by default
+    _C.SYNTH.ROOT = ""  # "" = OUTPUT_DIR/synth (a run is self-contained); exported as $SIAMBENCH_SYNTH
+    _C.SYNTH.ARGS = []  # extra `siambench data synth` arguments, e.g. ["--num-images", "64"]
+
+    # Names a pipeline adds: ENTRIES.<name> with the keys of entry_defaults().
+    _C.ENTRIES = CfgNode(new_allowed=True)
+
+    _C.EVAL = CfgNode()
+    _C.EVAL.KNN = CfgNode()
+    _C.EVAL.KNN.ENABLED = True  # weighted kNN top-1 of every pretrained encoder
+    _C.EVAL.KNN.CONFIG = "configs/knn/imagenet_r50.yaml"  # `siambench knn --config-file`
+    _C.EVAL.KNN.OPTS = []  # extra KEY VALUE overrides
+    _C.EVAL.LINCLS = CfgNode()
+    _C.EVAL.LINCLS.ENABLED = True  # linear evaluation (the paper's Table 4)
+    _C.EVAL.LINCLS.CONFIG = "configs/lincls/imagenet_r50.yaml"  # `siambench lincls --config-file`
+    _C.EVAL.LINCLS.OPTS = []  # extra KEY VALUE overrides
+
+    _C.CONVERT = CfgNode()
+    _C.CONVERT.VERIFY = True  # `siambench convert --verify`: check the .pkl against the checkpoint
+
+    _C.TRANSFER = CfgNode()
+    # "NAME" or "NAME:TRIALS" with NAME a configs/transfer/NAME.yaml; the paper's Table 5.
+    _C.TRANSFER.TASKS = ["voc07:5", "voc0712:5", "coco:1"]
+    _C.TRANSFER.TRIALS = 5  # trials of a task without ":TRIALS" (MoCo/SimSiam: VOC means of 5)
+    _C.TRANSFER.OPTS = []  # extra KEY VALUE overrides for every transfer run
+
+    _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
+    return _C
+
+
+def parse_task(spec: str, default_trials: int) -> tuple[str, int]:
+    """``"voc07:5"`` -> ("voc07", 5); ``"coco"`` -> ("coco", default_trials)."""
+    name, _, trials = spec.partition(":")
+    if not _NAME_RE.match(name) or (trials and not trials.isdigit()) or (trials and int(trials) < 1):
+        raise ConfigError(f"TRANSFER.TASKS: bad task {spec!r}; write NAME or NAME:TRIALS, e.g. 'voc07:5'")
+    return name, int(trials) if trials else default_trials
+
+
+def resolve_path(path: str) -> Path:
+    """A config/checkpoint path: as given if it exists (cwd), else relative to the repository."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
+
+
+def _check_opts(opts: object, key: str) -> None:
+    if not isinstance(opts, (list, tuple)) or len(opts) % 2:
+        raise ConfigError(f"{key} must be a list of KEY VALUE pairs, got {opts!r}")
+
+
+def _validate(cfg: CfgNode, source: str) -> None:
+    if not cfg.ENTRIES:
+        raise ConfigError(f"{source}: ENTRIES is empty; add at least one entry, e.g. "
+                          "ENTRIES: {{simsiam: {{KIND: simsiam, CONFIG: configs/pretrain/...yaml}}}}")
+    for name, e in cfg.ENTRIES.items():
+        key = f"ENTRIES.{name}"
+        if not _NAME_RE.match(name) or name in _RESERVED:
+            raise ConfigError(f"{source}: {key}: entry names become directories; use letters, digits, _ . - "
+                              f"and none of {sorted(_RESERVED)}")
+        if e.KIND not in KINDS:
+            raise ConfigError(f"{source}: {key}.KIND is {e.KIND!r}; choose one of {', '.join(KINDS)}")
+        if e.KIND in ("simsiam", "supervised") and not e.CONFIG:
+            raise ConfigError(f"{source}: {key}.CONFIG is empty; a {e.KIND} entry needs its pretraining config")
+        if e.KIND == "checkpoint" and not e.CHECKPOINT:
+            raise ConfigError(f"{source}: {key}.CHECKPOINT is empty; a checkpoint entry needs the file to convert")
+        _check_opts(e.OPTS, f"{key}.OPTS")
+        _check_opts(e.TRANSFER_OPTS, f"{key}.TRANSFER_OPTS")
+    labels = [e.LABEL or n for n, e in cfg.ENTRIES.items()]
+    dup = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if dup:
+        raise ConfigError(f"{source}: entries share the LABEL {dup}; labels are table rows and must be unique")
+    for key, opts in (("EVAL.KNN.OPTS", cfg.EVAL.KNN.OPTS), ("EVAL.LINCLS.OPTS", cfg.EVAL.LINCLS.OPTS),
+                      ("TRANSFER.OPTS", cfg.TRANSFER.OPTS)):
+        _check_opts(opts, key)
+    if cfg.NUM_GPUS < 1:
+        raise ConfigError(f"{source}: NUM_GPUS must be >= 1, got {cfg.NUM_GPUS}")
+    if cfg.TRANSFER.TRIALS < 1:
+        raise ConfigError(f"{source}: TRANSFER.TRIALS must be >= 1, got {cfg.TRANSFER.TRIALS}")
+    tasks = [parse_task(t, cfg.TRANSFER.TRIALS)[0] for t in cfg.TRANSFER.TASKS]
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"{source}: TRANSFER.TASKS lists a task twice: {list(cfg.TRANSFER.TASKS)}")
+
+
+def check_files(cfg: CfgNode) -> list[str]:
+    """Problems with files the pipeline will need (config files, checkpoints), as messages."""
+    problems = []
+    needed: list[tuple[str, str]] = []
+    for name, e in cfg.ENTRIES.items():
+        if e.KIND in ("simsiam", "supervised"):
+            needed.append((f"ENTRIES.{name}.CONFIG", e.CONFIG))
+        if e.KIND == "checkpoint":
+            needed.append((f"ENTRIES.{name}.CHECKPOINT", e.CHECKPOINT))
+    has_encoder = any(e.KIND != "scratch" and e.EVAL for e in cfg.ENTRIES.values())
+    for step in ("KNN", "LINCLS"):
+        if cfg.EVAL[step].ENABLED and has_encoder:
+            needed.append((f"EVAL.{step}.CONFIG", cfg.EVAL[step].CONFIG))
+    for spec in cfg.TRANSFER.TASKS:
+        task = parse_task(spec, 1)[0]
+        needed.append(("TRANSFER.TASKS", f"configs/transfer/{task}.yaml"))
+    for key, path in needed:
+        if not path or not resolve_path(path).is_file():
+            problems.append(f"{key}: file not found: {path or '(empty)'}")
+    return problems
+
+
+def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
+    """Load, complete and validate a pipeline file; returns a frozen CfgNode.
+
+    Raises:
+        ConfigError: missing file, unknown key, bad entry or override, naming the culprit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file not found: {path} (pipelines live under configs/benchmarks/)")
+    cfg = get_pipeline_defaults()
+    cfg.set_new_allowed(False)
+    cfg.ENTRIES.set_new_allowed(True)  # entry names are the pipeline's own
+    try:
+        cfg.merge_from_file(str(path))
+    except KeyError as e:
+        raise ConfigError(f"{path}: unknown config key {e}; check the spelling against "
+                          "benchmarks/pipeline_config.py") from e
+    except Exception as e:  # yaml errors, type mismatches
+        raise ConfigError(f"{path}: {e}") from e
+    for name in list(cfg.ENTRIES):
+        entry = cfg.ENTRIES[name]
+        if not isinstance(entry, CfgNode):
+            raise ConfigError(f"{path}: ENTRIES.{name} must be a mapping of entry keys (KIND, CONFIG, ...)")
+        full = entry_defaults()
+        try:
+            full.merge_from_other_cfg(entry)
+        except KeyError as e:
+            raise ConfigError(f"{path}: ENTRIES.{name}: unknown key {e}; entry keys are "
+                              f"{', '.join(entry_defaults())}") from e
+        except Exception as e:
+            raise ConfigError(f"{path}: ENTRIES.{name}: {e}") from e
+        cfg.ENTRIES[name] = full
+    cfg.set_new_allowed(False)
+    opts = list(opts)
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {opts}")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError, ValueError) as e:
+        raise ConfigError(f"bad override {opts}: {e}") from e
+    _validate(cfg, str(path))
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,159 @@
+"""PNG plots of a runs directory (matplotlib, Agg backend: no display needed).
+
+* ``pretraining_curves.png``: the paper's Fig. 2 panels from every entry's
+  ``metrics.jsonl``: training loss per step, the per-channel std of the
+  l2-normalised output z with the 1/sqrt(d) line of a non-collapsed output, and the
+  kNN top-1 per epoch.
+* ``transfer_ap_<table>.png``: AP per transfer task, one bar per pre-training with
+  the std over trials as error bars (the paper's baselines hatched where shown).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .table import Table  # noqa: E402
+
+__all__ = ["read_metrics", "plot_pretraining", "plot_transfer", "make_plots"]
+
+_DEFAULT_DIM = 2048  # the paper's projector output d, when a run's config is unreadable
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """(step records, epoch records) of a ``metrics.jsonl``; bad lines are skipped.
+
+    A resumed run may have logged a step twice; the last record of a (epoch, step) wins.
+    """
+    steps: dict[tuple, dict] = {}
+    epochs: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("type") == "step":
+            steps[rec.get("epoch"), rec.get("step")] = rec
+        elif rec.get("type") == "epoch" and isinstance(rec.get("epoch"), int):
+            epochs[rec["epoch"]] = rec
+    step_list = sorted(steps.values(), key=lambda r: (r.get("epoch") or 0, r.get("step") or 0))
+    return step_list, [epochs[e] for e in sorted(epochs)]
+
+
+def _output_dim(metrics_path: Path) -> int:
+    cfg = metrics_path.parent / "config.yaml"
+    try:
+        import yaml
+
+        return int(yaml.safe_load(cfg.read_text(encoding="utf-8"))["MODEL"]["DIM"])
+    except Exception:  # missing file or key: the recipe's d
+        return _DEFAULT_DIM
+
+
+def _finite(recs: Sequence[dict], x: str, y: str) -> tuple[list[float], list[float]]:
+    pts = [(r[x], r[y]) for r in recs if isinstance(r.get(x), (int, float)) and isinstance(r.get(y), (int, float))
+           and math.isfinite(r[y])]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
+    """Fig. 2-style curves of each labelled ``metrics.jsonl``; None when there is nothing to plot."""
+    data = {label: read_metrics(p) for label, p in runs.items() if p.is_file()}
+    # SimSiam runs log z_std; the supervised baseline's cross-entropy does not belong on these axes.
+    data = {k: v for k, v in data.items() if any("z_std" in r for r in v[0])}
+    if not data:
+        return None
+    fig, (ax_loss, ax_std, ax_knn) = plt.subplots(1, 3, figsize=(15, 4.2))
+    dims = set()
+    for label, (steps, epochs) in data.items():
+        # x = global step index of the logged records (steps restart at 0 every epoch).
+        xs = list(range(len(steps)))
+        _, loss = _finite(steps, "step", "loss")
+        if len(loss) == len(steps):
+            ax_loss.plot(xs, loss, label=label, lw=1.2)
+        _, zstd = _finite(steps, "step", "z_std")
+        if len(zstd) == len(steps):
+            ax_std.plot(xs, zstd, label=label, lw=1.2)
+        ep, knn = _finite(epochs, "epoch", "knn_top1")
+        if knn:
+            ax_knn.plot(ep, knn, marker="o", label=label)
+        dims.add(_output_dim(runs[label]))
+    for d in sorted(dims):
+        ax_std.axhline(1 / math.sqrt(d), color="gray", ls="--", lw=1, label=f"1/sqrt(d), d={d}")
+    ax_loss.set(title="training loss", xlabel="logged step", ylabel="loss (-cosine; min -1)")
+    ax_std.set(title="output std of l2-normalised z", xlabel="logged step", ylabel="std per channel")
+    ax_std.set_ylim(bottom=0)
+    ax_knn.set(title="kNN accuracy", xlabel="epoch", ylabel="top-1 (%)")
+    if not ax_knn.lines:
+        ax_knn.text(0.5, 0.5, "no kNN monitor records\n(MONITOR.KNN_PERIOD 0)", ha="center", va="center",
+                    transform=ax_knn.transAxes, color="gray")
+    for ax in (ax_loss, ax_std, ax_knn):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle("SimSiam pre-training (cf. paper Fig. 2)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out)
+    return out
+
+
+def _save(fig, out: Path) -> None:
+    """Write to a temporary sibling and rename: a crash never leaves half a PNG."""
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def plot_transfer(table: Table, out: Path, metric: str = "AP") -> Path | None:
+    """Bars of ``metric`` per task group of a Table 5, our rows plus the paper's baselines."""
+    cols = [j for j, c in enumerate(table.columns) if c.metric == metric]
+    rows = [r for r in table.rows if r.source == "ours" or r.label in ("scratch", "ImageNet supervised")]
+    if not cols or not any(r.source == "ours" for r in rows):
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) * max(1, len(rows)) / 2.5), 4.2))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(cols))]
+        means = [row.cells[j].mean if row.cells[j].mean is not None else 0.0 for j in cols]
+        errs = [row.cells[j].std or 0.0 for j in cols]
+        paper = row.source == "paper"
+        bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=f"{row.label}{' (paper)' if paper else ''}",
+                      hatch="//" if paper else None, alpha=0.55 if paper else 0.9)
+        for bar, j in zip(bars, cols):
+            if row.cells[j].mean is None:
+                ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(cols)), [table.columns[j].group for j in cols])
+    ax.set(ylabel=metric, title=f"{metric} per transfer task: {table.title.split(':')[0]}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out)
+    return out
+
+
+def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str]) -> list[Path]:
+    """All plots of a runs directory into ``runs_dir/plots``; ``labels``: entry name -> label."""
+    runs_dir = Path(runs_dir)
+    metrics = {}
+    for path in sorted(runs_dir.glob("*/pretrain/metrics.jsonl")):
+        entry = path.parent.parent.name
+        metrics[labels.get(entry, entry)] = path
+    if (runs_dir / "metrics.jsonl").is_file():  # a single pretraining output dir
+        metrics[runs_dir.name] = runs_dir / "metrics.jsonl"
+    made = [plot_pretraining(metrics, runs_dir / "plots" / "pretraining_curves.png")]
+    for t in tables:
+        if t.name.startswith("table5") and not t.delta:
+            made.append(plot_transfer(t, runs_dir / "plots" / f"transfer_ap_{t.name}.png"))
+    return [p for p in made if p is not None]

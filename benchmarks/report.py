@@ -1,0 +1,154 @@
+"""``siambench report RUNS_DIR``: one Markdown and one HTML report of a runs directory.
+
+Contents: the tables (:mod:`benchmarks.table`), the plots (:mod:`benchmarks.plots`),
+the pipeline's step status and timings, every resolved ``config.yaml`` under the runs
+directory, the environment and the code version. ``report.md`` links the PNGs under
+``plots/`` (relative, so the directory can be moved as a whole); ``report.html`` is
+self-contained: the PNGs are embedded as base64 data URIs, so it can be mailed alone.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pretrain.utils.env import environment
+from pretrain.utils.io import atomic_write_text
+
+from .plots import make_plots
+from .results import collect
+from .table import Table, build_tables
+from .table_format import format_cell, render
+
+__all__ = ["write_report", "main"]
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:center}td:first-child,th:first-child{text-align:left}tr.paper{color:#666;background:#f6f6f6}
+caption{font-weight:bold;text-align:left;padding:4px 0}pre{background:#f4f4f4;padding:8px;overflow-x:auto;
+font-size:12px}img{max-width:100%}.note{color:#555;font-size:13px}"""
+
+
+def _configs(root: Path) -> list[tuple[str, str]]:
+    """(relative path, text) of every resolved config saved under the runs directory."""
+    found = [root / "pipeline.yaml"] if (root / "pipeline.yaml").is_file() else []
+    found += sorted(p for p in root.glob("*/*/config.yaml"))
+    for task_dir in sorted(p for p in root.glob("*/transfer/*") if p.is_dir()):
+        # one config per task: the task's own, else its first trial's (trials differ only in SEED)
+        first = sorted(task_dir.glob("trial*/config.yaml"))[:1]
+        found += [task_dir / "config.yaml"] if (task_dir / "config.yaml").is_file() else first
+    return [(str(p.relative_to(root)), p.read_text(encoding="utf-8", errors="replace")) for p in found]
+
+
+def _steps_rows(state: dict[str, Any]) -> list[list[str]]:
+    from .pipeline import fmt_duration
+
+    return [[key, s.get("status", ""), fmt_duration(s.get("wall_s")) if "wall_s" in s else ""]
+            for key, s in (state.get("steps") or {}).items()]
+
+
+def _md(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequence[Path],
+        state: dict[str, Any], env: dict[str, Any], configs: Sequence[tuple[str, str]]) -> str:
+    from tabulate import tabulate
+
+    lines = [f"# siambench report: {root.resolve().name}", "",
+             f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from `{root}`; "
+             f"code version `{env.get('git') or 'unknown'}` (siambench {env.get('siambench')}). "
+             "Every number of ours comes from the results files under this directory.", "",
+             "## Tables", "", render(tables, "md", notes), "## Plots", ""]
+    lines += [f"![{p.stem}]({p.relative_to(root).as_posix()})\n" for p in plots] or ["(no plots)\n"]
+    if state.get("steps"):
+        lines += ["## Pipeline steps", "", tabulate(_steps_rows(state), ["step", "status", "wall time"],
+                                                     tablefmt="github"), ""]
+    lines += ["## Environment", "", "```json", json.dumps(env, indent=2, sort_keys=True), "```", "",
+              "## Configs", ""]
+    for rel, text in configs:
+        lines += [f"<details><summary><code>{rel}</code></summary>", "", "```yaml", text.rstrip(), "```",
+                  "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _html_table(t: Table) -> str:
+    groups: list[list] = []
+    for c in t.columns:
+        if groups and groups[-1][0] == c.group:
+            groups[-1][1] += 1
+        else:
+            groups.append([c.group, 1])
+    head1 = "".join(f'<th colspan="{n}">{html.escape(g)}</th>' for g, n in groups)
+    head2 = "".join(f"<th>{html.escape(c.metric)}</th>" for c in t.columns)
+    body = []
+    for r in t.rows:
+        cells = []
+        for c in r.cells:
+            text = html.escape(format_cell(c, "md", r.source == "ours" and not t.delta, t.delta))
+            cells.append("<td>" + text.replace("**", "<b>", 1).replace("**", "</b>", 1) + "</td>")
+        body.append(f'<tr class="{r.source}"><td>{html.escape(r.label)}</td><td>{r.source}</td>{"".join(cells)}</tr>')
+    notes = "".join(f'<div class="note">{html.escape(n)}</div>' for n in t.notes)
+    return (f"<table><caption>{html.escape(t.title)}</caption>"
+            f'<tr><th rowspan="2">pre-train</th><th rowspan="2">source</th>{head1}</tr><tr>{head2}</tr>'
+            f"{''.join(body)}</table>{notes}")
+
+
+def _html(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequence[Path],
+          state: dict[str, Any], env: dict[str, Any], configs: Sequence[tuple[str, str]]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>siambench report: {esc(root.name)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>siambench report: {esc(root.resolve().name)}</h1>",
+             f"<p>Generated {dt.datetime.now().isoformat(timespec='seconds')} from <code>{esc(str(root))}</code>; "
+             f"code version <code>{esc(str(env.get('git') or 'unknown'))}</code> (siambench "
+             f"{esc(str(env.get('siambench')))}). Every number of ours comes from the results files under this "
+             "directory. <b>Bold</b>: within 0.5 of the column's best (the paper's rule).</p>", "<h2>Tables</h2>"]
+    parts += [_html_table(t) for t in tables]
+    if notes:
+        parts.append("<h3>Notes on the results files</h3><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes)
+                     + "</ul>")
+    parts.append("<h2>Plots</h2>")
+    for p in plots:
+        data = base64.b64encode(p.read_bytes()).decode("ascii")
+        parts.append(f'<p><img alt="{esc(p.stem)}" src="data:image/png;base64,{data}"></p>')
+    if state.get("steps"):
+        rows = "".join("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in r) + "</tr>" for r in _steps_rows(state))
+        parts.append(f"<h2>Pipeline steps</h2><table><tr><th>step</th><th>status</th><th>wall time</th></tr>{rows}"
+                     "</table>")
+    parts.append(f"<h2>Environment</h2><pre>{esc(json.dumps(env, indent=2, sort_keys=True))}</pre><h2>Configs</h2>")
+    parts += [f"<details><summary><code>{esc(rel)}</code></summary><pre>{esc(text)}</pre></details>"
+              for rel, text in configs]
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
+def write_report(runs_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``runs_dir/report.md`` and ``runs_dir/report.html`` (and ``plots/*.png``)."""
+    root = Path(runs_dir)
+    res = collect(root)
+    tables = build_tables(res)
+    labels = {n: e.get("label", n) for n, e in (res.state.get("entries") or {}).items()}
+    plots = make_plots(root, tables, labels)
+    env, configs = environment(), _configs(root)
+    md, page = root / "report.md", root / "report.html"
+    atomic_write_text(md, _md(root, tables, res.notes, plots, res.state, env, configs))
+    atomic_write_text(page, _html(root, tables, res.notes, plots, res.state, env, configs))
+    return md, page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="siambench report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
+    args = parser.parse_args(argv)
+    try:
+        md, page = write_report(args.runs_dir)
+    except FileNotFoundError as e:
+        print(f"siambench report: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

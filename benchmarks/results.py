@@ -1,0 +1,200 @@
+"""Collect every results file under a runs directory into plain records.
+
+Reads the files fixed by docs/design.md: transfer ``trial*/results.json``, linear
+evaluation ``lincls_results.json``, kNN ``knn_results.json`` and the pipeline's
+``pipeline_state.json`` (entry labels and kinds). Nothing here averages or formats;
+:mod:`benchmarks.table` does. Unreadable, partial or NaN results never crash the
+collection: they are left out and described in :attr:`RunResults.notes`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TransferTrial",
+    "EvalResult",
+    "RunResults",
+    "collect",
+    "is_synthetic_task",
+    "STATE_FILE",
+]
+
+STATE_FILE = "pipeline_state.json"
+_SKIP_DIRS = {"synth", "logs", ".git", "__pycache__"}  # big trees that never hold results
+
+
+@dataclass(frozen=True)
+class TransferTrial:
+    """One finished fine-tuning trial (``status == "complete"``)."""
+
+    path: Path
+    task: str
+    label: str
+    weights: str
+    seed: int | None
+    # {"bbox": {"AP": 47.0, ...}, "segm": {...}}; NaN/None metrics are kept as NaN here.
+    results: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A linear or kNN evaluation of one entry's pretrained encoder."""
+
+    path: Path
+    entry: str
+    label: str
+    protocol: str  # "lincls" | "knn"
+    top1: float
+    pretrain_epochs: int | None
+    synthetic: bool
+
+
+@dataclass
+class RunResults:
+    """Everything found under one runs directory."""
+
+    root: Path
+    transfer: list[TransferTrial] = field(default_factory=list)
+    evals: list[EvalResult] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)  # label -> simsiam|supervised|scratch|checkpoint
+    notes: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def is_synthetic_task(task: str) -> bool:
+    """Tasks on the built-in synthetic dataset are named ``synth_*`` (configs/transfer)."""
+    return task.startswith("synth_")
+
+
+def _read_json(path: Path, notes: list[str], root: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        notes.append(f"{path.relative_to(root)}: unreadable ({e.__class__.__name__}), skipped")
+        return None
+    if not isinstance(obj, dict):
+        notes.append(f"{path.relative_to(root)}: not a JSON object, skipped")
+        return None
+    return obj
+
+
+def _number(value: Any) -> float:
+    """A metric as float; None, strings and non-finite values become NaN (= missing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
+
+
+def _walk(root: Path, names: set[str]) -> list[Path]:
+    """Files called one of ``names`` under root, sorted, skipping dataset/log trees."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if f in names]
+    return found
+
+
+def _entry_of(path: Path, root: Path) -> str:
+    """Pipeline layout ``RUNS/<entry>/...``; a lone results dir is its own entry."""
+    rel = path.relative_to(root).parts
+    return rel[0] if len(rel) > 1 else root.resolve().name
+
+
+def _config_data_root(result_path: Path) -> str:
+    """``DATA.ROOT`` from the ``config.yaml`` saved next to an eval result, or ''."""
+    cfg = result_path.parent / "config.yaml"
+    if not cfg.is_file():
+        return ""
+    import yaml
+
+    try:
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+        return str((data.get("DATA") or {}).get("ROOT", ""))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""
+
+
+def _transfer_trial(path: Path, obj: dict[str, Any], out: RunResults) -> None:
+    rel = path.relative_to(out.root)
+    if obj.get("status") != "complete":
+        out.notes.append(f"{rel}: status {obj.get('status')!r} (partial trial), not averaged in")
+        return
+    task, label = obj.get("task"), obj.get("label")
+    if not isinstance(task, str) or not isinstance(label, str) or not isinstance(obj.get("results"), dict):
+        out.notes.append(f"{rel}: missing 'task', 'label' or 'results', skipped")
+        return
+    results: dict[str, dict[str, float]] = {}
+    for rtype, metrics in obj["results"].items():
+        if isinstance(metrics, dict):
+            results[rtype] = {k: _number(v) for k, v in metrics.items()}
+    nan = sorted(f"{t}.{k}" for t, m in results.items() for k, v in m.items() if math.isnan(v))
+    if nan:
+        out.notes.append(f"{rel}: NaN/missing {', '.join(nan)} (shown as missing, not averaged in)")
+    seed = obj.get("seed")
+    out.transfer.append(TransferTrial(path, task, label, str(obj.get("weights", "")),
+                                      seed if isinstance(seed, int) else None, results))
+
+
+def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[str, str],
+                 synthetic_run: bool | None) -> None:
+    rel = path.relative_to(out.root)
+    protocol = "lincls" if path.name == "lincls_results.json" else "knn"
+    top1 = _number(obj.get("top1"))
+    if math.isnan(top1):
+        out.notes.append(f"{rel}: top1 missing or NaN, skipped")
+        return
+    entry = _entry_of(path, out.root)
+    epochs = obj.get("pretrain_epochs")
+    if synthetic_run is None:  # no pipeline state: judge from the eval's own config
+        synthetic = "synth" in _config_data_root(path).lower()
+    else:
+        synthetic = synthetic_run
+    out.evals.append(EvalResult(path, entry, labels.get(entry, entry), protocol, top1,
+                                int(epochs) if isinstance(epochs, (int, float)) else None, synthetic))
+
+
+def collect(runs_dir: str | os.PathLike) -> RunResults:
+    """Read every results file under ``runs_dir``.
+
+    Raises:
+        FileNotFoundError: ``runs_dir`` does not exist.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs directory not found: {root} (pass the OUTPUT_DIR of `siambench run`)")
+    out = RunResults(root=root)
+    labels: dict[str, str] = {}
+    synthetic_run: bool | None = None
+    state_path = root / STATE_FILE
+    if state_path.is_file():
+        state = _read_json(state_path, out.notes, root) or {}
+        out.state = state
+        for name, entry in (state.get("entries") or {}).items():
+            labels[name] = entry.get("label", name)
+            out.kinds[labels[name]] = entry.get("kind", "")
+        if "synthetic" in state:
+            synthetic_run = bool(state["synthetic"])
+
+    for path in _walk(root, {"results.json", "lincls_results.json", "knn_results.json"}):
+        obj = _read_json(path, out.notes, root)
+        if obj is None:
+            continue
+        if path.name == "results.json":
+            if "task" in obj or "status" in obj:  # other tools' results.json are not ours
+                _transfer_trial(path, obj, out)
+        else:
+            _eval_result(path, obj, out, labels, synthetic_run)
+
+    for trial in out.transfer:  # kinds of rows not described by a pipeline state
+        if trial.label not in out.kinds:
+            if trial.weights == "scratch":
+                out.kinds[trial.label] = "scratch"
+            elif "supervised" in trial.label.lower():
+                out.kinds[trial.label] = "supervised"
+    return out

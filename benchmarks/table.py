@@ -1,0 +1,262 @@
+"""``siambench table RUNS_DIR``: transfer and linear-eval tables shaped like the paper's.
+
+Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
+COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table 4
+(linear evaluation): top-1 by pre-training epochs. Conventions:
+
+* A cell of ours is the mean ± sample standard deviation (ddof=1) over the finished
+  trials, with their count n; numbers are rounded to 0.1 like the paper. One trial
+  shows no std.
+* Bold rule (the paper's): per column, every displayed entry within 0.5 below the
+  column's best (compared at the displayed 0.1 precision) is bold. It is applied over
+  all rows of the table, our rows and the paper's reference rows alike.
+* The paper's published rows (:mod:`benchmarks.reference`) are marked ``paper``.
+  Results on the synthetic dataset (``synth_*`` tasks) go to their own tables with the
+  note "synthetic data: not comparable to paper rows"; the reference rows still print.
+* Deltas: each of our rows minus our supervised and our scratch row of the same table
+  (same data), e.g. ``+1.2``.
+* Missing, partial or NaN results show as missing (``–``) with a note; they are never
+  averaged in.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from . import reference
+from .results import RunResults, TransferTrial, collect, is_synthetic_task
+
+__all__ = ["Cell", "Column", "Row", "Table", "summarize", "apply_bold", "build_tables",
+           "task_group_name", "main"]
+
+SYNTHETIC_NOTE = "synthetic data: not comparable to paper rows"
+_KIND_ORDER = {"scratch": 0, "supervised": 1}  # then everything else, like the paper's rows
+
+
+@dataclass
+class Cell:
+    """One table entry; ``mean is None`` means missing."""
+
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    bold: bool = False
+
+
+@dataclass
+class Column:
+    group: str  # "VOC 07", "COCO det", "100 ep", ...
+    metric: str  # "AP50", "AP", "AP75", "top-1"
+
+
+@dataclass
+class Row:
+    label: str
+    source: str  # "ours" | "paper"
+    kind: str  # "scratch" | "supervised" | "simsiam" | "checkpoint" | "" (paper / unknown)
+    cells: list[Cell]
+
+
+@dataclass
+class Table:
+    name: str  # machine name: "table5", "table5_synthetic", "table4", ...
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    delta: bool = False  # cells are signed differences (no std, no bold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Table":
+        return cls(
+            name=d["name"], title=d["title"], notes=list(d.get("notes", [])), delta=bool(d.get("delta")),
+            columns=[Column(**c) for c in d["columns"]],
+            rows=[Row(r["label"], r["source"], r["kind"], [Cell(**c) for c in r["cells"]]) for r in d["rows"]],
+        )
+
+
+def summarize(values: Iterable[float]) -> Cell:
+    """Mean, sample std (ddof=1, None for one value) and n of the finite values."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return Cell()
+    std = statistics.stdev(finite) if len(finite) > 1 else None
+    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite))
+
+
+def apply_bold(table: Table, margin: float = reference.BOLD_MARGIN) -> None:
+    """Bold, per column, the entries within ``margin`` below the column's best."""
+    for j in range(len(table.columns)):
+        cells = [row.cells[j] for row in table.rows if row.cells[j].mean is not None]
+        if not cells:
+            continue
+        best = max(round(c.mean, 1) for c in cells)
+        for c in cells:
+            # 1e-6: 0.1-rounded floats; "within 0.5" includes exactly 0.5 below.
+            c.bold = round(c.mean, 1) >= best - margin - 1e-6
+
+
+def task_group_name(task: str, rtype: str) -> str:
+    """Column-group title of a transfer task, e.g. ("voc0712", "bbox") -> "VOC 07+12"."""
+    base = task[len("synth_"):] if is_synthetic_task(task) else task
+    names = {"voc07": "VOC 07", "voc0712": "VOC 07+12"}
+    if base in names:
+        name = names[base]
+    elif base.startswith("coco"):  # coco, coco_2x, coco_fpn, coco_fpn_2x
+        extra = [w.upper() if w == "fpn" else w for w in base.split("_")[1:]]
+        name = " ".join(["COCO", *extra, {"bbox": "det", "segm": "seg"}.get(rtype, rtype)])
+    else:
+        name = base if rtype == "bbox" else f"{base} {rtype}"
+    return name + (" (synth)" if is_synthetic_task(task) else "")
+
+
+def _task_sort_key(task: str) -> tuple:
+    base = task[len("synth_"):] if is_synthetic_task(task) else task
+    order = ["voc07", "voc0712", "coco"]
+    return (order.index(base) if base in order else len(order), base)
+
+
+def _row_order(labels: Iterable[str], kinds: dict[str, str], preferred: Sequence[str]) -> list[str]:
+    pos = {label: i for i, label in enumerate(preferred)}
+    return sorted(set(labels), key=lambda lb: (_KIND_ORDER.get(kinds.get(lb, ""), 2), pos.get(lb, len(pos)), lb))
+
+
+def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: RunResults,
+                    with_paper: bool, order: Sequence[str]) -> Table:
+    by_key: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)  # (label, task, rtype, metric)
+    groups: set[tuple[str, str]] = set(reference.PAPER_TASKS) if with_paper else set()
+    for t in trials:
+        for rtype, metrics in t.results.items():
+            if rtype not in ("bbox", "segm"):
+                continue
+            groups.add((t.task, rtype))
+            for metric in reference.METRICS:
+                by_key[t.label, t.task, rtype, metric].append(metrics.get(metric, math.nan))
+    groups_sorted = sorted(groups, key=lambda g: (_task_sort_key(g[0]), g[1]))
+    columns = [Column(task_group_name(task, rtype), m) for task, rtype in groups_sorted for m in reference.METRICS]
+    rows: list[Row] = []
+    if with_paper:
+        for label, values in reference.TABLE5_TRANSFER.items():
+            cells = [Cell(values[g][m], None, 0) if g in values else Cell()
+                     for g in groups_sorted for m in reference.METRICS]
+            rows.append(Row(label, "paper", "", cells))
+    for label in _row_order({t.label for t in trials}, res.kinds, order):
+        cells = [summarize(by_key.get((label, task, rtype, m), [])) for task, rtype in groups_sorted
+                 for m in reference.METRICS]
+        rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
+    table = Table(name, title, columns, rows)
+    if with_paper:
+        table.notes.append(f"paper rows: {reference.CITATION}, Table 5 (R50-C4, 200-ep pre-training; VOC: 5 trials)")
+    if any(r.source == "ours" and any(c.mean is None for c in r.cells) for r in rows):
+        table.notes.append("– = no finished trial for this entry and task")
+    apply_bold(table)
+    return table
+
+
+def _delta_tables(table: Table) -> list[Table]:
+    ours = [r for r in table.rows if r.source == "ours"]
+    out = []
+    for kind in ("supervised", "scratch"):
+        base = next((r for r in ours if r.kind == kind), None)
+        if base is None:
+            continue
+        rows = []
+        for r in ours:
+            if r is base:
+                continue
+            cells = [Cell(mean=c.mean - b.mean, n=min(c.n, b.n)) if c.mean is not None and b.mean is not None
+                     else Cell() for c, b in zip(r.cells, base.cells)]
+            rows.append(Row(r.label, "ours", r.kind, cells))
+        if rows:
+            out.append(Table(f"{table.name}_delta_{kind}", f"{table.title}: Δ vs our {kind} row ({base.label})",
+                             table.columns, rows, [SYNTHETIC_NOTE] if SYNTHETIC_NOTE in table.notes else [],
+                             delta=True))
+    return out
+
+
+def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic: bool,
+                with_paper: bool, order: Sequence[str]) -> Table | None:
+    evals = [e for e in res.evals if e.protocol == protocol and e.synthetic == synthetic]
+    if not evals and not with_paper:
+        return None
+    epochs = set(reference.TABLE4_EPOCHS) if with_paper else set()
+    epochs |= {e.pretrain_epochs for e in evals if e.pretrain_epochs is not None}
+    epoch_cols: list[int | None] = sorted(epochs) + ([None] if any(e.pretrain_epochs is None for e in evals) else [])
+    metric = "top-1"
+    columns = [Column(f"{ep} ep" if ep is not None else "? ep", metric) for ep in epoch_cols]
+    rows = []
+    if with_paper:
+        for label, values in reference.TABLE4_LINEAR_TOP1.items():
+            rows.append(Row(label, "paper", "", [Cell(values[ep]) if ep in values else Cell() for ep in epoch_cols]))
+    for label in _row_order({e.label for e in evals}, res.kinds, order):
+        cells = [summarize(e.top1 for e in evals if e.label == label and e.pretrain_epochs == ep) for ep in epoch_cols]
+        rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
+    table = Table(name, title, columns, rows)
+    if with_paper:
+        table.notes.append(f"paper rows: {reference.CITATION}, Table 4 (ImageNet, ResNet-50)")
+    if None in epoch_cols:
+        table.notes.append("? ep: the results file does not record pretrain_epochs")
+    if synthetic:
+        table.notes.append(SYNTHETIC_NOTE)
+    apply_bold(table)
+    return table
+
+
+def build_tables(res: RunResults) -> list[Table]:
+    """All tables for one runs directory, in display order."""
+    order = [e.get("label", n) for n, e in (res.state.get("entries") or {}).items()]
+    real = [t for t in res.transfer if not is_synthetic_task(t.task)]
+    synth = [t for t in res.transfer if is_synthetic_task(t.task)]
+    tables: list[Table] = []
+    t5 = _transfer_table("table5", "Table 5: transfer to VOC / COCO (AP50 / AP / AP75)", real, res, True, order)
+    if synth:
+        t5s = _transfer_table("table5_synthetic", "Table 5 (synthetic data): transfer, our runs", synth, res,
+                              False, order)
+        t5s.notes.append(SYNTHETIC_NOTE)
+        tables += [t5s, *_delta_tables(t5s)]
+    tables += [t5, *_delta_tables(t5)]
+    for protocol, title in (("lincls", "linear evaluation top-1 (%)"), ("knn", "kNN top-1 (%)")):
+        synth_t = _eval_table(f"{'table4' if protocol == 'lincls' else 'knn'}_synthetic",
+                              f"{'Table 4' if protocol == 'lincls' else 'kNN'} (synthetic data): {title}",
+                              res, protocol, True, False, order)
+        real_t = _eval_table("table4" if protocol == "lincls" else "knn",
+                             f"Table 4: ImageNet {title}" if protocol == "lincls" else f"kNN: {title}",
+                             res, protocol, False, protocol == "lincls", order)
+        tables += [t for t in (synth_t, real_t) if t is not None]
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pretrain.utils.io import atomic_write_text
+
+    from .table_format import FORMATS, render
+
+    parser = argparse.ArgumentParser(prog="siambench table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
+    parser.add_argument("--out", metavar="FILE", help="write here (atomically) instead of printing")
+    args = parser.parse_args(argv)
+    try:
+        res = collect(args.runs_dir)
+    except FileNotFoundError as e:
+        print(f"siambench table: {e}", file=sys.stderr)
+        return 2
+    text = render(build_tables(res), args.format, res.notes)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

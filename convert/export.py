@@ -1,0 +1,164 @@
+"""Write a backbone as a Detectron2 ``.pkl``: plain types, numpy arrays, provenance.
+
+The file is what Detectron2's model zoo ships (``{"model": {name: ndarray},
+"__author__": ..., "matching_heuristics": True}``) plus a ``provenance`` dict, so
+detectron2's ``DetectionCheckpointer`` and our restricted unpickler both read it.
+With ``matching_heuristics`` detectron2 matches each checkpoint name as a suffix of
+the model's names: ``res2.0.conv1.weight`` fills ``backbone.res2.0.conv1.weight``
+(C4), ``backbone.bottom_up.res2...`` (FPN) and ``res5.*`` fills the C4 box head's
+``roi_heads.res5.*``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, TypedDict
+
+import numpy as np
+import torch
+
+from pretrain.utils.env import siambench_version
+from pretrain.utils.io import atomic_open
+
+from .checkpoints import BackboneInfo, load_backbone_state_dict
+from .errors import ConversionError
+from .naming import to_detectron2_name
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
+
+__all__ = [
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "INPUT_FORMAT",
+    "Provenance",
+    "to_detectron2",
+    "write_detectron2_pkl",
+    "convert_checkpoint",
+]
+
+# What torchvision-trained ResNets expect: RGB in [0, 255], normalised with the ImageNet
+# statistics torchvision uses (0.485/0.456/0.406, 0.229/0.224/0.225) scaled by 255.
+# SimSiam, MoCo and the supervised baseline all train with these.
+PIXEL_MEAN = (123.675, 116.280, 103.530)
+PIXEL_STD = (58.395, 57.120, 57.375)
+INPUT_FORMAT = "RGB"
+_PICKLE_PROTOCOL = 4  # readable by any Python 3 detectron2; numpy arrays go in-band
+
+
+class Provenance(TypedDict):
+    """Everything needed to trace a weights file back to its checkpoint and use it right."""
+
+    source: str
+    source_sha256: str
+    source_format: str
+    source_prefix: str
+    arch: str
+    checkpoint_arch: str | None
+    epoch: int | None
+    num_tensors: int
+    dropped_keys: list[str]  # source keys not converted (heads, key encoder, BN counters)
+    pixel_mean: list[float]  # Detectron2 MODEL.PIXEL_MEAN the weights expect
+    pixel_std: list[float]  # MODEL.PIXEL_STD
+    input_format: str  # INPUT.FORMAT (channel order)
+    stride_in_1x1: bool  # MODEL.RESNETS.STRIDE_IN_1X1 (torchvision: stride in the 3x3)
+    siambench_version: str
+
+
+def to_detectron2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Rename torchvision ResNet tensors to Detectron2's and turn them into float32 numpy.
+
+    Raises:
+        ConversionError: a key is not a torchvision ResNet tensor.
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, tensor in state_dict.items():
+        d2_name = to_detectron2_name(name)
+        if d2_name is None:
+            raise ConversionError(f"{name!r} is not a torchvision ResNet tensor; it has no Detectron2 name")
+        # float32 copies: checkpoints may hold fp16/bf16 (numpy has no bfloat16).
+        out[d2_name] = np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+    return out
+
+
+def provenance_from(info: BackboneInfo) -> Provenance:
+    return {
+        "source": info["source"],
+        "source_sha256": info["sha256"],
+        "source_format": info["format"],
+        "source_prefix": info["prefix"],
+        "arch": info["arch"],
+        "checkpoint_arch": info["checkpoint_arch"],
+        "epoch": info["epoch"],
+        "num_tensors": info["num_tensors"],
+        "dropped_keys": list(info["unused_keys"]),
+        "pixel_mean": list(PIXEL_MEAN),
+        "pixel_std": list(PIXEL_STD),
+        "input_format": INPUT_FORMAT,
+        "stride_in_1x1": False,
+        "siambench_version": siambench_version(),
+    }
+
+
+def write_detectron2_pkl(path: str | os.PathLike, model: Mapping[str, np.ndarray], provenance: Mapping[str, Any]) -> Path:
+    """Pickle ``model`` + ``provenance`` to ``path`` atomically (no partial file on failure)."""
+    payload = {
+        "model": dict(model),
+        "__author__": "siambench",
+        "matching_heuristics": True,
+        "provenance": dict(provenance),
+    }
+    with atomic_open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=_PICKLE_PROTOCOL)
+    return Path(path)
+
+
+def convert_checkpoint(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    prefix: str | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    verify: bool = False,
+    verify_size: int = 224,
+) -> tuple[Provenance, "VerifyReport | None"]:
+    """Checkpoint ``src`` -> Detectron2 weights ``out``.
+
+    With ``verify`` the weights are written to a temporary sibling, checked with
+    :func:`convert.verify.verify_weights` and only then moved to ``out``, so ``out``
+    never holds weights that failed verification.
+
+    Returns:
+        The provenance written into ``out`` and the verification report (None without ``verify``).
+
+    Raises:
+        ConversionError: see :func:`convert.checkpoints.load_backbone_state_dict`.
+        VerificationError: ``verify`` found a difference; ``out`` is left untouched.
+    """
+    out = Path(out)
+    if out.suffix != ".pkl":
+        raise ConversionError(f"{out}: the output must end in .pkl (that is how Detectron2 recognises weights)")
+    state_dict, info = load_backbone_state_dict(src, fmt=fmt, prefix=prefix, trust_pickle=trust_pickle, arch=arch)
+    provenance = provenance_from(info)
+    model = to_detectron2(state_dict)
+    if not verify:
+        write_detectron2_pkl(out, model, provenance)
+        return provenance, None
+
+    from .verify import verify_weights  # lazy: imports detectron2
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".unverified.pkl", dir=out.parent)
+    os.close(fd)
+    staged = Path(tmp)
+    try:
+        write_detectron2_pkl(staged, model, provenance)
+        report = verify_weights(staged, state_dict, info["arch"], info["unused_keys"], image_size=verify_size)
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    report.weights = str(out)
+    return provenance, report

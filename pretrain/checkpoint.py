@@ -1,0 +1,147 @@
+"""Pretraining checkpoints: atomic writes, official key names, exact resume.
+
+A checkpoint (``docs/design.md``) is a dict with ``state_dict`` (keys
+``module.encoder.*`` / ``module.predictor.*`` as the official SimSiam checkpoints,
+whatever the wrapping), ``arch``, ``epoch`` (epochs completed), ``optimizer``,
+``scaler``, ``rng``, ``config`` (YAML), ``siambench_version``; plus ``monitor`` and
+``hypothesis`` states this package needs to resume exactly. Everything is plain
+tensors/containers so ``torch.load(weights_only=True)`` reads it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .utils.env import siambench_version
+from .utils.io import atomic_torch_save, atomic_write_text
+
+__all__ = [
+    "PREFIX",
+    "LAST_CHECKPOINT",
+    "checkpoint_name",
+    "official_state_dict",
+    "load_official_state_dict",
+    "encoder_state_dict",
+    "get_rng_state",
+    "set_rng_state",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_resume_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "module."  # the official checkpoints come from a DDP-wrapped model
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_{epoch:04d}.pth"
+
+
+def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s (the bare SimSiam module's) state dict with the official ``module.`` prefix."""
+    return {PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def load_official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load ``module.*`` keys into the bare SimSiam module (strict: every key must match)."""
+    stripped = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state_dict.items()}
+    model.load_state_dict(stripped)
+
+
+def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The backbone weights of a checkpoint as a torchvision ResNet state dict (no ``fc``).
+
+    Load with ``resnet.load_state_dict(sd, strict=False)``; only ``fc.*`` is missing.
+    """
+    sd = checkpoint.get("state_dict", checkpoint)
+    prefix = PREFIX + "encoder."
+    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
+    if not out:
+        raise KeyError(f"no '{prefix}*' keys in the checkpoint; is it a SimSiam pretraining checkpoint?")
+    return out
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states (weights_only-loadable types)."""
+    algo, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"algo": algo, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["algo"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, cfg, extra: dict[str, Any] | None = None,
+                    name: str | None = None) -> Path:
+    """Write ``checkpoint_{epoch:04d}.pth`` (or ``name``) atomically, then point ``last_checkpoint`` at it.
+
+    Call on rank 0 only. ``epoch`` is the number of completed epochs.
+    """
+    ckpt = {
+        "state_dict": official_state_dict(model),
+        "arch": cfg.MODEL.ARCH,
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": get_rng_state(),
+        "config": cfg.dump(),
+        "siambench_version": siambench_version(),
+        **(extra or {}),
+    }
+    path = Path(output_dir) / (name or checkpoint_name(epoch))
+    atomic_torch_save(ckpt, path)
+    if name is None:  # model_final.pth is not a resume point of its own: it copies the last one
+        atomic_write_text(Path(output_dir) / LAST_CHECKPOINT, path.name + "\n")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with an error that names the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, foreign pickle, ...
+        raise RuntimeError(f"cannot read checkpoint {path} ({e}); delete it (and fix {LAST_CHECKPOINT}) "
+                           "to resume from an earlier one") from e
+    missing = {"state_dict", "epoch", "optimizer"} - set(ckpt)
+    if missing:
+        raise KeyError(f"{path} is not a pretraining checkpoint: missing {sorted(missing)}")
+    return ckpt
+
+
+def find_resume_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path | None:
+    """``resume`` = "auto" (latest in ``output_dir``, None if there is none yet) or a file path."""
+    if resume != "auto":
+        return Path(resume)
+    marker = Path(output_dir) / LAST_CHECKPOINT
+    if not marker.is_file():
+        return None
+    path = Path(output_dir) / marker.read_text(encoding="utf-8").strip()
+    if not path.is_file():
+        raise FileNotFoundError(f"{marker} names {path.name}, which does not exist; fix or delete {marker}")
+    return path

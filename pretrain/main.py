@@ -1,0 +1,243 @@
+"""``siambench pretrain``: SimSiam pretraining, single process or torchrun/SLURM multi-GPU.
+
+    siambench pretrain --config-file configs/pretrain/simsiam_r50_100ep.yaml DATA.ROOT /data/imagenet
+    torchrun --nproc_per_node 8 -m pretrain --config-file ... [--resume auto] [--strict-data] KEY VALUE ...
+
+Writes ``OUTPUT_DIR/{config.yaml, checkpoint_*.pth, last_checkpoint, model_final.pth,
+metrics.jsonl, log.txt, tb/}``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import checkpoint as ckpt_io
+from .builder import build_model
+from .config import get_cfg
+from .data import (BatchAugment, IndexedDataset, TwoCropsTransform, build_crop_transform, build_dataset,
+                   build_eval_transform, build_moco_v2_transform, build_pretrain_loader, epoch_seed,
+                   set_loader_epoch)
+from .engine import TrainContext, train_one_epoch
+from .losses import SimSiamLoss
+from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .schedule import adjust_learning_rate, scaled_lr
+from .targets import KStepTargets, MovingAverageTargets
+from .utils.config import ConfigError, add_config_args, load_config, save_config
+from .utils.dist import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed_mode
+from .utils.logger import JSONLinesWriter, TensorboardWriter, setup_logger
+
+__all__ = ["main", "parse_args"]
+
+logger = logging.getLogger("siambench.pretrain")
+
+EXIT_COLLAPSED = 3
+_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="siambench pretrain", description="SimSiam pretraining")
+    parser.add_argument("--resume", metavar="auto|PATH", default=None,
+                        help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
+    parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+def _check_cfg(cfg, info: DistInfo) -> None:
+    if cfg.SOLVER.BATCH_SIZE % info.world_size:
+        raise ConfigError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
+                          f"{info.world_size} ranks; choose a multiple of {info.world_size}")
+    if cfg.TRAIN.AMP not in _AMP:
+        raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
+    if cfg.DATA.AUG_BACKEND not in ("pil", "batched"):
+        raise ConfigError(f"DATA.AUG_BACKEND must be 'pil' or 'batched', got {cfg.DATA.AUG_BACKEND!r}")
+    if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
+        raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
+    if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
+        raise ConfigError(f"SOLVER.SCHEDULE_UNIT must be 'epoch' or 'step', got {cfg.SOLVER.SCHEDULE_UNIT!r}")
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model_and_optimizer(cfg, info: DistInfo):
+    """(train_model, bare SimSiam, optimizer, scaler): SyncBN + DDP when distributed, compile if asked."""
+    seed_all(cfg.SEED)  # identical init on every rank (DDP also broadcasts it)
+    bare = build_model(cfg)
+    model: nn.Module = bare
+    if info.distributed and cfg.MODEL.SYNC_BN:
+        model = bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
+    model.to(info.device)
+    if cfg.TRAIN.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
+    optimizer = torch.optim.SGD(bare.param_groups(), lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
+                                weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.TRAIN.COMPILE:
+        model = torch.compile(model)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.TRAIN.AMP == "fp16")
+    return model, bare, optimizer, scaler
+
+
+def build_data(cfg, info: DistInfo, num_views: int):
+    """(pretraining loader, its dataset, batch augment or None, single-view target loader or None)."""
+    size, scale = cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE
+    if cfg.DATA.AUG_BACKEND == "batched":
+        view_tf = build_crop_transform(size, scale)
+        batch_aug = BatchAugment(channels_last=cfg.TRAIN.CHANNELS_LAST).to(info.device)
+    else:
+        view_tf, batch_aug = build_moco_v2_transform(size, scale), None
+    per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
+    loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
+                     world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
+                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda")
+    dataset = build_dataset(cfg, "train", TwoCropsTransform(view_tf, num_views), strict=cfg.DATA.STRICT)
+    loader = build_pretrain_loader(IndexedDataset(dataset), **loader_kw)
+    target_loader = None
+    if cfg.HYPOTHESIS.MODE == "kstep":  # T'(x): one more view per image, same sample order
+        target_loader = build_pretrain_loader(
+            IndexedDataset(build_dataset(cfg, "train", view_tf, strict=cfg.DATA.STRICT)), **loader_kw)
+    return loader, dataset, batch_aug, target_loader
+
+
+def build_targets(cfg, bare: nn.Module, ctx: TrainContext, num_images: int):
+    mode = cfg.HYPOTHESIS.MODE
+    if mode == "kstep":
+        def encode(view: torch.Tensor) -> torch.Tensor:
+            with ctx.autocast():
+                return bare.encoder(ctx.to_device(view))  # NxC projections with the current theta
+
+        return KStepTargets(cfg.HYPOTHESIS.K_STEPS, encode)
+    if mode == "moving_average":
+        return MovingAverageTargets(num_images, cfg.MODEL.DIM, cfg.HYPOTHESIS.MOMENTUM,
+                                    cfg.HYPOTHESIS.BANK_DEVICE or ctx.device)
+    return None
+
+
+def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
+    tf = build_eval_transform(cfg.DATA.IMAGE_SIZE)
+    train_set, val_set = build_dataset(cfg, "train", tf), build_dataset(cfg, "val", tf)
+    m = cfg.MONITOR
+    return knn_monitor(bare.encoder, train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
+                       batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64), num_workers=cfg.DATA.NUM_WORKERS,
+                       train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(get_cfg(), args.config_file, args.opts)
+    if args.strict_data:
+        cfg.defrost()
+        cfg.DATA.STRICT = True
+        cfg.freeze()
+    info = init_distributed_mode(device=cfg.MODEL.DEVICE)
+    try:
+        return train(cfg, info, args.resume)
+    finally:
+        cleanup()
+
+
+def train(cfg, info: DistInfo, resume: str | None = None) -> int:
+    """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
+    out = Path(cfg.OUTPUT_DIR)
+    setup_logger(out, info.rank)
+    _check_cfg(cfg, info)
+    if info.is_main:
+        save_config(cfg, out)
+    logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
+
+    criterion = SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY)
+    model, bare, optimizer, scaler = build_model_and_optimizer(cfg, info)
+    loader, dataset, batch_aug, target_loader = build_data(cfg, info, criterion.num_views)
+    init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
+    ctx = TrainContext(
+        device=info.device, init_lr=init_lr, epochs=cfg.SOLVER.EPOCHS, fix_pred_lr=cfg.SOLVER.FIX_PRED_LR,
+        schedule_per_step=cfg.SOLVER.SCHEDULE_UNIT == "step", amp_dtype=_AMP[cfg.TRAIN.AMP],
+        scaler=scaler if scaler.is_enabled() else None, batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
+        collapse=CollapseMonitor(cfg.MODEL.DIM, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE,
+                                 cfg.MONITOR.COLLAPSE_ABORT),
+        print_freq=cfg.TRAIN.PRINT_FREQ, max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH,
+    )
+    targets = build_targets(cfg, bare, ctx, len(dataset))
+    ctx.targets = targets
+
+    start_epoch = 0
+    path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None
+    if path is not None:
+        state = ckpt_io.load_checkpoint(path)
+        ckpt_io.load_official_state_dict(bare, state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and ctx.scaler is not None:
+            ctx.scaler.load_state_dict(state["scaler"])
+        ckpt_io.set_rng_state(state["rng"])
+        ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+        ctx.global_step = int(state["monitor"]["global_step"])
+        if targets is not None and "hypothesis" in state:
+            targets.load_state_dict(state["hypothesis"])
+        start_epoch = int(state["epoch"])
+        logger.info("resumed from %s (epoch %d done)", path, start_epoch)
+    if info.is_main:
+        JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch)  # drop records of epochs to redo
+    barrier()
+    ctx.jsonl = JSONLinesWriter(out / "metrics.jsonl")
+    ctx.tensorboard = TensorboardWriter(out / "tb", enabled=info.is_main and cfg.MONITOR.TENSORBOARD)
+
+    def extra_state() -> dict:
+        state = {"monitor": {"collapse": ctx.collapse.state_dict(), "global_step": ctx.global_step}}
+        if targets is not None:
+            state["hypothesis"] = targets.state_dict()
+        return state
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
+            tic = time.time()
+            seed_all(epoch_seed(cfg.SEED, epoch, info.rank))  # augmentations in this process (num_workers 0, batched)
+            set_loader_epoch(loader, cfg.SEED, epoch, info.rank)
+            if target_loader is not None:
+                set_loader_epoch(target_loader, cfg.SEED, epoch, info.rank, stream=1)
+                targets.begin_epoch(iter(target_loader))
+            lr = adjust_learning_rate(optimizer, init_lr, epoch, cfg.SOLVER.EPOCHS, cfg.SOLVER.FIX_PRED_LR)
+            stats = train_one_epoch(model, criterion, optimizer, loader, epoch, ctx)
+            record = {"type": "epoch", "epoch": epoch, **stats, "lr": lr, "time_s": round(time.time() - tic, 3),
+                      "bad_images": int(round(float(all_reduce_mean(dataset.num_bad)) * info.world_size))
+                      if hasattr(dataset, "num_bad") else 0}
+            last = epoch + 1 == cfg.SOLVER.EPOCHS
+            if cfg.MONITOR.KNN_PERIOD and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or last):
+                record["knn_top1"] = run_knn_monitor(cfg, bare, info)
+            logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "type"})
+            if record["bad_images"]:
+                logger.warning("%d unreadable images so far (replaced; see the warnings above)", record["bad_images"])
+            ctx.jsonl.write(record)
+            ctx.tensorboard.add_scalars({k: record[k] for k in ("loss", "z_std", "knn_top1") if k in record},
+                                        epoch + 1, "epoch/")
+            if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last):
+                ckpt_io.save_checkpoint(out, epoch + 1, bare, optimizer, ctx.scaler, cfg, extra_state())
+            barrier()
+    except CollapseDetected as e:
+        logger.error("%s", e)
+        return EXIT_COLLAPSED
+    finally:
+        ctx.jsonl.close()
+        ctx.tensorboard.close()
+
+    if info.is_main:
+        ckpt_io.save_checkpoint(out, cfg.SOLVER.EPOCHS, bare, optimizer, ctx.scaler, cfg, extra_state(),
+                                name="model_final.pth")
+        logger.info("done: %s", out / "model_final.pth")
+    barrier()
+    return 0

@@ -1,0 +1,111 @@
+"""Training health monitors (paper Fig. 2): output std for collapse, kNN accuracy.
+
+* ``z_std``: per-channel std over the batch of the l2-normalised projector output,
+  averaged over channels. With z spread over the unit sphere it is about 1/sqrt(d);
+  a collapsed encoder (constant output) gives 0.
+* ``CollapseMonitor``: warns (and optionally aborts) after ``patience`` consecutive
+  steps below ``threshold / sqrt(d)``.
+* ``knn_monitor``: weighted kNN top-1 of frozen backbone features on a labelled split,
+  through ``pretrain.knn``'s feature extraction and voting.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+__all__ = ["z_std", "CollapseDetected", "CollapseMonitor", "backbone_of", "knn_monitor"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def z_std(z: torch.Tensor) -> float:
+    """Mean over channels of the batch std of ``z / |z|``; z: NxC. Healthy ~1/sqrt(C), collapsed 0."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
+
+
+class CollapseDetected(RuntimeError):
+    """The representation collapsed and ``MONITOR.COLLAPSE_ABORT`` is on."""
+
+
+class CollapseMonitor:
+    """Flag a collapse when ``z_std`` stays below ``threshold / sqrt(dim)`` for ``patience`` steps.
+
+    Args:
+        dim: output dimension d of z.
+        threshold: fraction of the healthy level 1/sqrt(d).
+        patience: consecutive low steps before acting.
+        abort: raise ``CollapseDetected`` instead of only warning.
+    """
+
+    def __init__(self, dim: int, threshold: float = 0.1, patience: int = 20, abort: bool = False) -> None:
+        self.healthy = 1 / math.sqrt(dim)
+        self.limit = threshold * self.healthy
+        self.patience, self.abort = patience, abort
+        self.low_steps = 0
+        self.collapsed = False
+
+    def update(self, std: float, step: int) -> None:
+        self.low_steps = self.low_steps + 1 if std < self.limit else 0
+        if self.low_steps < self.patience or self.collapsed and not self.abort:
+            return
+        msg = (f"representation collapse at step {step}: std(z/|z|) = {std:.2e} < {self.limit:.2e} "
+               f"for {self.low_steps} steps (healthy ~ 1/sqrt(d) = {self.healthy:.2e})")
+        if self.abort:
+            raise CollapseDetected(msg + "; stopping (MONITOR.COLLAPSE_ABORT True)")
+        self.collapsed = True
+        logger.warning(msg + "; set MONITOR.COLLAPSE_ABORT True to stop such runs early")
+
+    def state_dict(self) -> dict:
+        return {"low_steps": self.low_steps, "collapsed": self.collapsed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.low_steps, self.collapsed = int(state["low_steps"]), bool(state["collapsed"])
+
+
+class _Backbone(nn.Module):
+    """A ResNet without its ``fc`` (the projector): pooled NxC features. Shares the modules."""
+
+    def __init__(self, resnet: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[m for name, m in resnet.named_children() if name != "fc"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).flatten(1)  # NxC
+
+
+def backbone_of(encoder: nn.Module) -> nn.Module:
+    return _Backbone(encoder)
+
+
+def _eval_loader(dataset, batch_size: int, num_workers: int, rank: int, world_size: int) -> DataLoader:
+    sampler = DistributedSampler(dataset, world_size, rank, shuffle=False) if world_size > 1 else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+
+
+@torch.no_grad()
+def knn_monitor(encoder: nn.Module, train_set, val_set, device: torch.device, num_classes: int, k: int = 200,
+                t: float = 0.1, batch_size: int = 256, num_workers: int = 0, train_subset: int = 0,
+                rank: int = 0, world_size: int = 1) -> float:
+    """Weighted kNN top-1 (%) of ``val_set`` against ``train_set``, on frozen backbone features.
+
+    Each rank embeds a shard; features are gathered on every rank.
+    """
+    from .knn import extract_features, knn_predict  # B2's evaluation code: the same protocol as `siambench knn`
+
+    if train_subset and train_subset < len(train_set):
+        g = torch.Generator().manual_seed(0)  # a fixed subset so epochs are comparable
+        train_set = Subset(train_set, torch.randperm(len(train_set), generator=g)[:train_subset].tolist())
+    backbone = backbone_of(encoder)
+    distributed = world_size > 1
+    bank, bank_labels = extract_features(backbone, _eval_loader(train_set, batch_size, num_workers, rank, world_size),
+                                         device, gather=distributed)
+    query, labels = extract_features(backbone, _eval_loader(val_set, batch_size, num_workers, rank, world_size),
+                                     device, gather=distributed)
+    pred = knn_predict(bank, bank_labels, query, num_classes, k=k, t=t)
+    return 100.0 * (pred == labels).float().mean().item()

@@ -1,0 +1,221 @@
+"""`siambench run`: config validation, plan, idempotence and resume, with fake fast steps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.pipeline import PipelineState, SubprocessRunner, format_plan, main, run_pipeline
+from benchmarks.pipeline_config import load_pipeline
+from benchmarks.steps import Step, build_steps
+from pretrain.utils.config import ConfigError
+
+PIPELINE = """
+OUTPUT_DIR: {out}
+MODEL: {{ARCH: resnet18}}
+DATA: {{IMAGE_SIZE: 32}}
+SYNTH: {{ENABLED: True, ROOT: {out}/synth, ARGS: ["--num-images", "8"]}}
+ENTRIES:
+  simsiam: {{KIND: simsiam, LABEL: SimSiam, CONFIG: configs/pretrain/synth_r18.yaml, OPTS: [SOLVER.EPOCHS, 2]}}
+  sup: {{KIND: supervised, LABEL: supervised, CONFIG: configs/supervised/synth_r18.yaml}}
+  scr: {{KIND: scratch, LABEL: scratch}}
+EVAL:
+  KNN: {{CONFIG: configs/knn/synth_r18.yaml}}
+  LINCLS: {{CONFIG: configs/lincls/synth_r18.yaml}}
+TRANSFER: {{TASKS: ["synth_voc07:2", "synth_coco"], TRIALS: 1, OPTS: [SOLVER.MAX_ITER, 5]}}
+REPORT: False
+"""
+
+
+def _opt(argv: list[str], key: str) -> str:
+    """Value of the last KEY VALUE pair or --flag VALUE in argv."""
+    return argv[len(argv) - 1 - argv[::-1].index(key) + 1]
+
+
+class FakeSteps:
+    """Writes each step's outputs instantly; can fail or be interrupted at a chosen step."""
+
+    def __init__(self, interrupt_at: str | None = None, fail_at: str | None = None) -> None:
+        self.calls: list[Step] = []
+        self.interrupt_at, self.fail_at = interrupt_at, fail_at
+
+    def __call__(self, step: Step, log: Path, env: dict[str, str]) -> int:
+        self.calls.append(step)
+        cmd, argv = step.argv[0], step.argv
+        if cmd == "data":
+            root = Path(_opt(argv, "--out"))
+            root.mkdir(parents=True)
+            (root / "synth.json").write_text("{}")
+            assert env["SIAMBENCH_SYNTH"] == str(root.resolve())
+            return 0
+        if step.key == self.fail_at:
+            return 1
+        out = Path(_opt(argv, "OUTPUT_DIR")) if cmd != "convert" else Path(argv[2])
+        if cmd in ("pretrain", "supervised", "lincls"):
+            assert _opt(argv, "--resume") == "auto"
+            out.mkdir(parents=True, exist_ok=True)
+            partial = out / "checkpoint_0001.pth"
+            if step.key == self.interrupt_at:
+                partial.write_text("epoch 1")
+                raise KeyboardInterrupt
+            step.resumed_from = partial.read_text() if partial.exists() else None  # type: ignore[attr-defined]
+        if cmd in ("pretrain", "supervised"):
+            (out / "model_final.pth").write_text("weights")
+        elif cmd in ("knn", "lincls"):
+            assert _opt(argv, "DATA.IMAGE_SIZE") == "32" and _opt(argv, "MODEL.ARCH") == "resnet18"
+            (out / f"{cmd}_results.json").parent.mkdir(parents=True, exist_ok=True)
+            (out / f"{cmd}_results.json").write_text(json.dumps({"top1": 50.0, "pretrain_epochs": 2}))
+        elif cmd == "convert":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(b"pkl")
+        elif cmd == "transfer":
+            for k in range(int(_opt(argv, "--trials"))):
+                res = out / f"trial{k}" / "results.json"
+                res.parent.mkdir(parents=True, exist_ok=True)
+                res.write_text(json.dumps({"task": _opt(argv, "--task"), "label": _opt(argv, "--label"),
+                                           "weights": _opt(argv, "--weights"), "status": "complete",
+                                           "results": {"bbox": {"AP": 10.0 + k, "AP50": 20.0, "AP75": 9.0}}}))
+        return 0
+
+
+@pytest.fixture
+def pipeline_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe.yaml"
+    path.write_text(PIPELINE.format(out=tmp_path / "runs"))
+    return path
+
+
+def test_steps_layout_and_commands(pipeline_file: Path) -> None:
+    cfg = load_pipeline(pipeline_file)
+    steps = {s.key: s for s in build_steps(cfg)}
+    assert list(steps) == [
+        "synth",
+        "simsiam/pretrain", "simsiam/knn", "simsiam/lincls", "simsiam/convert",
+        "simsiam/transfer/synth_voc07", "simsiam/transfer/synth_coco",
+        "sup/pretrain", "sup/knn", "sup/lincls", "sup/convert", "sup/transfer/synth_voc07", "sup/transfer/synth_coco",
+        "scr/transfer/synth_voc07", "scr/transfer/synth_coco",
+    ]
+    pre = steps["simsiam/pretrain"].argv
+    assert pre[0] == "pretrain" and pre[-2:] == ["OUTPUT_DIR", str(cfg.OUTPUT_DIR + "/simsiam/pretrain")]
+    assert _opt(pre, "DATA.ROOT") == f"{cfg.OUTPUT_DIR}/synth/imagefolder" and _opt(pre, "SOLVER.EPOCHS") == "2"
+    assert steps["sup/pretrain"].argv[0] == "supervised"
+    conv = steps["sup/convert"].argv
+    assert conv[1:3] == [f"{cfg.OUTPUT_DIR}/sup/pretrain/model_final.pth", f"{cfg.OUTPUT_DIR}/sup/convert/model.pkl"]
+    t = steps["scr/transfer/synth_voc07"]
+    assert (_opt(t.argv, "--weights"), _opt(t.argv, "--trials"), _opt(t.argv, "SOLVER.MAX_ITER")) == ("scratch", "2", "5")
+    assert t.deps == ("synth",)
+    assert steps["simsiam/transfer/synth_coco"].deps == ("simsiam/convert", "synth")
+    assert _opt(steps["simsiam/transfer/synth_coco"].argv, "--trials") == "1"  # TRANSFER.TRIALS
+
+
+def test_run_twice_does_no_work_the_second_time(pipeline_file: Path) -> None:
+    cfg = load_pipeline(pipeline_file)
+    first = FakeSteps()
+    status = run_pipeline(cfg, first, str(pipeline_file), log=lambda *_: None)
+    assert len(first.calls) == 15 and set(status.values()) == {"done"}
+    state = json.loads((Path(cfg.OUTPUT_DIR) / "pipeline_state.json").read_text())
+    assert state["entries"]["sup"] == {"kind": "supervised", "label": "supervised"} and state["synthetic"]
+    assert all(s["status"] == "done" and "wall_s" in s for s in state["steps"].values())
+    second = FakeSteps()
+    lines: list[str] = []
+    status = run_pipeline(cfg, second, str(pipeline_file), log=lines.append)
+    assert second.calls == [] and set(status.values()) == {"skipped"}
+    assert "todo" not in lines[0] and "done" in lines[0]  # the plan shows every step done
+
+
+def test_interrupted_pipeline_resumes(pipeline_file: Path) -> None:
+    cfg = load_pipeline(pipeline_file)
+    first = FakeSteps(interrupt_at="sup/pretrain")
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, first, log=lambda *_: None)
+    assert [s.key for s in first.calls][-1] == "sup/pretrain" and len(first.calls) == 8
+    state = PipelineState(Path(cfg.OUTPUT_DIR) / "pipeline_state.json", cfg, "")
+    assert state.step("sup/pretrain")["status"] == "interrupted"
+    plan = format_plan(build_steps(cfg), state)
+    sup_row = next(line.split() for line in plan.splitlines() if line.startswith("sup "))
+    assert sup_row == ["sup", "resume", "todo", "todo", "todo", "todo", "todo"]
+    second = FakeSteps()
+    status = run_pipeline(cfg, second, log=lambda *_: None)
+    keys = [s.key for s in second.calls]
+    assert keys == ["sup/pretrain", "sup/knn", "sup/lincls", "sup/convert", "sup/transfer/synth_voc07",
+                    "sup/transfer/synth_coco", "scr/transfer/synth_voc07", "scr/transfer/synth_coco"]
+    assert second.calls[0].resumed_from == "epoch 1"  # continued from its checkpoint (--resume auto)
+    assert sum(v == "skipped" for v in status.values()) == 7
+
+
+def test_failed_step_blocks_dependents_only(pipeline_file: Path, tmp_path: Path) -> None:
+    cfg = load_pipeline(pipeline_file)
+    fake = FakeSteps(fail_at="simsiam/convert")
+    lines: list[str] = []
+    status = run_pipeline(cfg, fake, log=lines.append)
+    assert status["simsiam/convert"] == "failed"
+    assert status["simsiam/transfer/synth_voc07"] == status["simsiam/transfer/synth_coco"] == "blocked"
+    assert status["simsiam/lincls"] == "done" and status["scr/transfer/synth_coco"] == "done"
+    assert any("FAILED (exit status 1" in line for line in lines)
+    assert any("ETA" in line for line in lines)
+
+
+def test_step_that_exits_zero_without_output_fails(pipeline_file: Path) -> None:
+    cfg = load_pipeline(pipeline_file)
+
+    def lazy(step: Step, log: Path, env: dict[str, str]) -> int:
+        return FakeSteps()(step, log, env) if step.name != "knn" else 0
+
+    status = run_pipeline(cfg, lazy, log=lambda *_: None)
+    assert status["simsiam/knn"] == "failed" and status["simsiam/lincls"] == "done"
+
+
+@pytest.mark.parametrize("yaml_text, match", [
+    ("ENTRIES: {}", "ENTRIES is empty"),
+    ("ENTRIES: {a: {KIND: byol}}", r"ENTRIES.a.KIND is 'byol'"),
+    ("ENTRIES: {a: {KIND: simsiam}}", r"ENTRIES.a.CONFIG is empty"),
+    ("ENTRIES: {a: {KIND: checkpoint}}", r"ENTRIES.a.CHECKPOINT is empty"),
+    ("ENTRIES: {a: {KIND: scratch, EPOCHS: 3}}", r"ENTRIES.a: unknown key"),
+    ("ENTRIES: {a: {KIND: scratch, OPTS: [SOLVER.EPOCHS]}}", r"ENTRIES.a.OPTS must be a list of KEY VALUE pairs"),
+    ("ENTRIES: {a b: {KIND: scratch}}", "entry names become directories"),
+    ("ENTRIES: {a: {KIND: scratch, LABEL: x}, b: {KIND: scratch, LABEL: x}}", "share the LABEL"),
+    ("ENTRIES: {a: {KIND: scratch}}\nTRANSFER: {TASKS: ['voc07:x']}", "TRANSFER.TASKS: bad task"),
+    ("ENTRIES: {a: {KIND: scratch}}\nTRANSFER: {TASK: [voc07]}", "unknown config key"),
+])
+def test_bad_pipelines_name_the_key(tmp_path: Path, yaml_text: str, match: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=match):
+        load_pipeline(path)
+
+
+def test_base_inheritance_and_overrides(tmp_path: Path, pipeline_file: Path) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text(f"_BASE_: {pipeline_file.name}\nENTRIES:\n  extra: {{KIND: scratch}}\n")
+    cfg = load_pipeline(child, ["TRANSFER.TRIALS", "3", "ENTRIES.scr.LABEL", "random init"])
+    assert list(cfg.ENTRIES) == ["simsiam", "sup", "scr", "extra"]
+    assert cfg.ENTRIES.extra.EVAL is True and cfg.ENTRIES.scr.LABEL == "random init"
+    assert cfg.TRANSFER.TRIALS == 3
+    with pytest.raises(ConfigError, match="bad override"):
+        load_pipeline(child, ["ENTRIES.scr.NOPE", "1"])
+
+
+def test_main_reports_missing_files_and_dry_run(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nENTRIES: {{a: {{KIND: simsiam, CONFIG: nope.yaml}}}}\n"
+                    "TRANSFER: {TASKS: [not_a_task]}\nEVAL: {KNN: {ENABLED: False}, LINCLS: {ENABLED: False}}\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ENTRIES.a.CONFIG: file not found: nope.yaml" in err and "configs/transfer/not_a_task.yaml" in err
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert "pipeline file not found" in capsys.readouterr().err
+
+
+def test_subprocess_runner_command_and_log(tmp_path: Path) -> None:
+    step = Step("x/knn", "x", "knn", ["--help"], lambda: True)
+    cmd = SubprocessRunner.command(step)
+    assert cmd[1:4] == ["-m", "benchmarks.cli", "--help"]
+    step.nproc = 4
+    assert "--nproc_per_node=4" in SubprocessRunner.command(step)
+    step.nproc = 1
+    log = tmp_path / "logs" / "x.log"
+    import os
+
+    assert SubprocessRunner(echo=False)(step, log, dict(os.environ)) == 0
+    assert "usage: siambench COMMAND" in log.read_text()

@@ -1,0 +1,45 @@
+"""Fixtures of the pretraining tests: tiny SimSiam configs, single-threaded torch."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+import torch
+
+# Tiny synthetic run: resnet18 at 32 px, small heads, 2 steps of 16 images per epoch.
+TINY_OPTS = [
+    "MODEL.ARCH", "resnet18", "MODEL.DEVICE", "cpu", "MODEL.DIM", "64", "MODEL.PRED_DIM", "16",
+    "DATA.DATASET", "synthetic", "DATA.SYNTHETIC.TRAIN_SIZE", "32", "DATA.SYNTHETIC.VAL_SIZE", "16",
+    "DATA.SYNTHETIC.IMAGE_SIZE", "32", "DATA.IMAGE_SIZE", "32", "DATA.NUM_WORKERS", "0",
+    "SOLVER.BATCH_SIZE", "16", "SOLVER.EPOCHS", "2", "TRAIN.PRINT_FREQ", "100", "MONITOR.TENSORBOARD", "False",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """The test machine's 2 cores are shared: one intra-op thread is ~10x faster than oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_opts() -> list[str]:
+    """KEY VALUE overrides of a tiny CPU pretraining run on in-memory synthetic data."""
+    return list(TINY_OPTS)
+
+
+@pytest.fixture
+def tiny_cfg() -> Callable:
+    """``tiny_cfg(*opts)``: the pretraining defaults with ``TINY_OPTS`` and ``opts`` merged."""
+    from pretrain.config import get_cfg
+
+    def make(*opts: str):
+        cfg = get_cfg()
+        cfg.merge_from_list(TINY_OPTS + list(opts))
+        return cfg
+
+    return make

@@ -1,0 +1,35 @@
+"""lr scaling, cosine schedule, fixed predictor lr."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pretrain.builder import build_model
+from pretrain.schedule import adjust_learning_rate, cosine_lr, scaled_lr
+
+
+
+def test_linear_scaling_rule():
+    assert scaled_lr(0.05, 512) == pytest.approx(0.1)
+    assert scaled_lr(0.05, 256) == pytest.approx(0.05)
+    assert scaled_lr(0.05, 64) == pytest.approx(0.0125)
+
+
+def test_cosine_values():
+    assert cosine_lr(0.1, 0, 100) == pytest.approx(0.1)
+    assert cosine_lr(0.1, 50, 100) == pytest.approx(0.05)
+    assert cosine_lr(0.1, 25, 100) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    assert cosine_lr(0.1, 100, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("fix_pred_lr", [True, False])
+def test_fixed_predictor_lr(fix_pred_lr, tiny_cfg):
+    model = build_model(tiny_cfg())
+    opt = torch.optim.SGD(model.param_groups(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for epoch in (0, 30, 90):
+        lr = adjust_learning_rate(opt, 0.1, epoch, 100, fix_pred_lr)
+        enc, pred = opt.param_groups
+        assert enc["name"] == "encoder" and enc["lr"] == pytest.approx(cosine_lr(0.1, epoch, 100)) == lr
+        assert pred["lr"] == pytest.approx(0.1 if fix_pred_lr else lr)

@@ -1,0 +1,79 @@
+"""``siambench doctor``: the report and its exit codes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cli, doctor
+
+
+def test_healthy_install_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for word in ("torch", "torchvision", "detectron2", "compiled ops", "CUDA", "NCCL", "voc2007", "coco", "synth"):
+        assert word in out
+    import detectron2
+
+    assert f"siambench doctor: ok (detectron2 {detectron2.__version__}" in out
+
+
+def test_quiet_prints_only_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    assert doctor.main(["--quiet"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[0].startswith("siambench doctor: ok")
+
+
+@pytest.mark.parametrize("module", ["pycocotools", "fvcore", "detectron2"])
+def test_missing_required_package_exits_one(module: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    assert doctor.main(["--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and f"{module}:" in err
+    if module == "detectron2":
+        assert "make setup" in err
+
+
+def test_missing_optional_package_is_only_reported(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)
+    assert doctor.main([]) == 0
+    assert "faster_coco_eval" in capsys.readouterr().out
+
+
+def test_broken_torchvision_ops_fail(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torchvision
+
+    def broken_nms(*args: object) -> None:
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(torchvision.ops, "nms", broken_nms)
+    assert doctor.main(["--quiet"]) == 1
+    assert "torchvision::nms" in capsys.readouterr().err
+
+
+def test_required_datasets(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert doctor.main(["--quiet", "--require-datasets", "synth"]) == 0
+    monkeypatch.setenv("SIAMBENCH_SYNTH", str(tmp_path / "missing"))
+    assert doctor.main(["--quiet", "--require-datasets", "synth"]) == 1
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert doctor.main(["--quiet"]) == 0  # informational unless required
+
+
+def test_imagenet_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAMBENCH_IMAGENET", str(tmp_path))
+    assert doctor.main(["--quiet", "--require-datasets", "imagenet"]) == 1
+    for split in ("train", "val"):
+        (tmp_path / split / "n01440764").mkdir(parents=True)
+    assert doctor.main(["--quiet", "--require-datasets", "imagenet"]) == 0
+    monkeypatch.delenv("SIAMBENCH_IMAGENET")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    assert doctor.imagenet_root() == tmp_path / "imagenet"
+
+
+def test_bad_choice_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as e:
+        doctor.main(["--require-datasets", "imagenet21k"])
+    assert e.value.code == 2

@@ -1,0 +1,147 @@
+"""Synthetic datasets through detectron2's own loaders, and dataset-root errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from transfer import d2compat  # noqa: F401
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+
+from benchmarks import synth  # noqa: E402
+from transfer import datasets  # noqa: E402
+from transfer.datasets import DatasetLayoutError, check_dataset_root, check_datasets  # noqa: E402
+
+
+@pytest.fixture
+def synth_copy(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, writable copy of the session dataset, active via $SIAMBENCH_SYNTH."""
+    root = tmp_path / "synth"
+    shutil.copytree(synth_root, root)
+    monkeypatch.setenv("SIAMBENCH_SYNTH", str(root))
+    return root
+
+
+def test_classes_match_generator() -> None:
+    assert datasets.SYNTH_CLASSES == synth.SYNTH_CLASSES
+
+
+@pytest.mark.parametrize("name", sorted(datasets.SYNTH_VOC))
+def test_voc_through_detectron2_loader(synth_root: Path, name: str) -> None:
+    dicts = DatasetCatalog.get(name)
+    dirname, split, year = datasets.SYNTH_VOC[name]
+    summary = json.loads((synth_root / "synth.json").read_text())["splits"][name.removeprefix("synth_")]
+    assert len(dicts) == summary["images"]
+    assert sum(len(d["annotations"]) for d in dicts) == summary["objects"]
+    xml_objects = sum(len(ET.parse(synth_root / dirname / "Annotations" / f"{d['image_id']}.xml").findall("object"))
+                      for d in dicts)
+    assert xml_objects == summary["objects"]
+    for d in dicts:
+        assert Path(d["file_name"]).is_file()
+        for ann in d["annotations"]:
+            x0, y0, x1, y1 = ann["bbox"]
+            assert 0 <= x0 < x1 <= d["width"] and 0 <= y0 < y1 <= d["height"]
+            assert 0 <= ann["category_id"] < len(synth.SYNTH_CLASSES)
+    meta = MetadataCatalog.get(name)
+    assert (meta.evaluator_type, meta.split, meta.year) == ("pascal_voc", split, year)
+    assert meta.dirname == str(synth_root / dirname) and meta.thing_classes == list(synth.SYNTH_CLASSES)
+
+
+@pytest.mark.parametrize("name", sorted(datasets.SYNTH_COCO))
+def test_coco_through_detectron2_and_pycocotools(synth_root: Path, name: str) -> None:
+    dicts = DatasetCatalog.get(name)
+    meta = MetadataCatalog.get(name)
+    coco = COCO(meta.json_file)
+    assert meta.evaluator_type == "coco" and Path(meta.image_root).is_dir()
+    assert len(dicts) == len(coco.getImgIds())
+    assert sum(len(d["annotations"]) for d in dicts) == len(coco.getAnnIds())
+    summary = json.loads((synth_root / "synth.json").read_text())["splits"][name.removeprefix("synth_")]
+    assert len(coco.getAnnIds()) == summary["objects"]
+    assert all(Path(d["file_name"]).is_file() and d["annotations"] for d in dicts)
+    assert all(len(a["segmentation"][0]) >= 6 for d in dicts for a in d["annotations"])
+
+
+def test_root_follows_the_environment(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAMBENCH_SYNTH", str(tmp_path / "elsewhere"))
+    assert MetadataCatalog.get("synth_voc_2007_test").dirname == str(tmp_path / "elsewhere" / "VOC2007")
+    monkeypatch.delenv("SIAMBENCH_SYNTH")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    assert datasets.synth_root() == tmp_path / "siambench_synth"
+    assert MetadataCatalog.get("synth_coco_val").image_root == str(tmp_path / "siambench_synth" / "coco" / "val")
+
+
+def test_missing_synth_root_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAMBENCH_SYNTH", str(tmp_path / "nope"))
+    for name in ("synth_voc_2007_trainval", "synth_coco_train"):
+        with pytest.raises(DatasetLayoutError, match="siambench data synth") as e:
+            DatasetCatalog.get(name)
+        assert str(tmp_path / "nope") in str(e.value) and "SIAMBENCH_SYNTH" in str(e.value)
+
+
+def test_malformed_synth_root(synth_copy: Path) -> None:
+    (synth_copy / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
+    with pytest.raises(DatasetLayoutError, match=r"test\.txt.*Expected .*ImageSets/Main/<split>\.txt"):
+        check_dataset_root("synth_voc_2007_test")
+    check_dataset_root("synth_voc_2007_trainval")  # the other split is intact
+    summary = json.loads((synth_copy / "synth.json").read_text())
+    (synth_copy / "synth.json").write_text(json.dumps({**summary, "classes": ["a", "b"]}))
+    with pytest.raises(DatasetLayoutError, match="regenerate"):
+        check_datasets(["synth_coco_val"])
+
+
+def test_corrupt_xml_names_the_file(synth_copy: Path) -> None:
+    first = (synth_copy / "VOC2007" / "ImageSets" / "Main" / "trainval.txt").read_text().split()[3]
+    bad = synth_copy / "VOC2007" / "Annotations" / f"{first}.xml"
+    bad.write_text(bad.read_text()[:-40])
+    with pytest.raises(DatasetLayoutError, match=rf"{bad}.*not valid XML"):
+        DatasetCatalog.get("synth_voc_2007_trainval")
+    bad.write_text("<annotation><size><width>4</width><height>4</height></size>"
+                   "<object><name>dog</name></object></annotation>")
+    with pytest.raises(DatasetLayoutError, match=rf"{bad}: object class 'dog'"):
+        DatasetCatalog.get("synth_voc_2007_trainval")
+
+
+def test_corrupt_json_names_the_file(synth_copy: Path) -> None:
+    ann = synth_copy / "coco" / "annotations" / "instances_val.json"
+    ann.write_text(ann.read_text()[:100])
+    with pytest.raises(DatasetLayoutError, match=rf"{ann}: corrupt JSON"):
+        DatasetCatalog.get("synth_coco_val")
+    ann.write_text(json.dumps({"images": [], "categories": []}))
+    with pytest.raises(DatasetLayoutError, match=rf"{ann}: malformed COCO"):
+        DatasetCatalog.get("synth_coco_val")
+
+
+def test_builtin_names_checked_under_detectron2_datasets(synth_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # detectron2 registered its builtin VOC/COCO at import with relative paths ("datasets/..."
+    # unless $DETECTRON2_DATASETS was set): make the working directory hold the root.
+    dirname = Path(MetadataCatalog.get("voc_2007_trainval").dirname)
+    if dirname.is_absolute():
+        pytest.skip("DETECTRON2_DATASETS was set to an absolute path before detectron2 was imported")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetLayoutError, match=r"DETECTRON2_DATASETS.*") as e:
+        check_dataset_root("voc_2007_trainval")
+    assert "VOC20XX/{JPEGImages" in str(e.value) and str(dirname) in str(e.value)
+    with pytest.raises(DatasetLayoutError, match=r"annotations.*DETECTRON2_DATASETS"):
+        check_dataset_root("coco_2017_val")
+    # a VOC-layout root passes the check; detectron2's own loader then meets the synthetic
+    # class names, and the error names the offending file instead of a bare ValueError
+    shutil.copytree(synth_root / "VOC2007", tmp_path / dirname)
+    assert check_dataset_root("voc_2007_test") == dirname
+    with pytest.raises(DatasetLayoutError, match=r"Annotations/.*\.xml: object class '\w+' is not one of"):
+        DatasetCatalog.get("voc_2007_test")
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(DatasetLayoutError, match="not registered.*synth_voc_2007_trainval"):
+        check_dataset_root("voc_2007_trainvall")
+
+
+def test_registration_is_idempotent() -> None:
+    before = DatasetCatalog.list()
+    datasets.register_synth_datasets()
+    assert DatasetCatalog.list() == before

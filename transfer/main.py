@@ -1,0 +1,221 @@
+"""``siambench transfer``: fine-tune and evaluate detectron2 detectors from converted weights.
+
+Examples::
+
+    siambench transfer --task voc0712 --weights simsiam_r50.pkl --num-gpus 8
+    siambench transfer --task coco --weights scratch --num-gpus 8 --num-machines 2 \\
+        --machine-rank 0 --dist-url tcp://host0:29500
+    siambench transfer --task synth_voc07 --weights r18.pkl --dry-run SOLVER.IMS_PER_BATCH 2
+    siambench transfer --task coco --eval-only --weights runs/.../trial0/model_final.pth
+
+detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
+machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
+module plans the trials (:mod:`transfer.trials`), resolves the config
+(:mod:`transfer.config`) and records one ``results.json`` per trial.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+from pretrain.utils.config import ConfigError, add_config_args, save_config
+from pretrain.utils.io import atomic_write_json
+
+from . import datasets
+from .config import load_task_config, resolve_runtime, task_config_path, CONFIG_DIR
+from .trainer import TransferTrainer, load_model_for_eval
+from .trials import SCRATCH, TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
+
+__all__ = ["main", "build_parser", "make_plan"]
+
+logger = logging.getLogger("transfer")
+
+SCRATCH_OVERLAY = CONFIG_DIR / "overlays" / "scratch.yaml"
+EVAL_RESULTS = "eval_results.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="siambench transfer",
+        description="Fine-tune and evaluate Faster/Mask R-CNN from converted weights (detectron2).",
+    )
+    p.add_argument("--task", help="configs/transfer/TASK.yaml: voc07, voc0712, coco, coco_2x, coco_fpn, "
+                   "coco_fpn_2x, synth_voc07, synth_voc0712, synth_coco")
+    p.add_argument("--weights", required=True,
+                   help="detectron2 weights (.pkl from `siambench convert`, or a trained .pth with "
+                        "--eval-only), or 'scratch' for random init with the scratch recipe")
+    p.add_argument("--trials", type=int, help="fine-tuning trials, seeds SEED+k (default SIAMBENCH.TRIALS)")
+    p.add_argument("--label", help="name of these weights in results and tables (default: file stem)")
+    p.add_argument("--dry-run", action="store_true", help="print the merged config and the plan, run nothing")
+    p.add_argument("--eval-only", action="store_true", help="evaluate --weights (a trained model) only")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
+    p.add_argument("--num-machines", type=int, default=1, help="machines in the job")
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 is the master)")
+    p.add_argument("--dist-url", default="auto",
+                   help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine)")
+    add_config_args(p, required=False)  # --config-file (instead of --task) + KEY VALUE overrides
+    return p
+
+
+def _label(weights: str) -> str:
+    return SCRATCH if weights == SCRATCH else Path(weights).stem
+
+
+def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
+    """Resolve the config and everything the run will do, without training.
+
+    Raises:
+        ConfigError: unknown task/keys, bad overrides, bad GPU/machine arguments.
+        FileNotFoundError: the weights file does not exist.
+    """
+    if not args.task and not args.config_file:
+        raise ConfigError("give --task NAME (configs/transfer/NAME.yaml) or --config-file FILE")
+    config_file = Path(args.config_file) if args.config_file else task_config_path(args.task)
+    task = args.task or config_file.stem
+    scratch = args.weights == SCRATCH
+    if scratch and args.eval_only:
+        raise ConfigError("--eval-only needs trained --weights, not 'scratch'")
+    weights_sha256 = None
+    if not scratch:
+        from convert.checkpoints import sha256_file
+
+        if not Path(args.weights).is_file():
+            raise FileNotFoundError(f"--weights {args.weights}: no such file; create it with `siambench convert "
+                                    "CHECKPOINT OUT.pkl`, or pass 'scratch'")
+        weights_sha256 = sha256_file(args.weights)
+    if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
+        raise ConfigError(f"need --num-gpus >= 1, --num-machines >= 1 and 0 <= --machine-rank < --num-machines; "
+                          f"got {args.num_gpus}, {args.num_machines}, {args.machine_rank}")
+    world_size = args.num_gpus * args.num_machines
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if world_size > 1 and not cuda_available:
+        raise ConfigError(f"--num-gpus {args.num_gpus} x --num-machines {args.num_machines} needs CUDA GPUs; "
+                          "without them run one process (--num-gpus 1) on CPU")
+    if args.num_machines > 1 and args.dist_url == "auto":
+        raise ConfigError("--dist-url auto works on one machine only; pass --dist-url tcp://MASTER:PORT")
+
+    cfg, scaling = load_task_config(config_file, args.opts, overlays=[SCRATCH_OVERLAY] if scratch else [])
+    if not scratch:
+        cfg.MODEL.WEIGHTS = str(Path(args.weights).resolve())
+    label = args.label or _label(args.weights)
+    if not cfg.OUTPUT_DIR:
+        cfg.OUTPUT_DIR = str(Path("runs") / "transfer" / task / label)
+    notes = resolve_runtime(cfg, world_size, cuda_available)
+    trials = args.trials if args.trials is not None else cfg.SIAMBENCH.TRIALS
+    if trials < 1:
+        raise ConfigError(f"--trials / SIAMBENCH.TRIALS must be >= 1, got {trials}")
+    cfg.freeze()
+    return TrialPlan(task=task, label=label, weights=args.weights, weights_sha256=weights_sha256, cfg=cfg,
+                     trials=trials, scaling=scaling, runtime_notes=notes, num_gpus=args.num_gpus,
+                     num_machines=args.num_machines, eval_only=args.eval_only)
+
+
+def _setup_logging(plan: TrialPlan) -> None:
+    log_file = str(plan.output_dir / "log.txt")
+    for name in ("detectron2", "fvcore", "transfer"):
+        setup_logger(log_file, distributed_rank=comm.get_rank(), name=name, abbrev_name={
+            "detectron2": "d2", "fvcore": "fvcore", "transfer": "transfer"}[name])
+
+
+def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
+    """Train + evaluate trial ``k`` (in every process); the record on rank 0, None if skipped."""
+    state = trial_state(plan, k)
+    tdir = plan.trial_dir(k)
+    if state == "complete":
+        logger.info("trial %d: complete in %s (same config and weights), skipping", k, tdir)
+        return None
+    cfg = plan.trial_cfg(k)
+    logger.info("trial %d: %s, seed %d -> %s", k, "resuming from the last checkpoint" if state == "resume"
+                else "starting", cfg.SEED, tdir)
+    if comm.is_main_process():
+        save_config(cfg, tdir)
+        write_results(tdir / "results.json", trial_record(plan, k, "running", resumed=state == "resume"))
+    comm.synchronize()
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    start = time.perf_counter()
+    trainer = TransferTrainer(cfg)
+    trainer.resume_or_load(resume=True)  # last_checkpoint if any, else MODEL.WEIGHTS (or random init)
+    trainer.train()
+    # Set by DefaultTrainer's EvalHook, which evaluates after the last iteration (also when
+    # a resumed run had already finished training).
+    results = getattr(trainer, "_last_eval_results", None)
+    record = None
+    if comm.is_main_process():
+        if not results:
+            raise RuntimeError(f"trial {k}: detectron2 produced no evaluation results (DATASETS.TEST empty?)")
+        record = trial_record(plan, k, "complete", results, time.perf_counter() - start, resumed=state == "resume")
+        write_results(tdir / "results.json", record)
+        logger.info("trial %d: %s", k, _summary(record))
+    comm.synchronize()
+    return record
+
+
+def _evaluate(plan: TrialPlan) -> dict[str, Any] | None:
+    start = time.perf_counter()
+    model = load_model_for_eval(plan.cfg, plan.weights)
+    results = TransferTrainer.test(plan.cfg, model)
+    record = None
+    if comm.is_main_process():
+        record = trial_record(plan, None, "complete", results, time.perf_counter() - start)
+        atomic_write_json(plan.output_dir / EVAL_RESULTS, record)
+        logger.info("evaluation: %s", _summary(record))
+    return record
+
+
+def _summary(record: dict[str, Any]) -> str:
+    return "; ".join(f"{task} " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a"
+                                            for k, v in m.items() if k in ("AP", "AP50", "AP75"))
+                     for task, m in record["results"].items())
+
+
+def run(plan: TrialPlan) -> list[dict[str, Any]]:
+    """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
+    _setup_logging(plan)
+    if comm.is_main_process():
+        logger.info("plan:\n%s", plan.describe())
+        save_config(plan.cfg, plan.output_dir)
+    if plan.eval_only:
+        record = _evaluate(plan)
+        return [record] if record else []
+    records = [_run_trial(plan, k) for k in range(plan.trials)]
+    return [r for r in records if r]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = make_plan(args)
+        if args.dry_run:
+            print(plan.cfg.dump())
+            print(plan.describe())
+            try:
+                datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
+            except datasets.DatasetLayoutError as e:
+                print(f"warning: {e}")
+            return 0
+        datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
+        if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
+            run(plan)
+        else:
+            launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(plan,))
+    except (ConfigError, FileNotFoundError, TrialConfigMismatch) as e:
+        print(f"siambench transfer: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

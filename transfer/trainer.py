@@ -1,0 +1,51 @@
+"""detectron2's ``DefaultTrainer`` with siambench's evaluators and safe weight loading.
+
+Everything else -- model/optimizer/scheduler/data loader construction, DDP, precise BN,
+periodic checkpointing, resuming -- is detectron2's own.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+
+from detectron2.config import CfgNode
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import DatasetEvaluator
+
+from . import roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm, named by our configs)
+from .evaluation import build_evaluator
+
+__all__ = ["TransferTrainer", "safe_checkpointer", "load_model_for_eval"]
+
+
+def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> Any:
+    """A ``DetectionCheckpointer`` whose ``.pkl`` loading uses the restricted unpickler."""
+    from convert.safe_pickle import SafeDetectionCheckpointer
+
+    return SafeDetectionCheckpointer(model, save_dir, **checkpointables)
+
+
+class TransferTrainer(DefaultTrainer):
+    """``DefaultTrainer`` + :func:`transfer.evaluation.build_evaluator` + safe ``.pkl`` loading."""
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self) -> list:
+        # DefaultTrainer.__init__ creates a plain DetectionCheckpointer (whose .pkl loading is
+        # pickle.load) just before it builds the hooks that capture it; swap in the safe
+        # one first so that both resume_or_load and the periodic checkpointer use it.
+        plain = self.checkpointer
+        self.checkpointer = safe_checkpointer(plain.model, plain.save_dir, save_to_disk=plain.save_to_disk,
+                                              **plain.checkpointables)
+        return super().build_hooks()
+
+
+def load_model_for_eval(cfg: CfgNode, weights: str) -> torch.nn.Module:
+    """Build ``cfg``'s model in eval mode with ``weights`` loaded through the safe checkpointer."""
+    model = TransferTrainer.build_model(cfg)
+    safe_checkpointer(model, cfg.OUTPUT_DIR).resume_or_load(weights, resume=False)
+    return model.eval()
