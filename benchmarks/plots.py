@@ -65,6 +65,14 @@ def _finite(recs: Sequence[dict], x: str, y: str) -> tuple[list[float], list[flo
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _fractional_epochs(steps: Sequence[dict]) -> list[float]:
+    """x of each step record: epoch + step / steps logged per epoch (step restarts every epoch)."""
+    per_epoch: dict = {}
+    for r in steps:
+        per_epoch[r.get("epoch")] = max(per_epoch.get(r.get("epoch"), 0), (r.get("step") or 0) + 1)
+    return [(r.get("epoch") or 0) + (r.get("step") or 0) / per_epoch[r.get("epoch")] for r in steps]
+
+
 def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
     """Fig. 2-style curves of each labelled ``metrics.jsonl``; None when there is nothing to plot."""
     data = {label: read_metrics(p) for label, p in runs.items() if p.is_file()}
@@ -75,8 +83,7 @@ def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
     fig, (ax_loss, ax_std, ax_knn) = plt.subplots(1, 3, figsize=(15, 4.2))
     dims = set()
     for label, (steps, epochs) in data.items():
-        # x = global step index of the logged records (steps restart at 0 every epoch).
-        xs = list(range(len(steps)))
+        xs = _fractional_epochs(steps)
         _, loss = _finite(steps, "step", "loss")
         if len(loss) == len(steps):
             ax_loss.plot(xs, loss, label=label, lw=1.2)
@@ -89,9 +96,9 @@ def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
         dims.add(_output_dim(runs[label]))
     for d in sorted(dims):
         ax_std.axhline(1 / math.sqrt(d), color="gray", ls="--", lw=1, label=f"1/sqrt(d), d={d}")
-    ax_loss.set(title="training loss", xlabel="logged step", ylabel="loss (-cosine; min -1)")
-    ax_std.set(title="output std of l2-normalised z", xlabel="logged step", ylabel="std per channel")
-    ax_std.set_ylim(bottom=0)
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss (-cosine; min -1)")
+    ax_std.set(title="output std of l2-normalised z", xlabel="epoch", ylabel="std per channel")
+    ax_std.set_ylim(0, 1.2 * max([1 / math.sqrt(d) for d in dims] + [ax_std.get_ylim()[1] / 1.2]))
     ax_knn.set(title="kNN accuracy", xlabel="epoch", ylabel="top-1 (%)")
     if not ax_knn.lines:
         ax_knn.text(0.5, 0.5, "no kNN monitor records\n(MONITOR.KNN_PERIOD 0)", ha="center", va="center",

@@ -199,7 +199,7 @@ def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic
     for label in _row_order({e.label for e in evals}, res.kinds, order):
         cells = [summarize(e.top1 for e in evals if e.label == label and e.pretrain_epochs == ep) for ep in epoch_cols]
         rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
-    table = Table(name, title, columns, rows)
+    table = Table(name, title + ("" if evals else ", paper reference rows"), columns, rows)
     if with_paper:
         table.notes.append(f"paper rows: {reference.CITATION}, Table 4 (ImageNet, ResNet-50)")
     if None in epoch_cols:
@@ -216,7 +216,8 @@ def build_tables(res: RunResults) -> list[Table]:
     real = [t for t in res.transfer if not is_synthetic_task(t.task)]
     synth = [t for t in res.transfer if is_synthetic_task(t.task)]
     tables: list[Table] = []
-    t5 = _transfer_table("table5", "Table 5: transfer to VOC / COCO (AP50 / AP / AP75)", real, res, True, order)
+    t5_title = "Table 5: transfer to VOC / COCO (AP50 / AP / AP75)" + ("" if real else ", paper reference rows")
+    t5 = _transfer_table("table5", t5_title, real, res, True, order)
     if synth:
         t5s = _transfer_table("table5_synthetic", "Table 5 (synthetic data): transfer, our runs", synth, res,
                               False, order)

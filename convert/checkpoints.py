@@ -28,7 +28,7 @@ import os
 import pickle
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, Mapping, Sequence, TypedDict
 
 import torch
 
@@ -36,7 +36,14 @@ from .arch import RESNETS, ResNetSpec, infer_spec, spec_for
 from .errors import ConversionError, UnsafeCheckpointError
 from .naming import is_resnet_key
 
-__all__ = ["FORMATS", "BackboneInfo", "load_backbone_state_dict", "read_checkpoint", "sha256_file"]
+__all__ = [
+    "FORMATS",
+    "BackboneInfo",
+    "load_backbone_state_dict",
+    "read_checkpoint",
+    "sha256_file",
+    "summarize_keys",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +209,24 @@ def _suggest(ckpt: Mapping[str, Any], sd: Mapping[str, Any], top_level: bool) ->
     return f"use --format {fmt}" + (f" (prefix {prefix!r})" if prefix else "")
 
 
+def summarize_keys(keys: Sequence[str], prefix: str = "") -> str:
+    """'module.encoder.fc.* (6), module.predictor.* (5), *.num_batches_tracked (53)'."""
+    groups: Counter[str] = Counter()
+    for key in keys:
+        if key.endswith("num_batches_tracked"):
+            groups["*.num_batches_tracked"] += 1
+            continue
+        if prefix and key.startswith(prefix):
+            head, rest = prefix, key[len(prefix):]
+        elif key.startswith("module."):
+            head, rest = "module.", key[len("module."):]
+        else:
+            head, rest = "", key
+        first = rest.split(".", 1)[0]
+        groups[head + first + (".*" if "." in rest else "")] += 1
+    return ", ".join(f"{g} ({n})" for g, n in groups.items()) or "none"
+
+
 @functools.lru_cache(maxsize=None)
 def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """torchvision names and shapes of ``arch``'s backbone tensors (no fc, no counters)."""
@@ -222,7 +247,10 @@ def _resolve_spec(
     except ConversionError as e:
         inferred, reason = None, str(e)
     if arch is not None:
-        spec = spec_for(arch)
+        try:
+            spec = spec_for(arch)
+        except ConversionError as e:
+            raise ConversionError(f"{where}: {e}") from None
         if inferred is not None and inferred != spec:
             raise ConversionError(
                 f"{where}: wrong architecture: --arch {arch} was given but the weights are "
@@ -270,7 +298,10 @@ def load_backbone_state_dict(
     path = Path(path)
     ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
     sd, top_level = _find_state_dict(ckpt, path)
-    fmt, prefix = _choose_prefix(fmt, prefix, ckpt if not top_level else {}, sd, top_level)
+    try:
+        fmt, prefix = _choose_prefix(fmt, prefix, ckpt if not top_level else {}, sd, top_level)
+    except ConversionError as e:
+        raise ConversionError(f"{path}: {e}") from None
 
     under = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not under:
@@ -299,7 +330,7 @@ def load_backbone_state_dict(
     extra = [k for k in backbone if k not in expected]
     if extra:
         raise ConversionError(f"{path}: tensors {_sample(extra, 3)} do not exist in {spec.arch}; check --arch")
-    wrong = [f"{k}: {tuple(backbone[k].shape)} vs {expected[k]}" for k in expected if tuple(backbone[k].shape) != expected[k]]
+    wrong = [f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in backbone.items() if tuple(v.shape) != expected[k]]
     if wrong:
         raise ConversionError(f"{path}: shapes differ from {spec.arch} ({_sample(wrong, 3)}); check --arch")
 

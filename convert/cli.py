@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from typing import Sequence
 
-from .checkpoints import FORMATS
+from .checkpoints import FORMATS, summarize_keys
 from .errors import ConversionError
 
-__all__ = ["main", "build_parser", "summarize_keys"]
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="siambench convert",
-        description="Convert a pretrained ResNet checkpoint into Detectron2 weights (.pkl).",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="IN", help="checkpoint written by torch.save (.pth, .pth.tar)")
@@ -45,24 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (can run code: trusted files only)")
     return p
-
-
-def summarize_keys(keys: Sequence[str], prefix: str = "") -> str:
-    """'module.encoder.fc.* (6), module.predictor.* (5), *.num_batches_tracked (53)'."""
-    groups: Counter[str] = Counter()
-    for key in keys:
-        if key.endswith("num_batches_tracked"):
-            groups["*.num_batches_tracked"] += 1
-            continue
-        if prefix and key.startswith(prefix):
-            head, rest = prefix, key[len(prefix):]
-        elif key.startswith("module."):
-            head, rest = "module.", key[len("module."):]
-        else:
-            head, rest = "", key
-        first = rest.split(".", 1)[0]
-        groups[head + first + (".*" if "." in rest else "")] += 1
-    return ", ".join(f"{g} ({n})" for g, n in groups.items()) or "none"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

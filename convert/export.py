@@ -102,7 +102,9 @@ def provenance_from(info: BackboneInfo) -> Provenance:
     }
 
 
-def write_detectron2_pkl(path: str | os.PathLike, model: Mapping[str, np.ndarray], provenance: Mapping[str, Any]) -> Path:
+def write_detectron2_pkl(
+    path: str | os.PathLike, model: Mapping[str, np.ndarray], provenance: Mapping[str, Any]
+) -> Path:
     """Pickle ``model`` + ``provenance`` to ``path`` atomically (no partial file on failure)."""
     payload = {
         "model": dict(model),

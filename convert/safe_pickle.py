@@ -47,11 +47,23 @@ def _safe_dtype(*args: Any) -> np.dtype:
     return dtype
 
 
+class _Token:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# Stands for ``numpy.ndarray`` in a pickle: good as ``_reconstruct``'s subtype, not callable.
+_NDARRAY = _Token("numpy.ndarray")
+
+
 def _safe_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"array subclass {subtype!r} refused")
+    if subtype is not _NDARRAY:
+        raise pickle.UnpicklingError(f"array subtype {subtype!r} refused")
     _safe_dtype(typecode)
-    return _multiarray._reconstruct(subtype, shape, typecode)
+    return _multiarray._reconstruct(np.ndarray, shape, typecode)
 
 
 def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
@@ -73,7 +85,7 @@ def _latin1_encode(text: str, encoding: str = "utf-8", *args: Any) -> bytes:
 _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): _latin1_encode,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _safe_dtype,
 }
 for _core in ("numpy.core", "numpy._core"):

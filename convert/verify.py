@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .arch import ResNetSpec, spec_for
+from .checkpoints import summarize_keys
 from .errors import VerificationError
 from .export import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD
 from .safe_pickle import load_weights_pkl
@@ -68,7 +69,8 @@ class VerifyReport:
         return not any(r.problems for r in self.layouts)
 
     def summary(self) -> str:
-        lines = [f"verify {self.weights} ({self.arch}, tolerance {self.tolerance:g} relative):"]
+        lines = [f"verify {self.weights} ({self.arch}, tolerance {self.tolerance:g} relative):",
+                 f"  source keys not converted: {summarize_keys(self.source_unused)}"]
         for r in self.layouts:
             errs = " ".join(f"{k}={v:.1e}" for k, v in r.rel_err.items())
             fresh = _group(r.unfilled)
@@ -180,7 +182,9 @@ def _image(size: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _torchvision_features(spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], img: torch.Tensor) -> dict[str, torch.Tensor]:
+def _torchvision_features(
+    spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], img: torch.Tensor
+) -> dict[str, torch.Tensor]:
     import torchvision
 
     tv = getattr(torchvision.models, spec.arch)().eval()
@@ -238,6 +242,42 @@ def _build(cfg: Any, layout: str) -> nn.Module:
     return build_model(cfg).eval()
 
 
+def _verify_layouts(
+    weights: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    spec: ResNetSpec,
+    provenance: Mapping[str, Any],
+    layouts: Sequence[str],
+    img: torch.Tensor,
+    tolerance: float,
+) -> list[LayoutReport]:
+    """One :class:`LayoutReport` per layout, stopping after the first that fails."""
+    reference = _torchvision_features(spec, state_dict, img)
+    reports = []
+    for layout in layouts:
+        if layout == "c4" and not spec.bottleneck and not _c4_head()[1]:
+            reports.append(LayoutReport(layout, note="skipped: stock Res5ROIHeads builds bottleneck res5 only"))
+            continue
+        cfg = d2_config(spec, layout, provenance)
+        model = _build(cfg, layout)
+        report = check_loads_into(model, weights)
+        report.layout = layout
+        feats = _d2_features(model, layout, img, cfg)
+        for stage in STAGES:
+            ref = reference[stage]
+            if feats[stage].shape != ref.shape:
+                report.problems.append(f"{stage}: shape {tuple(feats[stage].shape)} vs torchvision {tuple(ref.shape)}")
+                continue
+            err = float((feats[stage] - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+            report.rel_err[stage] = err
+            if not err <= tolerance:  # also catches NaN
+                report.problems.append(f"{stage} differs from torchvision by {err:.2e} relative (> {tolerance:g})")
+        reports.append(report)
+        if report.problems:  # later layouts would only repeat the failure, slowly
+            break
+    return reports
+
+
 def verify_weights(
     weights: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
@@ -262,33 +302,14 @@ def verify_weights(
         The report; ``report.ok`` is True.
 
     Raises:
-        VerificationError: with the report's summary, if any check fails.
+        VerificationError: with the report's summary, at the first layout that fails.
     """
-    torch.manual_seed(0)  # fresh heads are random; keep runs identical
     provenance = load_weights_pkl(weights).get("provenance", {})
     spec = spec_for(arch or provenance.get("arch", ""))
     img = _image(image_size)
-    reference = _torchvision_features(spec, state_dict, img)
-    reports = []
-    for layout in layouts:
-        if layout == "c4" and not spec.bottleneck and not _c4_head()[1]:
-            reports.append(LayoutReport(layout, note="skipped: stock Res5ROIHeads builds bottleneck res5 only"))
-            continue
-        cfg = d2_config(spec, layout, provenance)
-        model = _build(cfg, layout)
-        report = check_loads_into(model, weights)
-        report.layout = layout
-        feats = _d2_features(model, layout, img, cfg)
-        for stage in STAGES:
-            ref = reference[stage]
-            if feats[stage].shape != ref.shape:
-                report.problems.append(f"{stage}: shape {tuple(feats[stage].shape)} vs torchvision {tuple(ref.shape)}")
-                continue
-            err = float((feats[stage] - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
-            report.rel_err[stage] = err
-            if not err <= tolerance:  # also catches NaN
-                report.problems.append(f"{stage} differs from torchvision by {err:.2e} relative (> {tolerance:g})")
-        reports.append(report)
+    with torch.random.fork_rng(devices=[]):  # fresh heads are random: seed them, leave the caller's RNG alone
+        torch.manual_seed(0)
+        reports = _verify_layouts(weights, state_dict, spec, provenance, layouts, img, tolerance)
     result = VerifyReport(str(weights), spec.arch, tolerance, list(source_unused), reports)
     if not result.ok:
         raise VerificationError(result.summary())

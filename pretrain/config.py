@@ -28,7 +28,7 @@ _C.MODEL.ZERO_INIT_RESIDUAL = True  # zero-init the last BN gamma of each residu
 _C.MODEL.SYNC_BN = True  # convert all BN to SyncBatchNorm when distributed (official)
 
 _C.LOSS = CN()
-_C.LOSS.SIMILARITY = "cosine"  # D: "cosine" (paper) or "cross_entropy" (Table 4 ablation)
+_C.LOSS.SIMILARITY = "cosine"  # D: "cosine" (paper) or "cross_entropy" (paper Sec. 4.5 ablation)
 _C.LOSS.SYMMETRY = "sym"  # "sym": D(p1,z2)/2 + D(p2,z1)/2; "asym": D(p1,z2); "asym2x": two asym pairs (4 views)
 
 # Hypothesis variants of paper Sec. 5 (the targets are per-image eta_x instead of the other view's z).

@@ -17,17 +17,20 @@ def _common(output_dir: str) -> CfgNode:
     _C = CfgNode()
     _C.OUTPUT_DIR = output_dir  # where results, checkpoints and config.yaml are written
     _C.SEED = 0  # seeds torch/random on every rank (rank is added so ranks differ)
-    _C.DEVICE = "auto"  # "auto" = cuda if available else cpu; or "cpu" / "cuda"
 
     _C.MODEL = CfgNode()
     _C.MODEL.ARCH = "resnet50"  # torchvision ResNet name (resnet18, resnet50, ...)
+    _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
 
     _C.DATA = CfgNode()
     _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root with train/ and val/ subfolders
     _C.DATA.IMAGE_SIZE = 224  # crop size; evaluation resizes to IMAGE_SIZE * 256/224 first
     _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
     _C.DATA.STRICT = False  # True: any unreadable image is an error instead of being skipped
-    _C.DATA.MAX_BAD_FRACTION = 0.001  # abort if more than this fraction of images is unreadable
+    _C.DATA.MAX_BAD_FRACTION = 0.01  # abort if more than this fraction of images is unreadable
+
+    _C.TRAIN = CfgNode()
+    _C.TRAIN.PRINT_FREQ = 10  # progress line (meters, ETA) every N iterations on rank 0
     return _C
 
 
@@ -55,7 +58,6 @@ def get_lincls_defaults() -> CfgNode:
     _C.TEST = CfgNode()
     _C.TEST.EVAL_PERIOD = 1  # evaluate on DATA.ROOT/val every N epochs (and after the last)
     _C.TEST.BATCH_SIZE = 256  # global batch for evaluation
-    _C.LOG_PERIOD = 10  # print progress every N iterations on rank 0
     return _C
 
 
@@ -89,11 +91,11 @@ def get_supervised_defaults() -> CfgNode:
     _C.SOLVER.SCHEDULE = "step"  # "step" (x0.1 every STEP_SIZE epochs, torchvision) or "cosine"
     _C.SOLVER.STEP_SIZE = 30  # epochs between x0.1 decays for SCHEDULE "step"
     _C.SOLVER.WARMUP_EPOCHS = 0  # linear warm-up from 0 (none in the reference)
-    _C.SOLVER.CHECKPOINT_PERIOD = 1  # save checkpoint_{epoch:04d}.pth every N epochs
-    _C.SOLVER.AMP = False  # bfloat16/float16 autocast on CUDA; the reference trains in fp32
+
+    _C.TRAIN.AMP = "none"  # CUDA autocast: "none" (fp32, the reference), "bf16", or "fp16" (with GradScaler)
+    _C.TRAIN.CHECKPOINT_PERIOD = 1  # write checkpoint_{epoch:04d}.pth every N epochs (and at the end)
 
     _C.TEST = CfgNode()
     _C.TEST.EVAL_PERIOD = 1  # top-1/top-5 on DATA.ROOT/val every N epochs (0 = only at the end)
     _C.TEST.BATCH_SIZE = 256  # global batch for evaluation
-    _C.LOG_PERIOD = 10  # print progress every N iterations on rank 0
     return _C

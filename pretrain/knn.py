@@ -108,7 +108,7 @@ def knn_scores(
         chunk_size: queries compared against the bank at once (bounds memory to chunk x M).
 
     Returns:
-        NxC scores (zero for classes without a neighbour).
+        NxC float64 scores (zero for classes without a neighbour).
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or train_feats.shape[1] != test_feats.shape[1]:
         raise ValueError(f"knn: features must be MxD and NxD, got {tuple(train_feats.shape)} "
@@ -124,11 +124,11 @@ def knn_scores(
     for query in test_feats.split(chunk_size):
         sim = query @ train_feats.T  # BxM cosine similarities
         top_sim, top_idx = sim.topk(k, dim=1)  # Bxk
-        weights = (top_sim / t).exp()  # Bxk
+        weights = (top_sim.double() / t).exp()  # Bxk; float64: exp(1/t) overflows float32 below t = 0.0113
         votes = torch.zeros(query.shape[0], num_classes, device=query.device, dtype=weights.dtype)
         votes.scatter_add_(1, labels[top_idx], weights)  # BxC
         scores.append(votes)
-    return torch.cat(scores) if scores else test_feats.new_zeros((0, num_classes))
+    return torch.cat(scores) if scores else test_feats.new_zeros((0, num_classes), dtype=torch.float64)
 
 
 def knn_predict(
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     feats = {}
     for split, loader in (("train", train_loader), ("val", val_loader)):
-        batches = MetricLogger().log_every(loader, 50, f"knn {split} features", total=len(loader))
+        batches = MetricLogger().log_every(loader, cfg.TRAIN.PRINT_FREQ, f"knn {split} features", total=len(loader))
         feats[split] = extract_features(encoder, batches, device, gather=True)
     (train_feats, train_labels), (val_feats, val_labels) = feats["train"], feats["val"]
     scores = knn_scores(train_feats, train_labels, val_feats, len(classes), cfg.KNN.K, cfg.KNN.TEMPERATURE,

@@ -8,6 +8,9 @@ LARS (SGD momentum 0.9, trust coefficient 0.001, no weight decay), global batch
 centre-cropped validation set. After training, the backbone is checked to be
 bit-identical to the checkpoint (the official code's ``sanity_check``).
 
+``lincls_results.json`` reports the last epoch's accuracy as ``top1``/``top5`` (the
+best epoch, ``best_top1``, is also recorded but would select on the validation set).
+
 Also home of the classification plumbing shared with ``knn`` and ``supervised``
 (run setup, ImageFolder loaders, accuracy, distributed evaluation, backbone loading).
 """
@@ -75,7 +78,7 @@ class Run:
 def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str) -> Run:
     """Load the config, join the process group, seed, create OUTPUT_DIR and save config.yaml."""
     cfg = load_config(defaults, config_file, opts)
-    info = init_distributed_mode(device=cfg.DEVICE)
+    info = init_distributed_mode(device=cfg.MODEL.DEVICE)
     out = Path(cfg.OUTPUT_DIR)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,8 @@ def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], c
     seed = cfg.SEED + info.rank
     random.seed(seed)
     torch.manual_seed(seed)
-    logger.info("%s: world size %d, device %s, output %s", command, info.world_size, info.device, out)
+    logging.getLogger(f"siambench.{command}").info("world size %d, device %s, output %s", info.world_size,
+                                                  info.device, out)
     return Run(cfg=cfg, dist=info, env=environment())
 
 
@@ -286,6 +290,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         top1, top5 = accuracy(logits.detach(), target)
         meters.update(loss=loss.detach(), acc1=100.0 * top1 / len(target), acc5=100.0 * top5 / len(target),
                       lr=optimizer.param_groups[0]["lr"])
+    meters.synchronize_between_processes()
     return meters.global_averages()
 
 
@@ -298,6 +303,21 @@ def _resume_path(resume: str | None, output_dir: Path) -> Path | None:
     if not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint (use --resume auto for {output_dir})")
     return Path(resume)
+
+
+def _resume(path: Path | None, sha: str, classifier: nn.Module,
+            optimizer: torch.optim.Optimizer) -> tuple[int, float, list[dict[str, Any]]]:
+    """Restore classifier and optimizer from ``path``; (start epoch, best top-1, history)."""
+    if path is None:
+        return 0, 0.0, []
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt["checkpoint_sha256"] != sha:
+        raise SystemExit(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs); "
+                         "use a fresh OUTPUT_DIR")
+    getattr(classifier, "module", classifier).load_state_dict(ckpt["classifier"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    logger.info("resumed from %s at epoch %d", path, ckpt["epoch"])
+    return ckpt["epoch"], ckpt["best_top1"], list(ckpt["history"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,18 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             classifier, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer, init_lr = build_optimizer(cfg, list(classifier.parameters()))
 
-    start_epoch, best_top1, history = 0, 0.0, []
-    resume = _resume_path(args.resume, out)
-    if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
-        if ckpt["checkpoint_sha256"] != sha:
-            raise SystemExit(f"lincls: {resume} was trained on a different MODEL.WEIGHTS (sha256 differs); "
-                             "use a fresh OUTPUT_DIR")
-        getattr(classifier, "module", classifier).load_state_dict(ckpt["classifier"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, best_top1, history = ckpt["epoch"], ckpt["best_top1"], list(ckpt["history"])
-        logger.info("resumed from %s at epoch %d", resume, start_epoch)
-
+    start_epoch, best_top1, history = _resume(_resume_path(args.resume, out), sha, classifier, optimizer)
     epochs = cfg.SOLVER.EPOCHS
     val: dict[str, float] = next((r["val"] for r in reversed(history) if "val" in r), {})
     t0 = time.time()
@@ -350,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr = cosine_lr(init_lr, epoch, epochs) if cfg.SOLVER.SCHEDULE == "cosine" else init_lr
         for group in optimizer.param_groups:
             group["lr"] = lr
-        train_stats = train_one_epoch(model, train_loader, optimizer, device, epoch, epochs, cfg.LOG_PERIOD)
+        train_stats = train_one_epoch(model, train_loader, optimizer, device, epoch, epochs, cfg.TRAIN.PRINT_FREQ)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train_stats}
         if (epoch + 1) % cfg.TEST.EVAL_PERIOD == 0 or epoch + 1 == epochs:
             val = evaluate(model, val_loader, device, header=f"lincls val [{epoch + 1}/{epochs}]")
@@ -361,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             atomic_torch_save({"classifier": getattr(classifier, "module", classifier).state_dict(),
                                "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "best_top1": best_top1,
                                "history": history, "checkpoint_sha256": sha, "config": cfg.dump()},
-                              out / CHECKPOINT)
+                              out / CHECKPOINT)  # the backbone is not saved: it is MODEL.WEIGHTS
             done = epoch + 1 - start_epoch
             eta = (time.time() - t0) / done * (epochs - epoch - 1)
             logger.info("lincls epoch %d/%d: lr %.4g, train loss %.4f%s, eta %s", epoch + 1, epochs, lr,

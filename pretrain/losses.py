@@ -1,7 +1,7 @@
 """SimSiam's loss: the (symmetrized) distance D between predictions p and targets z.
 
-``D(p, z) = -cos(p, z)`` (default) or the cross-entropy variant of the paper's
-Table 4: ``D(p, z) = -softmax(z) . log softmax(p)``. Targets arrive already detached
+``D(p, z) = -cos(p, z)`` (default) or the cross-entropy variant of the paper
+(Sec. 4.5): ``D(p, z) = -softmax(z) . log softmax(p)``. Targets arrive already detached
 when stop-grad is on (``builder.SimSiam`` does it), so D never detaches itself.
 """
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .engine import TrainContext, train_one_epoch
 from .losses import SimSiamLoss
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
 from .schedule import adjust_learning_rate, scaled_lr
+from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
 from .utils.config import ConfigError, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed_mode
@@ -47,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
-    add_config_args(parser)
+    add_config_args(parser, required=False)  # the defaults are the paper's baseline recipe
     return parser.parse_args(argv)
 
 
@@ -76,8 +77,9 @@ def build_model_and_optimizer(cfg, info: DistInfo):
     seed_all(cfg.SEED)  # identical init on every rank (DDP also broadcasts it)
     bare = build_model(cfg)
     model: nn.Module = bare
-    if info.distributed and cfg.MODEL.SYNC_BN:
-        model = bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
+    if info.distributed and cfg.MODEL.SYNC_BN:  # torch's SyncBatchNorm is GPU-only; gloo/CPU runs use ours
+        convert = nn.SyncBatchNorm.convert_sync_batchnorm if info.device.type == "cuda" else convert_sync_batchnorm
+        model = bare = convert(bare)
     model.to(info.device)
     if cfg.TRAIN.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)

@@ -14,9 +14,11 @@ which conversion and linear evaluation drop, as they drop SimSiam's projector), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
-import random
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,17 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
+                         save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
 from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
 from .utils.config import CfgNode, add_config_args
-from .utils.env import siambench_version
-from .utils.io import atomic_torch_save, atomic_write_text
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
 
-__all__ = ["encoder_state_dict", "lr_at_epoch", "main"]
+__all__ = ["SupervisedModel", "lr_at_epoch", "main"]
 
 logger = logging.getLogger("siambench.supervised")
-KEY_PREFIX = "module.encoder."  # official SimSiam naming, shared with pretraining checkpoints
 
 
 def lr_at_epoch(cfg: CfgNode, epoch: float) -> float:
@@ -54,69 +55,57 @@ def lr_at_epoch(cfg: CfgNode, epoch: float) -> float:
     raise ValueError(f"SOLVER.SCHEDULE must be 'step' or 'cosine', got {s.SCHEDULE!r}")
 
 
-def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The ResNet's tensors under the pretraining checkpoint's ``module.encoder.`` names."""
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    return {KEY_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+class SupervisedModel(nn.Module):
+    """The ResNet under the attribute name ``encoder``, as in the SimSiam model, so that
+    ``pretrain.checkpoint`` writes its tensors as ``module.encoder.*``."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)  # NxC logits
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def _publish(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src``: a hard link (no second copy of the weights
+    and optimizer state), or a copy where links are unsupported; atomic either way."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-          epoch: int, cfg: CfgNode, extra: dict[str, Any]) -> None:
-    atomic_torch_save({
-        "state_dict": encoder_state_dict(model), "arch": cfg.MODEL.ARCH, "epoch": epoch,
-        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-        "config": cfg.dump(), "siambench_version": siambench_version(), "method": "supervised", **extra,
-    }, path)
-
-
-def _find_resume(resume: str | None, out: Path) -> Path | None:
-    if not resume:
-        return None
-    if resume != "auto":
-        if not Path(resume).is_file():
-            raise FileNotFoundError(f"--resume {resume}: no such checkpoint (use --resume auto for {out})")
-        return Path(resume)
-    marker = out / "last_checkpoint"
-    if not marker.is_file():
-        return None
-    path = out / marker.read_text(encoding="utf-8").strip()
-    if not path.is_file():
-        raise FileNotFoundError(f"{marker} names {path.name}, which is missing; delete {marker} to start over")
-    return path
+def _amp_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of TRAIN.AMP, or None for fp32 (always on CPU)."""
+    dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if cfg.TRAIN.AMP not in dtypes:
+        raise ValueError(f"TRAIN.AMP must be one of {sorted(dtypes)}, got {cfg.TRAIN.AMP!r}")
+    return dtypes[cfg.TRAIN.AMP] if device.type == "cuda" else None
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     cfg: CfgNode, device: torch.device, epoch: int) -> dict[str, float]:
     model.train()
-    amp = cfg.SOLVER.AMP and device.type == "cuda"
+    amp_dtype = _amp_dtype(cfg, device)
     meters = MetricLogger()
     n = len(loader)
-    for i, (images, target) in enumerate(meters.log_every(loader, cfg.LOG_PERIOD,
+    for i, (images, target) in enumerate(meters.log_every(loader, cfg.TRAIN.PRINT_FREQ,
                                                          f"supervised epoch [{epoch + 1}/{cfg.SOLVER.EPOCHS}]")):
         lr = lr_at_epoch(cfg, epoch + i / n)
         for group in optimizer.param_groups:
             group["lr"] = lr
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+        with autocast:
             logits = model(images)  # NxC
             loss = F.cross_entropy(logits, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"supervised: loss is {loss.item()} at epoch {epoch + 1}, step {i}; "
-                                     "lower SOLVER.BASE_LR or disable SOLVER.AMP")
+                                     "lower SOLVER.BASE_LR or set TRAIN.AMP none")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -137,31 +126,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised")
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
+    _amp_dtype(cfg, device)  # validates TRAIN.AMP
 
     train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
     val_loader, val_classes = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)
     if classes != val_classes:
         raise SystemExit(f"supervised: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
-    model = build_backbone(cfg.MODEL.ARCH, num_classes=len(classes), zero_init_residual=cfg.MODEL.ZERO_INIT_RESIDUAL)
+    bare: nn.Module = SupervisedModel(build_backbone(cfg.MODEL.ARCH, num_classes=len(classes),
+                                                     zero_init_residual=cfg.MODEL.ZERO_INIT_RESIDUAL))
     if run.dist.distributed and cfg.MODEL.SYNC_BN:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
+        bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
+    bare.to(device)
+    model = bare
     if run.dist.distributed:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = nn.parallel.DistributedDataParallel(bare, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr_at_epoch(cfg, 0), momentum=cfg.SOLVER.MOMENTUM,
                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.SOLVER.AMP and device.type == "cuda")
+    # Only float16 needs loss scaling; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg, device) == torch.float16)
 
     start_epoch, val = 0, {}
-    resume = _find_resume(args.resume, out)
+    resume = find_resume_checkpoint(out, args.resume) if args.resume else None
     if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
-        getattr(model, "module", model).load_state_dict(
-            {k[len(KEY_PREFIX):]: v for k, v in ckpt["state_dict"].items()})
+        ckpt = load_checkpoint(resume)
+        load_official_state_dict(bare, ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
         start_epoch, val = ckpt["epoch"], dict(ckpt.get("val") or {})
-        _set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d", resume, start_epoch)
     if run.is_main:
         JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch + 1)
@@ -179,16 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             val = evaluate(model, val_loader, device, header=f"supervised val [{epoch + 1}/{epochs}]")
             record.update(val_top1=val["top1"], val_top5=val["top5"])
         metrics.write(record)
-        if run.is_main and ((epoch + 1) % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch + 1 == epochs):
-            name = f"checkpoint_{epoch + 1:04d}.pth"
-            _save(out / name, model, optimizer, scaler, epoch + 1, cfg, {"val": val})
-            atomic_write_text(out / "last_checkpoint", name)
+        if run.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == epochs):
+            save_checkpoint(out, epoch + 1, bare, optimizer, scaler, cfg, extra={"method": "supervised", "val": val})
         eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
         logger.info("supervised epoch %d/%d: loss %.4f%s, eta %s", epoch + 1, epochs, stats["loss"],
                     f", val top-1 {val['top1']:.2f}" if "val_top1" in record else "", format_seconds(eta))
     metrics.close()
     if run.is_main:
-        _save(out / "model_final.pth", model, optimizer, scaler, epochs, cfg, {"val": val})
+        last = out / (out / LAST_CHECKPOINT).read_text(encoding="utf-8").strip()
+        _publish(last, out / "model_final.pth")
         logger.info("supervised: wrote %s", out / "model_final.pth")
     run.close()
     return 0

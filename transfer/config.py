@@ -208,6 +208,11 @@ def load_task_config(
     return cfg, scaling
 
 
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal once a config went through YAML (which has only lists)."""
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _flatten(cfg: CfgNode, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in cfg.items():
@@ -215,7 +220,7 @@ def _flatten(cfg: CfgNode, prefix: str = "") -> dict[str, Any]:
         if isinstance(value, CfgNode):
             flat.update(_flatten(value, name + "."))
         else:
-            flat[name] = list(value) if isinstance(value, tuple) else value
+            flat[name] = _plain(value)
     return flat
 
 

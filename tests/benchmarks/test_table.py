@@ -14,7 +14,6 @@ from benchmarks.results import collect
 from benchmarks.table import Cell, Column, Row, Table, apply_bold, build_tables, main, summarize, task_group_name
 from benchmarks.table_format import FORMATS, parse_cell, read_csv, render, tables_from_json
 
-from results_fixtures import write_eval, write_state, write_trial
 
 
 def _by_name(tables: list[Table]) -> dict[str, Table]:
@@ -94,11 +93,11 @@ def test_deltas_against_our_supervised_and_scratch(synth_runs: Path) -> None:
     assert "| SimSiam | ours | +2.2 | +2.2 | +2.2 | +1.0 | +1.0 | +1.0 | +1.0 | +1.0 | +1.0 |" in md
 
 
-def test_nan_and_malformed_results_are_missing_with_notes(tmp_path: Path) -> None:
+def test_nan_and_malformed_results_are_missing_with_notes(tmp_path: Path, results_files) -> None:
     root = tmp_path / "runs"
-    write_trial(root, "a", "voc07", 0, "mine", 40.0)
-    write_trial(root, "a", "voc07", 1, "mine", math.nan, ap50=60.0)
-    write_trial(root, "a", "voc07", 2, "mine", 44.0)
+    results_files.write_trial(root, "a", "voc07", 0, "mine", 40.0)
+    results_files.write_trial(root, "a", "voc07", 1, "mine", math.nan, ap50=60.0)
+    results_files.write_trial(root, "a", "voc07", 2, "mine", 44.0)
     bad = root / "a" / "transfer" / "voc07" / "trial3" / "results.json"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"task": "voc07", "status": "comp')  # cut off mid-write by a non-atomic writer
@@ -114,11 +113,11 @@ def test_nan_and_malformed_results_are_missing_with_notes(tmp_path: Path) -> Non
     assert "| mine | ours | 68.0 ± 7.2 (n=3) | 42.0 ± 2.8 (n=2) | 45.0 ± 2.8 (n=2) | – |" in text
 
 
-def test_real_rows_are_bolded_against_paper_rows(tmp_path: Path) -> None:
+def test_real_rows_are_bolded_against_paper_rows(tmp_path: Path, results_files) -> None:
     root = tmp_path / "runs"
-    write_state(root, {"ours": ("simsiam", "SimSiam (ours)")}, synthetic=False)
-    write_trial(root, "ours", "voc07", 0, "SimSiam (ours)", 48.3, ap50=77.0, ap75=51.0)
-    write_eval(root, "ours", "lincls", 68.3, 100)
+    results_files.write_state(root, {"ours": ("simsiam", "SimSiam (ours)")}, synthetic=False)
+    results_files.write_trial(root, "ours", "voc07", 0, "SimSiam (ours)", 48.3, ap50=77.0, ap75=51.0)
+    results_files.write_eval(root, "ours", "lincls", 68.3, 100)
     tables = _by_name(build_tables(collect(root)))
     t5 = tables["table5"]
     assert t5.rows[-1].source == "ours"

@@ -13,6 +13,15 @@ import torch
 import torchvision
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny CPU forwards: intra-op threads cost more than they gain (10x on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @functools.lru_cache(maxsize=None)
 def _random_resnet_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
@@ -83,11 +92,11 @@ def save(tmp_path):
     return _save
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def simsiam_factory():
     return simsiam_ckpt
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def moco_factory():
     return moco_ckpt

@@ -32,3 +32,20 @@ def test_unknown_layout_is_named():
         infer_spec(fake)
     with pytest.raises(ConversionError, match=r"no weights for ResNet stage\(s\) layer2 \(res3\)"):
         infer_spec({k: v for k, v in fake.items() if not k.startswith("layer2.")})
+
+
+@pytest.mark.parametrize("arch", sorted(RESNETS))
+def test_detectron2_builds_the_same_tensors_for_every_variant(arch):
+    """Names and shapes after mapping equal Detectron2's ResNet from our MODEL.RESNETS settings."""
+    from transfer import d2compat  # noqa: F401
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    from convert.naming import to_detectron2_name
+    from convert.verify import d2_config
+
+    with torch.device("meta"):  # shapes only
+        backbone = build_resnet_backbone(d2_config(spec_for(arch), "backbone"), ShapeSpec(channels=3))
+    d2 = {k: tuple(v.shape) for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    mapped = {to_detectron2_name(k): s for k, s in expected_shapes(arch).items()}
+    assert mapped == d2

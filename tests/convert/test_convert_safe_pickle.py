@@ -77,6 +77,13 @@ def test_non_plain_types_are_refused(obj, reason):
         safe_loads(pickle.dumps({"model": obj}, protocol=4))
 
 
+def test_ndarray_is_not_callable_from_a_pickle():
+    # GLOBAL numpy.ndarray, args ((2,), "O"), REDUCE: would build an object array directly.
+    data = b"\x80\x02cnumpy\nndarray\nK\x02\x85X\x01\x00\x00\x00O\x86R."
+    with pytest.raises(UnsafeCheckpointError, match=r"not callable"):
+        safe_loads(data)
+
+
 def test_empty_and_garbage_files(tmp_path):
     empty = tmp_path / "empty.pkl"
     empty.write_bytes(b"")

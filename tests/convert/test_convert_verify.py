@@ -3,34 +3,43 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
 
-from convert.checkpoints import load_backbone_state_dict
+from transfer import d2compat  # noqa: F401  (before detectron2)
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+from convert.arch import spec_for
 from convert.cli import main
 from convert.errors import UnsafeCheckpointError, VerificationError
 from convert.export import convert_checkpoint
+from convert.safe_pickle import SafeDetectionCheckpointer
 from convert.verify import check_loads_into, d2_config, verify_weights
-from convert.arch import spec_for
 
 # Keys a detection model may leave at their fresh initialisation: heads, FPN, the extra norm.
 _FRESH = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head.", "roi_heads.mask_head.",
           "roi_heads.res5.norm.", "backbone.fpn_")
 
 
-def _convert(save, tmp_path, tv, name="w.pkl"):
-    src = save(tv, name.replace(".pkl", ".pth"))
-    out = tmp_path / name
-    convert_checkpoint(src, out)
-    sd, info = load_backbone_state_dict(src)
-    return out, sd, info
+@pytest.fixture(scope="module")
+def r18(resnet_state, simsiam_factory, tmp_path_factory):
+    """A siambench resnet18 checkpoint converted with verification (all layouts, 64 px)."""
+    tmp = tmp_path_factory.mktemp("r18")
+    tv = resnet_state("resnet18")
+    src = tmp / "ckpt.pth"
+    torch.save(simsiam_factory(tv, siambench=True), src)
+    prov, report = convert_checkpoint(src, tmp / "r18.pkl", verify=True, verify_size=64)
+    return tv, src, tmp / "r18.pkl", report
 
 
-def test_resnet18_all_layouts(resnet_state, save, tmp_path):
-    out, sd, info = _convert(save, tmp_path, resnet_state("resnet18"))
-    report = verify_weights(out, sd, source_unused=info["unused_keys"], image_size=64)
-    assert report.ok and report.arch == "resnet18"
+def test_resnet18_all_layouts(r18):
+    tv, _, out, report = r18
+    assert report.ok and report.arch == "resnet18" and report.weights == str(out)
     assert [r.layout for r in report.layouts] == ["backbone", "c4", "fpn"]
     for r in report.layouts:
         assert set(r.rel_err) == {"res2", "res3", "res4", "res5"}
@@ -38,26 +47,17 @@ def test_resnet18_all_layouts(resnet_state, save, tmp_path):
         assert all(k.startswith(_FRESH) for k in r.unfilled), r.unfilled
     assert report.layouts[0].unfilled == []  # the bare backbone is filled completely
     assert any(k.startswith("roi_heads.mask_head.") for k in report.layouts[1].unfilled)
-    assert "fc.weight" in report.source_unused
+    assert set(report.source_unused) >= {"module.predictor.0.weight", "module.encoder.fc.0.weight"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pth", "r18.pkl"]  # staged copy gone
 
 
-@pytest.mark.parametrize("arch, layouts", [("resnet50", ("backbone", "c4")), ("wide_resnet50_2", ("backbone",))])
-def test_bottleneck_features_match(resnet_state, save, tmp_path, arch, layouts):
-    out, sd, _ = _convert(save, tmp_path, resnet_state(arch))
-    report = verify_weights(out, sd, layouts=layouts, image_size=64)
-    assert [r.layout for r in report.layouts] == list(layouts)
-    assert max(max(r.rel_err.values()) for r in report.layouts) < 1e-4
-
-
-def test_res5_weights_land_in_the_c4_roi_head(resnet_state, save, tmp_path):
-    from detectron2.modeling import build_model
-
-    tv = resnet_state("resnet18")
-    out, _, _ = _convert(save, tmp_path, tv)
+def test_res5_weights_land_in_the_c4_roi_head(r18):
+    tv, _, out, _ = r18
     model = build_model(d2_config(spec_for("resnet18"), "c4"))
     report = check_loads_into(model, out)
     assert report.problems == []
-    assert not any(k.startswith("roi_heads.res5.") and ".norm." not in k.replace("res5.norm.", "") for k in report.unfilled)
+    assert {k for k in report.unfilled if k.startswith("roi_heads.res5.")} == {
+        f"roi_heads.res5.norm.{t}" for t in ("bias", "running_mean", "running_var", "weight")}
     res5 = model.roi_heads.res5
     assert torch.equal(res5[1].conv2.weight, tv["layer4.1.conv2.weight"])
     assert torch.equal(res5[0].shortcut.norm.running_var, tv["layer4.0.downsample.1.running_var"])
@@ -65,28 +65,16 @@ def test_res5_weights_land_in_the_c4_roi_head(resnet_state, save, tmp_path):
     assert not hasattr(model.backbone, "res5")  # C4: res5 is only in the head
 
 
-def test_plain_detectron2_checkpointer_loads_the_same(resnet_state, save, tmp_path):
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling.backbone.resnet import build_resnet_backbone
-    from detectron2.layers import ShapeSpec
-
-    from convert.safe_pickle import SafeDetectionCheckpointer
-
-    out, _, _ = _convert(save, tmp_path, resnet_state("resnet18"))
+def test_plain_detectron2_checkpointer_loads_the_same(r18):
     cfg = d2_config(spec_for("resnet18"), "backbone")
     a, b = (build_resnet_backbone(cfg, ShapeSpec(channels=3)) for _ in range(2))
-    DetectionCheckpointer(a).load(str(out))
-    SafeDetectionCheckpointer(b).load(str(out))
+    DetectionCheckpointer(a).load(str(r18[2]))
+    SafeDetectionCheckpointer(b).load(str(r18[2]))
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
 
 def test_safe_checkpointer_refuses_payload(tmp_path):
-    from detectron2.modeling.backbone.resnet import build_resnet_backbone
-    from detectron2.layers import ShapeSpec
-
-    from convert.safe_pickle import SafeDetectionCheckpointer
-
     marker = tmp_path / "pwned"
 
     class Payload:
@@ -101,10 +89,11 @@ def test_safe_checkpointer_refuses_payload(tmp_path):
     assert not marker.exists()
 
 
-def _rewrite(path, edit):
-    data = pickle.loads(path.read_bytes())
+def _rewrite(src, dst, edit):
+    data = pickle.loads(src.read_bytes())
     edit(data)
-    path.write_bytes(pickle.dumps(data))
+    dst.write_bytes(pickle.dumps(data))
+    return dst
 
 
 @pytest.mark.parametrize(
@@ -113,46 +102,68 @@ def _rewrite(path, edit):
         (lambda d: d["model"].__setitem__("res3.1.conv2.weight", d["model"]["res3.1.conv2.weight"] * 1.01),
          r"res3 differs from torchvision"),
         (lambda d: d["model"].pop("res4.0.shortcut.norm.running_var"),
-         r"ResNet tensor backbone.res4.0.shortcut.norm.running_var was not filled"),
+         r"ResNet tensor res4.0.shortcut.norm.running_var was not filled"),
+        (lambda d: d["model"].__setitem__("res9.0.conv1.weight", d["model"]["res2.0.conv1.weight"]),
+         r"weights not used by the model: \['res9.0.conv1.weight'\]"),
         (lambda d: d["provenance"].__setitem__("pixel_mean", [103.53, 116.28, 123.675]),  # BGR mean
          r"res2 differs from torchvision"),
     ],
-    ids=["perturbed-weight", "missing-tensor", "wrong-pixel-mean"],
+    ids=["perturbed-weight", "missing-tensor", "stray-tensor", "wrong-pixel-mean"],
 )
-def test_verification_catches_broken_weights(resnet_state, save, tmp_path, edit, message):
-    out, sd, _ = _convert(save, tmp_path, resnet_state("resnet18"))
-    _rewrite(out, edit)
+def test_verification_catches_broken_weights(r18, tmp_path, edit, message):
+    tv, _, out, _ = r18
+    broken = _rewrite(out, tmp_path / "broken.pkl", edit)
     with pytest.raises(VerificationError, match=message):
-        verify_weights(out, sd, layouts=("backbone",), image_size=64)
+        verify_weights(broken, tv, layouts=("backbone",), image_size=64)
 
 
-def test_stride_in_1x1_matters_for_bottlenecks(resnet_state, save, tmp_path):
-    out, sd, _ = _convert(save, tmp_path, resnet_state("resnet50"))
-    _rewrite(out, lambda d: d["provenance"].__setitem__("stride_in_1x1", True))
+@pytest.fixture(scope="module")
+def r50(resnet_state, tmp_path_factory):
+    """A torchvision resnet50 state dict converted (without verification)."""
+    tmp = tmp_path_factory.mktemp("r50")
+    tv = resnet_state("resnet50")
+    torch.save(tv, tmp / "resnet50.pth")
+    convert_checkpoint(tmp / "resnet50.pth", tmp / "r50.pkl")
+    return tv, tmp / "r50.pkl"
+
+
+def test_resnet50_features_match_in_backbone_and_c4(r50):
+    tv, out = r50
+    report = verify_weights(out, tv, layouts=("backbone", "c4"), image_size=64)
+    assert report.arch == "resnet50" and [r.layout for r in report.layouts] == ["backbone", "c4"]
+    assert max(max(r.rel_err.values()) for r in report.layouts) < 1e-4
+    assert all(k.startswith(_FRESH) for k in report.layouts[1].unfilled)
+
+
+def test_stride_in_1x1_matters_for_bottlenecks(r50, tmp_path):
+    # Caffe2-style stride placement is a different network for the same tensors.
+    tv, out = r50
+    caffe2 = _rewrite(out, tmp_path / "caffe2.pkl", lambda d: d["provenance"].__setitem__("stride_in_1x1", True))
     with pytest.raises(VerificationError, match=r"res3 differs"):
-        verify_weights(out, sd, layouts=("backbone",), image_size=64)
+        verify_weights(caffe2, tv, layouts=("backbone",), image_size=64)
 
 
-def test_cli_verifies_before_writing(resnet_state, simsiam_factory, save, tmp_path, capsys, monkeypatch):
-    src = save(simsiam_factory(resnet_state("resnet18"), siambench=True))
-    out = tmp_path / "ok.pkl"
-    assert main([str(src), str(out), "--verify", "--verify-size", "64"]) == 0
+def test_cli_summary_and_failed_verification_writes_nothing(r18, tmp_path, capsys, monkeypatch):
+    _, src, _, _ = r18
+    shutil.copy(src, tmp_path / "ckpt.pth")
+    assert main([str(tmp_path / "ckpt.pth"), str(tmp_path / "ok.pkl")]) == 0
     printed = capsys.readouterr().out
-    assert "format   siambench" in printed and "module.predictor.* (3)" in printed
-    assert "c4       OK" in printed and "fpn      OK" in printed and out.is_file()
+    assert "format   siambench (prefix 'module.encoder.')" in printed
+    assert "module.predictor.* (3)" in printed and "module.encoder.fc.* (4)" in printed
+    assert "arch     resnet18, epoch 100" in printed
 
     import convert.export
 
     real = convert.export.to_detectron2
 
-    def broken(state_dict):  # a mapping bug: two BNs swapped
+    def swapped_bns(state_dict):  # the kind of mapping bug verification exists for
         model = real(state_dict)
         model["res2.0.conv1.norm.weight"], model["res2.0.conv2.norm.weight"] = (
             model["res2.0.conv2.norm.weight"], model["res2.0.conv1.norm.weight"])
         return model
 
-    monkeypatch.setattr(convert.export, "to_detectron2", broken)
-    bad = tmp_path / "bad.pkl"
-    assert main([str(src), str(bad), "--verify", "--verify-size", "64"]) == 1
+    monkeypatch.setattr(convert.export, "to_detectron2", swapped_bns)
+    rc = main([str(tmp_path / "ckpt.pth"), str(tmp_path / "bad.pkl"), "--verify", "--verify-size", "64"])
+    assert rc == 1
     assert "res2 differs from torchvision" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "ok.pkl"]  # nothing half-verified left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "ok.pkl"]  # nothing unverified left

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,8 +51,11 @@ def test_votes_are_weighted_by_exp_similarity_over_temperature():
     labels = torch.tensor([0, 1, 1])
     query = _unit([1.0, 0.0])
     scores = knn_scores(train, labels, query, num_classes=3, k=3, t=0.1)
-    expected = torch.tensor([[math.exp(9.0), 2 * math.exp(5.0), 0.0]])
+    expected = torch.tensor([[math.exp(9.0), 2 * math.exp(5.0), 0.0]], dtype=torch.float64)
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=0)
+    # A low temperature neither overflows nor changes the winner.
+    cold = knn_scores(train, labels, query, num_classes=3, k=3, t=0.005)
+    assert torch.isfinite(cold).all() and cold.argmax().item() == 0
     assert knn_predict(train, labels, query, 3, k=3, t=0.1).item() == 0  # the close neighbour wins
     assert knn_predict(train, labels, query, 3, k=3, t=10.0).item() == 1  # flat weights: majority wins
     assert knn_predict(train, labels, query, 3, k=1, t=10.0).item() == 0  # only the nearest votes
@@ -61,9 +67,9 @@ def test_k_larger_than_bank_and_chunking_do_not_change_scores():
     labels = torch.randint(0, 3, (7,), generator=g)
     full = knn_scores(train, labels, test, 3, k=200, t=0.07, chunk_size=1024)
     chunked = knn_scores(train, labels, test, 3, k=200, t=0.07, chunk_size=2)
-    torch.testing.assert_close(full, chunked)
+    torch.testing.assert_close(full, chunked, rtol=1e-5, atol=0)  # float32 matmul of other shapes
     # k clipped to the bank: every bank entry votes, so each row sums all weights.
-    torch.testing.assert_close(full.sum(1), (test @ train.T / 0.07).exp().sum(1))
+    torch.testing.assert_close(full.sum(1), (test @ train.T / 0.07).exp().sum(1).double(), rtol=1e-5, atol=0)
 
 
 def test_bad_shapes_and_arguments_raise():
@@ -128,3 +134,23 @@ def test_knn_command_names_arch_mismatch(synth_root, tmp_path):
                   "MODEL.ARCH", "resnet34", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
         knn_main(["--config-file", CONFIG, "OUTPUT_DIR", str(tmp_path / "o")])
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_process_knn_matches_single_process(synth_root, tmp_path):
+    """Each rank embeds a disjoint shard; the gathered bank gives the single-process result."""
+    ckpt = tmp_path / "model_final.pth"
+    _save_siambench_checkpoint(ckpt)
+    opts = ["DATA.ROOT", str(synth_root / "imagefolder"), "DATA.IMAGE_SIZE", "32", "MODEL.WEIGHTS", str(ckpt),
+            "KNN.BATCH_SIZE", "8"]
+    assert knn_main(["--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "pretrain.knn", "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "two")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "knn_results.json").read_text()) for d in ("one", "two"))
+    for key in ("num_train", "num_val", "top1", "top5"):  # every image counted exactly once
+        assert one[key] == pytest.approx(two[key]), key
+    assert "world size 2" in (tmp_path / "two/log_knn.txt").read_text()

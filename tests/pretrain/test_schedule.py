@@ -33,3 +33,19 @@ def test_fixed_predictor_lr(fix_pred_lr, tiny_cfg):
         enc, pred = opt.param_groups
         assert enc["name"] == "encoder" and enc["lr"] == pytest.approx(cosine_lr(0.1, epoch, 100)) == lr
         assert pred["lr"] == pytest.approx(0.1 if fix_pred_lr else lr)
+
+
+def test_every_pretrain_config_loads():
+    from pathlib import Path
+
+    from pretrain.config import get_cfg
+    from pretrain.utils.config import load_config
+
+    files = sorted((Path(__file__).resolve().parents[2] / "configs" / "pretrain").rglob("*.yaml"))
+    assert len(files) >= 20
+    cfgs = {f.stem: load_config(get_cfg(), f) for f in files}
+    base = cfgs["simsiam_r50_100ep"]
+    assert (base.MODEL.ARCH, base.SOLVER.BATCH_SIZE, base.SOLVER.BASE_LR, base.SOLVER.FIX_PRED_LR) == (
+        "resnet50", 512, 0.05, True)
+    assert cfgs["simsiam_r50_800ep"].SOLVER.EPOCHS == 800 and cfgs["simsiam_r50_100ep_b256"].SOLVER.BATCH_SIZE == 256
+    assert not cfgs["no_stop_grad"].MODEL.STOP_GRAD and cfgs["kstep_epoch"].HYPOTHESIS.K_STEPS == -1
