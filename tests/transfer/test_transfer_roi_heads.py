@@ -1,0 +1,71 @@
+"""Res5ROIHeadsExtraNorm: registered, BasicBlock res5 for R18, extra norm, converted weights land in it."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from transfer import d2compat  # noqa: F401
+from detectron2.modeling import ROI_HEADS_REGISTRY, build_model  # noqa: E402
+from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock  # noqa: E402
+from detectron2.structures import Boxes  # noqa: E402
+
+import transfer.roi_heads  # noqa: E402,F401  (registers the head)
+from convert.naming import to_detectron2_name  # noqa: E402
+from transfer.config import load_task_config, resolve_runtime, task_config_path  # noqa: E402
+from transfer.roi_heads import build_res5_stage  # noqa: E402
+from transfer.trainer import safe_checkpointer  # noqa: E402
+
+
+def _cfg(task: str, *opts: str):
+    cfg, _ = load_task_config(task_config_path(task), list(opts))
+    resolve_runtime(cfg, world_size=1, cuda_available=False)
+    return cfg
+
+
+def test_registered_under_the_config_name() -> None:
+    assert ROI_HEADS_REGISTRY.get("Res5ROIHeadsExtraNorm") is transfer.roi_heads.Res5ROIHeadsExtraNorm
+
+
+def test_r18_c4_head_has_basicblock_res5_and_extra_norm() -> None:
+    model = build_model(_cfg("synth_coco"))
+    heads = model.roi_heads
+    assert type(heads).__name__ == "Res5ROIHeadsExtraNorm"
+    blocks = [m for name, m in heads.res5.named_children() if name != "norm"]
+    assert [type(b) for b in blocks] == [BasicBlock, BasicBlock]  # ResNet-18 res5: 2 basic blocks
+    assert isinstance(heads.res5.norm, nn.BatchNorm2d) and heads.res5.norm.num_features == 512
+    assert heads.box_predictor.cls_score.in_features == 512 and heads.box_predictor.cls_score.out_features == 7
+    heads.eval()
+    feats = {"res4": torch.randn(1, 256, 8, 8)}  # 1x256x8x8: a 128 px image at stride 16
+    x = heads._shared_roi_transform([feats["res4"]], [Boxes(torch.tensor([[0.0, 0.0, 64.0, 64.0]]))])
+    assert x.shape == (1, 512, 4, 4)  # 7x7 regions -> res5 (stride 2) -> extra norm
+
+
+def test_r50_res5_is_three_bottlenecks_with_torchvision_stride() -> None:
+    blocks, channels = build_res5_stage(_cfg("coco"))
+    assert channels == 2048 and [type(b) for b in blocks] == [BottleneckBlock] * 3
+    assert blocks[0].conv1.stride == (1, 1) and blocks[0].conv2.stride == (2, 2)  # STRIDE_IN_1X1 False
+
+
+def test_converted_weights_load_into_backbone_and_res5(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    d2 = {to_detectron2_name(k): v.numpy() for k, v in state.items() if to_detectron2_name(k)}
+    path = tmp_path / "r18.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": d2, "__author__": "siambench", "matching_heuristics": True}, f)
+    model = build_model(_cfg("synth_voc07"))
+    norm_before = model.roi_heads.res5.norm.weight.detach().clone()
+    safe_checkpointer(model).load(str(path))
+    got = model.state_dict()
+    for d2_name, model_name in [("stem.conv1.weight", "backbone.stem.conv1.weight"),
+                                ("res4.1.conv2.norm.running_var", "backbone.res4.1.conv2.norm.running_var"),
+                                ("res5.0.conv1.weight", "roi_heads.res5.0.conv1.weight"),
+                                ("res5.1.conv2.norm.weight", "roi_heads.res5.1.conv2.norm.weight")]:
+        np.testing.assert_array_equal(got[model_name].numpy(), d2[d2_name], err_msg=model_name)
+    # The extra norm is new (not in any backbone checkpoint) and keeps its initialisation.
+    assert torch.equal(model.roi_heads.res5.norm.weight, norm_before)
