@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -36,6 +37,12 @@ __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "f
 
 # (step, log file, environment) -> exit status; injectable so tests can fake the steps.
 StepRunner = Callable[[Step, Path, dict[str, str]], int]
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of all finished child processes (and theirs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _now() -> str:
@@ -182,7 +189,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         was = state.step(step.key).get("status")
         log(f"[{i}/{len(todo)}] {step.key}{' (resuming)' if was in ('running', 'interrupted') else ''}: "
             f"siambench {shlex.join(step.argv)}")
-        t0 = time.time()
+        t0, cpu0 = time.time(), _children_cpu_s()
         state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv])
         try:
             rc = runner(step, log_path, env)
@@ -196,7 +203,9 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         else:
             why = f"exit status {rc}, see {log_path}"
         status[step.key] = "done" if rc == 0 else "failed"
-        state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1), finished=_now())
+        # CPU seconds too: on a shared machine they tell what the step costs on an idle one.
+        state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1),
+                     cpu_s=round(_children_cpu_s() - cpu0, 1), finished=_now())
         eta = _eta(remaining, state)
         log(f"[{i}/{len(todo)}] {step.key}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
             f"{fmt_duration(wall)} | elapsed {fmt_duration(time.time() - start)} | "

@@ -48,7 +48,8 @@ def _configs(root: Path) -> list[tuple[str, str]]:
 def _steps_rows(state: dict[str, Any]) -> list[list[str]]:
     from .pipeline import fmt_duration
 
-    return [[key, s.get("status", ""), fmt_duration(s.get("wall_s")) if "wall_s" in s else ""]
+    return [[key, s.get("status", ""), fmt_duration(s.get("wall_s")) if "wall_s" in s else "",
+             fmt_duration(s.get("cpu_s")) if "cpu_s" in s else ""]
             for key, s in (state.get("steps") or {}).items()]
 
 
@@ -63,7 +64,7 @@ def _md(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequen
              "## Tables", "", render(tables, "md", notes), "## Plots", ""]
     lines += [f"![{p.stem}]({p.relative_to(root).as_posix()})\n" for p in plots] or ["(no plots)\n"]
     if state.get("steps"):
-        lines += ["## Pipeline steps", "", tabulate(_steps_rows(state), ["step", "status", "wall time"],
+        lines += ["## Pipeline steps", "", tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"],
                                                      tablefmt="github"), ""]
     lines += ["## Environment", "", "```json", json.dumps(env, indent=2, sort_keys=True), "```", "",
               "## Configs", ""]
@@ -115,7 +116,7 @@ def _html(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequ
         parts.append(f'<p><img alt="{esc(p.stem)}" src="data:image/png;base64,{data}"></p>')
     if state.get("steps"):
         rows = "".join("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in r) + "</tr>" for r in _steps_rows(state))
-        parts.append(f"<h2>Pipeline steps</h2><table><tr><th>step</th><th>status</th><th>wall time</th></tr>{rows}"
+        parts.append(f"<h2>Pipeline steps</h2><table><tr><th>step</th><th>status</th><th>wall time</th><th>CPU time</th></tr>{rows}"
                      "</table>")
     parts.append(f"<h2>Environment</h2><pre>{esc(json.dumps(env, indent=2, sort_keys=True))}</pre><h2>Configs</h2>")
     parts += [f"<details><summary><code>{esc(rel)}</code></summary><pre>{esc(text)}</pre></details>"
