@@ -7,6 +7,7 @@ detectron2 is broken.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module with main(argv), one-line help)
@@ -23,6 +24,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("benchmarks.table", "transfer / linear-eval tables from a runs directory"),
     "report": ("benchmarks.report", "Markdown + HTML report of a runs directory"),
 }
+
+
+# Errors that describe bad input (they name the file/key and the fix): printed as one
+# clean line instead of a traceback. Looked up only in modules already imported, since
+# an error can only come from a module that ran. SIAMBENCH_DEBUG=1 shows the traceback.
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("pretrain.utils.config", "ConfigError"),
+    ("pretrain.data.folder", "CorruptDataError"),
+    ("convert.errors", "ConversionError"),
+    ("transfer.datasets", "DatasetLayoutError"),
+    ("transfer.trials", "TrialConfigMismatch"),
+    ("transfer.d2compat", "CompiledOpsUnavailable"),
+)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    classes = [getattr(sys.modules[m], n) for m, n in USER_ERRORS if m in sys.modules]
+    return isinstance(exc, tuple(classes))
 
 
 def usage() -> str:
@@ -43,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"siambench: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    rc = module.main(rest)
+    try:
+        rc = module.main(rest)
+    except Exception as e:
+        if not _is_user_error(e) or os.environ.get("SIAMBENCH_DEBUG"):
+            raise
+        print(f"siambench {name}: error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 
