@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,14 @@ __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "f
 
 # (step, log file, environment) -> exit status; injectable so tests can fake the steps.
 StepRunner = Callable[[Step, Path, dict[str, str]], int]
+
+
+def describe(step: Step) -> str:
+    """The step as the command a user would type."""
+    launcher = "siambench"
+    if step.nproc > 1:
+        launcher = f"torchrun --standalone --nproc_per_node={step.nproc} -m benchmarks.cli"
+    return f"{launcher} {shlex.join(step.argv)}"
 
 
 def _children_cpu_s() -> float:
@@ -174,6 +183,10 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     for s in steps:
         if s not in todo:
             status[s.key] = "skipped"
+            recorded = state.step(s.key).get("command")
+            if recorded and recorded[1:] != s.argv:  # outputs are reused, so say when settings moved on
+                log(f"warning: {s.key} is done but was run with different arguments; its results are kept. "
+                    "Use a new OUTPUT_DIR (or delete the step's output) to rerun it with the new settings.")
             if state.step(s.key).get("status") != "done":  # produced outside this runner, or by an older one
                 state.update(s, status="done")
     start, remaining = time.time(), list(todo)
@@ -188,7 +201,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         log_path = out / "logs" / f"{step.key.replace('/', '.')}.log"
         was = state.step(step.key).get("status")
         log(f"[{i}/{len(todo)}] {step.key}{' (resuming)' if was in ('running', 'interrupted') else ''}: "
-            f"siambench {shlex.join(step.argv)}")
+            f"{describe(step)}")
         t0, cpu0 = time.time(), _children_cpu_s()
         state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv])
         try:
@@ -244,6 +257,10 @@ def _finish(cfg: CfgNode) -> None:
     print(f"report: {md} and {html}")
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench run", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline file, e.g. configs/benchmarks/demo.yaml")
@@ -271,13 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         steps = build_steps(cfg)
         print(format_plan(steps))
         for s in steps:
-            print(f"{s.key}: {'done' if s.done() else 'siambench ' + shlex.join(s.argv)}")
+            print(f"{s.key}: {'done' if s.done() else describe(s)}")
         return 0
     save_config(cfg, cfg.OUTPUT_DIR, "pipeline.yaml")
+    # A scheduler's SIGTERM (e.g. SLURM before a kill) stops the step cleanly like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         status = run_pipeline(cfg, SubprocessRunner(echo=not args.quiet), args.pipeline)
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
     if cfg.REPORT:
         _finish(cfg)

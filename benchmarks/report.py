@@ -116,8 +116,8 @@ def _html(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequ
         parts.append(f'<p><img alt="{esc(p.stem)}" src="data:image/png;base64,{data}"></p>')
     if state.get("steps"):
         rows = "".join("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in r) + "</tr>" for r in _steps_rows(state))
-        parts.append(f"<h2>Pipeline steps</h2><table><tr><th>step</th><th>status</th><th>wall time</th><th>CPU time</th></tr>{rows}"
-                     "</table>")
+        head = "".join(f"<th>{h}</th>" for h in ("step", "status", "wall time", "CPU time"))
+        parts.append(f"<h2>Pipeline steps</h2><table><tr>{head}</tr>{rows}</table>")
     parts.append(f"<h2>Environment</h2><pre>{esc(json.dumps(env, indent=2, sort_keys=True))}</pre><h2>Configs</h2>")
     parts += [f"<details><summary><code>{esc(rel)}</code></summary><pre>{esc(text)}</pre></details>"
               for rel, text in configs]

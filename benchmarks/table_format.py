@@ -92,9 +92,14 @@ def _latex(table: Table) -> str:
             groups[-1] = (c.group, groups[-1][1] + 1)
         else:
             groups.append((c.group, 1))
-    spec = "ll" + "".join("|" + "c" * n for _, n in groups)
+    spec = "ll" + "c" * len(table.columns)
+    rules, col = [], 3  # booktabs style: \cmidrule under each column group, no vertical rules
+    for _, n in groups:
+        rules.append(f"\\cmidrule(lr){{{col}-{col + n - 1}}}")
+        col += n
     lines = [f"% {_tex(table.title)}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-             "pre-train & source & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}" for g, n in groups) + " \\\\",
+             "pre-train & source & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{_tex(g)}}}" for g, n in groups)
+             + " \\\\", " ".join(rules),
              " & & " + " & ".join(_tex(c.metric) for c in table.columns) + " \\\\", "\\midrule"]
     for row in table.rows:
         cells = [format_cell(c, "latex", row.source == "ours" and not table.delta, table.delta) for c in row.cells]

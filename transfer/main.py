@@ -16,11 +16,12 @@ module plans the trials (:mod:`transfer.trials`), resolves the config
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
@@ -33,7 +34,7 @@ from pretrain.utils.config import ConfigError, add_config_args, save_config
 from pretrain.utils.io import atomic_write_json
 
 from . import datasets
-from .config import load_task_config, resolve_runtime, task_config_path, CONFIG_DIR
+from .config import CONFIG_DIR, default_trials, load_task_config, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
 from .trials import SCRATCH, TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True,
                    help="detectron2 weights (.pkl from `siambench convert`, or a trained .pth with "
                         "--eval-only), or 'scratch' for random init with the scratch recipe")
-    p.add_argument("--trials", type=int, help="fine-tuning trials, seeds SEED+k (default SIAMBENCH.TRIALS)")
+    p.add_argument("--trials", type=int, help="fine-tuning trials, seeds SEED+k (default: SIAMBENCH.TRIALS, else 5 on VOC07 test, 1 otherwise)")
     p.add_argument("--label", help="name of these weights in results and tables (default: file stem)")
     p.add_argument("--dry-run", action="store_true", help="print the merged config and the plan, run nothing")
     p.add_argument("--eval-only", action="store_true", help="evaluate --weights (a trained model) only")
@@ -100,9 +101,13 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     world_size = args.num_gpus * args.num_machines
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
+    dry_run_notes = []
     if world_size > 1 and not cuda_available:
-        raise ConfigError(f"--num-gpus {args.num_gpus} x --num-machines {args.num_machines} needs CUDA GPUs; "
-                          "without them run one process (--num-gpus 1) on CPU")
+        if not args.dry_run:
+            raise ConfigError(f"--num-gpus {args.num_gpus} x --num-machines {args.num_machines} needs CUDA GPUs; "
+                              "without them run one process (--num-gpus 1) on CPU")
+        dry_run_notes.append("dry run planned for GPUs that this machine does not have")
+        cuda_available = True
     if args.num_machines > 1 and args.dist_url == "auto":
         raise ConfigError("--dist-url auto works on one machine only; pass --dist-url tcp://MASTER:PORT")
 
@@ -112,8 +117,11 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     label = args.label or _label(args.weights)
     if not cfg.OUTPUT_DIR:
         cfg.OUTPUT_DIR = str(Path("runs") / "transfer" / task / label)
-    notes = resolve_runtime(cfg, world_size, cuda_available)
-    trials = args.trials if args.trials is not None else cfg.SIAMBENCH.TRIALS
+    if len(cfg.DATASETS.TEST) != 1:
+        raise ConfigError(f"DATASETS.TEST must name exactly one test set (one results.json per trial), "
+                          f"got {list(cfg.DATASETS.TEST)}")
+    notes = resolve_runtime(cfg, world_size, cuda_available) + dry_run_notes
+    trials = args.trials if args.trials is not None else default_trials(cfg)
     if trials < 1:
         raise ConfigError(f"--trials / SIAMBENCH.TRIALS must be >= 1, got {trials}")
     cfg.freeze()
@@ -122,11 +130,30 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
                      num_machines=args.num_machines, eval_only=args.eval_only)
 
 
-def _setup_logging(plan: TrialPlan) -> None:
-    log_file = str(plan.output_dir / "log.txt")
-    for name in ("detectron2", "fvcore", "transfer"):
-        setup_logger(log_file, distributed_rank=comm.get_rank(), name=name, abbrev_name={
-            "detectron2": "d2", "fvcore": "fvcore", "transfer": "transfer"}[name])
+_LOGGERS = {"detectron2": "d2", "fvcore": "fvcore", "transfer": "transfer"}
+
+
+@contextlib.contextmanager
+def _logging_to(output_dir: Path) -> Iterator[None]:
+    """Console (rank 0) + ``output_dir/log.txt`` (``.rankN`` for other ranks) for this run only.
+
+    The file handler is removed afterwards, so several runs in one process (pipelines,
+    tests) do not write into each other's logs.
+    """
+    rank = comm.get_rank()
+    for name, abbrev in _LOGGERS.items():
+        setup_logger(None, distributed_rank=rank, name=name, abbrev_name=abbrev)  # console, once per process
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / ("log.txt" if rank == 0 else f"log.txt.rank{rank}"), mode="a")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", "%m/%d %H:%M:%S"))
+    for name in _LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    try:
+        yield
+    finally:
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
 
 
 def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
@@ -182,15 +209,15 @@ def _summary(record: dict[str, Any]) -> str:
 
 def run(plan: TrialPlan) -> list[dict[str, Any]]:
     """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
-    _setup_logging(plan)
-    if comm.is_main_process():
-        logger.info("plan:\n%s", plan.describe())
-        save_config(plan.cfg, plan.output_dir)
-    if plan.eval_only:
-        record = _evaluate(plan)
-        return [record] if record else []
-    records = [_run_trial(plan, k) for k in range(plan.trials)]
-    return [r for r in records if r]
+    with _logging_to(plan.output_dir):
+        if comm.is_main_process():
+            logger.info("plan:\n%s", plan.describe())
+            save_config(plan.cfg, plan.output_dir)
+        if plan.eval_only:
+            record = _evaluate(plan)
+            return [record] if record else []
+        records = [_run_trial(plan, k) for k in range(plan.trials)]
+        return [r for r in records if r]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

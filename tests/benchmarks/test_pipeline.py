@@ -103,7 +103,7 @@ def test_steps_layout_and_commands(pipeline_file: Path) -> None:
     conv = steps["sup/convert"].argv
     assert conv[1:3] == [f"{cfg.OUTPUT_DIR}/sup/pretrain/model_final.pth", f"{cfg.OUTPUT_DIR}/sup/convert/model.pkl"]
     t = steps["scr/transfer/synth_voc07"]
-    assert (_opt(t.argv, "--weights"), _opt(t.argv, "--trials"), _opt(t.argv, "SOLVER.MAX_ITER")) == ("scratch", "2", "5")
+    assert [_opt(t.argv, k) for k in ("--weights", "--trials", "SOLVER.MAX_ITER")] == ["scratch", "2", "5"]
     assert t.deps == ("synth",)
     assert steps["simsiam/transfer/synth_coco"].deps == ("simsiam/convert", "synth")
     assert _opt(steps["simsiam/transfer/synth_coco"].argv, "--trials") == "1"  # TRANSFER.TRIALS
@@ -122,6 +122,13 @@ def test_run_twice_does_no_work_the_second_time(pipeline_file: Path) -> None:
     status = run_pipeline(cfg, second, str(pipeline_file), log=lines.append)
     assert second.calls == [] and set(status.values()) == {"skipped"}
     assert "todo" not in lines[0] and "done" in lines[0]  # the plan shows every step done
+    assert not any("warning" in line for line in lines)
+    # changed settings: results are kept (nothing reruns) but the runner says so
+    changed = load_pipeline(pipeline_file, ["TRANSFER.OPTS", "['SOLVER.MAX_ITER', 7]"])
+    lines.clear()
+    assert run_pipeline(changed, second, log=lines.append)["simsiam/transfer/synth_coco"] == "skipped"
+    warned = [line for line in lines if line.startswith("warning:")]
+    assert len(warned) == 6 and "sup/transfer/synth_voc07 is done but was run with different arguments" in warned[2]
 
 
 def test_interrupted_pipeline_resumes(pipeline_file: Path) -> None:
@@ -219,3 +226,18 @@ def test_subprocess_runner_command_and_log(tmp_path: Path) -> None:
 
     assert SubprocessRunner(echo=False)(step, log, dict(os.environ)) == 0
     assert "usage: siambench COMMAND" in log.read_text()
+
+
+@pytest.mark.parametrize("name", ["demo", "simsiam_in1k_100ep", "simsiam_in1k_200ep"])
+def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
+    from benchmarks.pipeline_config import REPO_ROOT, check_files
+
+    cfg = load_pipeline(REPO_ROOT / "configs" / "benchmarks" / f"{name}.yaml")
+    assert check_files(cfg) == []
+    kinds = {e.KIND for e in cfg.ENTRIES.values()}
+    assert kinds == {"simsiam", "supervised", "scratch"}
+    if name == "demo":
+        assert cfg.SYNTH.ENABLED and all(t.startswith("synth_") for t in cfg.TRANSFER.TASKS)
+    else:  # the paper's protocol: R50, 8 GPUs, VOC x5 trials, COCO, linear eval
+        assert (cfg.MODEL.ARCH, cfg.NUM_GPUS, cfg.EVAL.LINCLS.ENABLED) == ("resnet50", 8, True)
+        assert list(cfg.TRANSFER.TASKS) == ["voc07:5", "voc0712:5", "coco:1"]

@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from transfer import d2compat  # noqa: F401
+from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import ROI_HEADS_REGISTRY, build_model  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
@@ -29,6 +30,17 @@ def _cfg(task: str, *opts: str):
 
 def test_registered_under_the_config_name() -> None:
     assert ROI_HEADS_REGISTRY.get("Res5ROIHeadsExtraNorm") is transfer.roi_heads.Res5ROIHeadsExtraNorm
+
+
+def test_task_configs_work_with_stock_detectron2_config_and_builder() -> None:
+    # detectron2's own tools use get_cfg() + merge_from_file + build_model: our task configs
+    # hold detectron2 keys only, and importing transfer.roi_heads is all the head needs.
+    cfg = get_cfg()
+    cfg.merge_from_file(str(task_config_path("voc07")))
+    cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.NORM = "cpu", "BN"  # one CPU process: no SyncBN group
+    model = build_model(cfg)
+    assert type(model.roi_heads).__name__ == "Res5ROIHeadsExtraNorm"
+    assert isinstance(model.roi_heads.res5.norm, nn.BatchNorm2d) and model.roi_heads.res5.norm.num_features == 2048
 
 
 def test_r18_c4_head_has_basicblock_res5_and_extra_norm() -> None:
