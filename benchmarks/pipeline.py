@@ -235,7 +235,7 @@ def _eta(remaining: Sequence[Step], state: PipelineState) -> str:
     known = [state.estimate(s.family) for s in remaining]
     total = fmt_duration(sum(t for t in known if t is not None))
     untimed = sum(t is None for t in known)
-    return f">= {total} ({untimed} steps not timed yet)" if untimed else total
+    return f">= {total} ({untimed} step{'s' * (untimed > 1)} not timed yet)" if untimed else total
 
 
 def _finish(cfg: CfgNode) -> None:
@@ -305,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"siambench run: {len(failed)} step(s) not done: {', '.join(failed)}", file=sys.stderr)
         return 1
-    print(f"siambench run: all {len(status)} steps done ({sum(v == 'skipped' for v in status.values())} "
-          "were already done)")
+    print(f"siambench run: all {len(status)} steps done "
+          f"({sum(v == 'skipped' for v in status.values())} of them already done before this run)")
     return 0
 
 

@@ -11,7 +11,7 @@ every entry goes through::
         KIND: simsiam
         LABEL: "SimSiam, 100 ep (ours)"
         CONFIG: configs/pretrain/simsiam_r50_100ep.yaml
-      supervised: {KIND: supervised, CONFIG: configs/supervised/imagenet_r50.yaml}
+      supervised: {KIND: supervised, CONFIG: configs/supervised/imagenet_r50_90ep.yaml}
       scratch: {KIND: scratch}
     TRANSFER:
       TASKS: ["voc07:5", "voc0712:5", "coco:1"]

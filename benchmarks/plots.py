@@ -133,7 +133,7 @@ def plot_transfer(table: Table, out: Path, metric: str = "AP") -> Path | None:
     for i, row in enumerate(rows):
         xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(cols))]
         means = [row.cells[j].mean if row.cells[j].mean is not None else 0.0 for j in cols]
-        errs = [row.cells[j].std or 0.0 for j in cols]
+        errs = [row.cells[j].std if row.cells[j].std is not None else math.nan for j in cols]  # nan: no bar
         paper = row.source == "paper"
         bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=f"{row.label}{' (paper)' if paper else ''}",
                       hatch="//" if paper else None, alpha=0.55 if paper else 0.9)

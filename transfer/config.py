@@ -150,7 +150,7 @@ def apply_batch_scaling(cfg: CfgNode, recipe: CfgNode, opts: Sequence[str]) -> S
 
     Args:
         cfg: the merged config (file + overrides), not frozen.
-        recipe: the config file alone (the protocol's batch, lr and schedule).
+        recipe: the config file and overlays alone (the protocol's batch, lr and schedule).
         opts: the ``KEY VALUE`` overrides, to tell an explicit ``SOLVER.BASE_LR`` apart.
     """
     ref_ims, ref_lr = recipe.SOLVER.IMS_PER_BATCH, recipe.SOLVER.BASE_LR

@@ -26,6 +26,7 @@ from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
+from pretrain.utils.io import atomic_write_text
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
@@ -128,8 +129,7 @@ class FastCOCOEvaluator(COCOEvaluator):
             for result in coco_results:
                 result["category_id"] = to_dataset_id[result["category_id"]]
         if self._output_dir:
-            with open(os.path.join(self._output_dir, "coco_instances_results.json"), "w") as f:
-                json.dump(coco_results, f)
+            atomic_write_text(os.path.join(self._output_dir, "coco_instances_results.json"), json.dumps(coco_results))
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
             return

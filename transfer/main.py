@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True,
                    help="detectron2 weights (.pkl from `siambench convert`, or a trained .pth with "
                         "--eval-only), or 'scratch' for random init with the scratch recipe")
-    p.add_argument("--trials", type=int, help="fine-tuning trials, seeds SEED+k (default: SIAMBENCH.TRIALS, else 5 on VOC07 test, 1 otherwise)")
+    p.add_argument("--trials", type=int,
+                   help="fine-tuning trials, seeds SEED+k (default: SIAMBENCH.TRIALS, else 5 on VOC07 test, 1 otherwise)")
     p.add_argument("--label", help="name of these weights in results and tables (default: file stem)")
     p.add_argument("--dry-run", action="store_true", help="print the merged config and the plan, run nothing")
     p.add_argument("--eval-only", action="store_true", help="evaluate --weights (a trained model) only")

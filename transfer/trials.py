@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transfer import d2compat
+from transfer import d2compat  # must precede detectron2 imports; also reports its version
 
 from detectron2.config import CfgNode
 from pretrain.utils.env import environment
@@ -103,7 +103,8 @@ class TrialPlan:
             ("output", str(self.output_dir)),
             ("processes", f"{self.world_size} ({self.num_machines} machine(s) x {self.num_gpus} GPU(s)), "
              f"device {c.MODEL.DEVICE}"),
-            ("batch", f"{c.SOLVER.IMS_PER_BATCH} images total, {c.SOLVER.IMS_PER_BATCH // self.world_size} per process"),
+            ("batch", f"{c.SOLVER.IMS_PER_BATCH} images total, "
+                      f"{c.SOLVER.IMS_PER_BATCH // self.world_size} per process"),
             ("lr", lr),
             ("schedule", f"{c.SOLVER.MAX_ITER} iterations, steps {tuple(c.SOLVER.STEPS)}, warmup "
              f"{c.SOLVER.WARMUP_ITERS}" + (f" (x{s.schedule_scale:g})" if s.schedule_scale != 1 else "")),

@@ -59,4 +59,4 @@ def test_quick_demo_pipeline_end_to_end(synth_root: Path, tmp_path: Path, capsys
 
     # second run: everything is done, nothing runs
     assert main([str(pipe), "--quiet"]) == 0
-    assert "all 3 steps done (3 were already done)" in capsys.readouterr().out
+    assert "all 3 steps done (3 of them already done before this run)" in capsys.readouterr().out

@@ -241,3 +241,22 @@ def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
     else:  # the paper's protocol: R50, 8 GPUs, VOC x5 trials, COCO, linear eval
         assert (cfg.MODEL.ARCH, cfg.NUM_GPUS, cfg.EVAL.LINCLS.ENABLED) == ("resnet50", 8, True)
         assert list(cfg.TRANSFER.TASKS) == ["voc07:5", "voc0712:5", "coco:1"]
+
+
+def test_checkpoint_entries_skip_pretraining(tmp_path: Path) -> None:
+    (tmp_path / "official.pth.tar").write_bytes(b"x")
+    (tmp_path / "ready.pkl").write_bytes(b"x")
+    path = tmp_path / "p.yaml"
+    path.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nTRANSFER: {{TASKS: [voc07]}}\nENTRIES:\n"
+                    f"  official: {{KIND: checkpoint, CHECKPOINT: {tmp_path / 'official.pth.tar'}, "
+                    "CONVERT_FORMAT: simsiam}\n"
+                    f"  ready: {{KIND: checkpoint, CHECKPOINT: {tmp_path / 'ready.pkl'}}}\n")
+    steps = {s.key: s for s in build_steps(load_pipeline(path))}
+    assert list(steps) == ["official/knn", "official/lincls", "official/convert", "official/transfer/voc07",
+                           "ready/transfer/voc07"]
+    assert steps["official/convert"].argv[1:] == [str(tmp_path / "official.pth.tar"),
+                                                  str(tmp_path / "r/official/convert/model.pkl"),
+                                                  "--format", "simsiam", "--verify"]
+    assert steps["official/knn"].deps == () and steps["official/transfer/voc07"].deps == ("official/convert",)
+    assert _opt(steps["ready/transfer/voc07"].argv, "--weights") == str(tmp_path / "ready.pkl")
+    assert _opt(steps["ready/transfer/voc07"].argv, "--trials") == "5"  # the paper's VOC protocol by default

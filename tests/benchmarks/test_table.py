@@ -195,3 +195,11 @@ def test_cli_writes_atomically_and_reports_missing_dir(synth_runs: Path, tmp_pat
     assert list(csv.DictReader(io.StringIO(capsys.readouterr().out)))[0]["table"] == "table5_synthetic"
     assert main([str(tmp_path / "nope")]) == 2
     assert "runs directory not found" in capsys.readouterr().err
+
+
+def test_nan_in_metrics_the_tables_do_not_show_is_not_noted(tmp_path: Path, results_files) -> None:
+    path = results_files.write_trial(tmp_path, "a", "synth_coco", 0, "mine", 5.0, segm=4.0)
+    data = json.loads(path.read_text())
+    data["results"]["bbox"]["APl"] = math.nan  # COCO: no large objects in the val set
+    path.write_text(json.dumps(data))
+    assert collect(tmp_path).notes == []

@@ -135,7 +135,8 @@ def test_smaller_batch_scales_lr_and_schedule_linearly(weights: Path) -> None:
 
 
 def test_explicit_schedule_keys_are_not_scaled(weights: Path) -> None:
-    plan = _plan(["--task", "voc07", "--weights", str(weights), "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_ITER", "30000"])
+    plan = _plan(["--task", "voc07", "--weights", str(weights), "SOLVER.IMS_PER_BATCH", "8",
+                  "SOLVER.MAX_ITER", "30000"])
     assert plan.cfg.SOLVER.MAX_ITER == 30000 and tuple(plan.cfg.SOLVER.STEPS) == (36000, 44000)
     assert plan.cfg.SOLVER.BASE_LR == pytest.approx(0.01)
 

@@ -65,6 +65,11 @@ def test_faster_rcnn_r18_c4_on_synthetic_voc(voc_run: Path, r18_weights: Path) -
     _assert_finite_ap(record["results"]["bbox"], ("AP", "AP50", "AP75"))
     assert (voc_run / "trial0" / "model_final.pth").is_file()
     assert (voc_run / "trial0" / "config.yaml").is_file() and (voc_run / "config.yaml").is_file()
+    # A rerun of the same command finds the trial complete and trains nothing.
+    model_mtime = (voc_run / "trial0" / "model_final.pth").stat().st_mtime_ns
+    assert main(["--task", "synth_voc07", "--weights", str(r18_weights), "OUTPUT_DIR", str(voc_run), *TINY]) == 0
+    assert _results(voc_run / "trial0" / "results.json") == record
+    assert (voc_run / "trial0" / "model_final.pth").stat().st_mtime_ns == model_mtime
 
 
 def test_eval_only_reproduces_the_trial_ap(voc_run: Path, tmp_path: Path) -> None:
