@@ -26,7 +26,7 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from pretrain.utils.config import ConfigError
+from pretrain.utils.config import ConfigError, merge_overrides
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path",
            "KINDS", "REPO_ROOT"]
@@ -206,15 +206,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
             raise ConfigError(f"{path}: ENTRIES.{name}: {e}") from e
         cfg.ENTRIES[name] = full
     cfg.set_new_allowed(False)
-    opts = list(opts)
-    if opts and opts[0] == "--":
-        opts = opts[1:]
-    if len(opts) % 2:
-        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {opts}")
-    try:
-        cfg.merge_from_list(opts)
-    except (KeyError, AssertionError, ValueError) as e:
-        raise ConfigError(f"bad override {opts}: {e}") from e
+    merge_overrides(cfg, opts)
     _validate(cfg, str(path))
     cfg.freeze()
     return cfg

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 import numpy as np
 import torch
 
+from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.utils.env import siambench_version
 from pretrain.utils.io import atomic_open
 
@@ -40,10 +41,10 @@ __all__ = [
 ]
 
 # What torchvision-trained ResNets expect: RGB in [0, 255], normalised with the ImageNet
-# statistics torchvision uses (0.485/0.456/0.406, 0.229/0.224/0.225) scaled by 255.
-# SimSiam, MoCo and the supervised baseline all train with these.
-PIXEL_MEAN = (123.675, 116.280, 103.530)
-PIXEL_STD = (58.395, 57.120, 57.375)
+# statistics of the pretraining transforms scaled by 255 (123.675, 116.28, 103.53 /
+# 58.395, 57.12, 57.375). SimSiam, MoCo and the supervised baseline all train with these.
+PIXEL_MEAN = tuple(round(255 * m, 3) for m in IMAGENET_MEAN)
+PIXEL_STD = tuple(round(255 * s, 3) for s in IMAGENET_STD)
 INPUT_FORMAT = "RGB"
 _PICKLE_PROTOCOL = 4  # readable by any Python 3 detectron2; numpy arrays go in-band
 

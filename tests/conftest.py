@@ -19,6 +19,18 @@ SYNTH_NUM_IMAGES = 24  # train/trainval splits; val/test get 12
 SYNTH_SIZE = 64
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny CPU models: one intra-op thread. Two threads on a 2-core machine that also runs
+    DataLoader workers or other jobs were measured ~10x slower (spinning, oversubscription)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Path of the session's synthetic dataset; also exported as ``$SIAMBENCH_SYNTH``."""

@@ -15,7 +15,7 @@ from fvcore.common.config import CfgNode
 
 from .io import atomic_write_text
 
-__all__ = ["CfgNode", "add_config_args", "load_config", "save_config", "ConfigError"]
+__all__ = ["CfgNode", "add_config_args", "load_config", "merge_overrides", "save_config", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -52,6 +52,17 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
             raise ConfigError(f"{path}: unknown config key {e}; check the spelling against the defaults") from e
         except Exception as e:  # yaml errors, type mismatches
             raise ConfigError(f"{path}: {e}") from e
+    merge_overrides(cfg, opts)
+    cfg.freeze()
+    return cfg
+
+
+def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
+    """Merge trailing ``KEY VALUE`` pairs (as detectron2's ``train_net.py``) into ``cfg``.
+
+    Raises:
+        ConfigError: an odd number of items, or a key the config does not have.
+    """
     opts = list(opts)
     if opts and opts[0] == "--":
         opts = opts[1:]
@@ -61,8 +72,6 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
         cfg.merge_from_list(opts)
     except (KeyError, AssertionError, ValueError) as e:
         raise ConfigError(f"bad override {opts}: {e}") from e
-    cfg.freeze()
-    return cfg
 
 
 def save_config(cfg: CfgNode, output_dir: str | os.PathLike, name: str = "config.yaml") -> Path:

@@ -13,15 +13,6 @@ import torch
 import torchvision
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny CPU forwards: intra-op threads cost more than they gain (10x on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=None)
 def _random_resnet_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)

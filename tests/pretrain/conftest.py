@@ -15,17 +15,6 @@ TINY_OPTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The test machine's 2 cores are shared: one intra-op thread is ~10x faster than oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @pytest.fixture
 def tiny_opts() -> list[str]:
     """KEY VALUE overrides of a tiny CPU pretraining run on in-memory synthetic data."""

@@ -20,15 +20,6 @@ from pretrain.knn import main as knn_main
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/knn/synth_r18.yaml")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _unit(*rows: list[float]) -> torch.Tensor:
     return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
 

@@ -11,15 +11,6 @@ from pretrain.lars import LARS
 LR, TRUST, EPS = 0.5, 0.001, 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _step(p0: list[float], g: list[float], **kw) -> torch.Tensor:
     p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64))
     opt = LARS([p], lr=kw.pop("lr", LR), **kw)

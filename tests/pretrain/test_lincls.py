@@ -22,15 +22,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 COLOURS = {"blue": (40, 60, 200), "green": (50, 190, 60), "red": (210, 50, 40)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_colour_folder(root: Path, per_class: dict[str, int], size: int = 40, seed: int = 0) -> Path:
     """ImageFolder whose class is the dominant colour of a noisy image: easy, so robust to test."""
     rng = np.random.default_rng(seed)

@@ -15,15 +15,6 @@ from pretrain.utils.config import load_config
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/supervised/synth_r18.yaml")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads are ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(*opts: str):
     return load_config(get_supervised_defaults(), None, list(opts))
 
