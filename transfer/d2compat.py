@@ -197,4 +197,6 @@ def info() -> dict[str, Any]:
 # detectron2 decorates functions with torch.jit.script in many modules at import time;
 # recent torch deprecates it with a FutureWarning per import. Not actionable for users.
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+# detectron2 v0.6 model_zoo imports pkg_resources (kept working by the setuptools<81 pin).
+warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
 _patch()

@@ -108,3 +108,28 @@ def test_faster_rcnn_c4_trains_and_infers_on_synthetic_voc(synth_root: Path) -> 
     boxes = instances.pred_boxes.tensor
     assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE and boxes.shape[1:] == (4,)
     assert (instances.pred_classes < len(datasets.SYNTH_CLASSES)).all()
+
+
+def test_every_detectron2_import_goes_through_d2compat() -> None:
+    """In each source file, the first detectron2 import (in line order, lazy ones included)
+    comes after `from transfer import d2compat`: importing detectron2 first would bypass the
+    pure-Python fixes."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("pretrain", "convert", "transfer", "benchmarks"):
+        for path in sorted((repo / package).rglob("*.py")):
+            if path.name in ("d2compat.py", "install_d2.py"):
+                continue
+            imports = sorted((n for n in ast.walk(ast.parse(path.read_text()))
+                              if isinstance(n, (ast.Import, ast.ImportFrom))), key=lambda n: n.lineno)
+            for node in imports:
+                if isinstance(node, ast.ImportFrom) and node.module == "transfer" and \
+                        any(a.name == "d2compat" for a in node.names):
+                    break
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(m == "detectron2" or m.startswith("detectron2.") for m in modules):
+                    offenders.append(f"{path.relative_to(repo)}:{node.lineno}")
+                    break
+    assert offenders == [], f"import transfer.d2compat before detectron2 in: {offenders}"
