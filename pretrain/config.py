@@ -69,7 +69,7 @@ _C.TRAIN = CN()
 _C.TRAIN.AMP = "none"  # autocast: "none" (fp32, official), "bf16", or "fp16" (with GradScaler)
 _C.TRAIN.CHANNELS_LAST = False  # NHWC memory format (faster convs with AMP on tensor cores)
 _C.TRAIN.COMPILE = False  # torch.compile the model
-_C.TRAIN.PRINT_FREQ = 10  # console progress and metrics.jsonl "step" records every N steps
+_C.TRAIN.PRINT_FREQ = 10  # console progress every N steps (metrics.jsonl gets every step's loss and z_std)
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # write OUTPUT_DIR/checkpoint_{epoch:04d}.pth every N epochs (and at the end)
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # >0 caps the steps of each epoch (smoke tests, benchmarks); 0 = full epoch
 

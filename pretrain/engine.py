@@ -75,7 +75,8 @@ def train_one_epoch(model: nn.Module, criterion: SimSiamLoss, optimizer: torch.o
             loss = criterion.to_targets(ps, ctx.targets(index, zs))  # D(p_v, eta_x) averaged over views
         else:
             loss = criterion(ps, zs)  # D(p1, z2)/2 + D(p2, z1)/2
-        loss_value, std = loss.item(), z_std(zs[0])
+        # one host-device sync per step for both monitors (not one each)
+        loss_value, std = torch.stack([loss.detach(), z_std(zs[0])]).tolist()
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss is {loss_value} at epoch {epoch} step {i}: stopping before the update; "
                                      "the last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")

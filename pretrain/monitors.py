@@ -24,9 +24,12 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def z_std(z: torch.Tensor) -> float:
-    """Mean over channels of the batch std of ``z / |z|``; z: NxC. Healthy ~1/sqrt(C), collapsed 0."""
-    return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
+def z_std(z: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of the batch std of ``z / |z|``; z: NxC. Healthy ~1/sqrt(C), collapsed 0.
+
+    Returns a 0-d tensor on z's device, so the caller can fetch it with the loss in one sync.
+    """
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
 
 
 class CollapseDetected(RuntimeError):
