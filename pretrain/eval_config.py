@@ -44,6 +44,7 @@ def get_lincls_defaults() -> CfgNode:
     _C.MODEL.WEIGHTS_FORMAT = ""  # "" = detect; else a format name accepted by convert.checkpoints
     _C.MODEL.NUM_CLASSES = 0  # 0 = number of class folders in DATA.ROOT/train
     _C.MODEL.INIT_STD = 0.01  # classifier weight ~ N(0, INIT_STD^2), bias = 0 (official code)
+    _C.MODEL.FEATURE_BN = False  # BatchNorm without affine before the classifier (MAE's probe); official: none
 
     _C.SOLVER = CfgNode()
     _C.SOLVER.EPOCHS = 90  # official recipe

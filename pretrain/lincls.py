@@ -234,7 +234,7 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
 class LinearEval(nn.Module):
     """Frozen backbone (eval mode, no autograd) + the trainable linear classifier."""
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Linear) -> None:
+    def __init__(self, backbone: nn.Module, classifier: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
         self.classifier = classifier
@@ -255,9 +255,13 @@ def build_linear_eval(cfg: CfgNode, num_classes: int) -> tuple[LinearEval, dict[
     backbone = build_backbone(cfg.MODEL.ARCH)
     info = load_backbone(backbone, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT)
     reference = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
-    classifier = nn.Linear(backbone.fc.in_features, num_classes)
-    nn.init.normal_(classifier.weight, mean=0.0, std=cfg.MODEL.INIT_STD)
-    nn.init.zeros_(classifier.bias)
+    linear = nn.Linear(backbone.fc.in_features, num_classes)
+    nn.init.normal_(linear.weight, mean=0.0, std=cfg.MODEL.INIT_STD)
+    nn.init.zeros_(linear.bias)
+    # Optional BN without affine on the features (MAE's linear probe): a linear map of the
+    # standardised features, so one SGD lr fits encoders whose feature scales differ.
+    classifier = (nn.Sequential(nn.BatchNorm1d(linear.in_features, affine=False), linear)
+                  if cfg.MODEL.FEATURE_BN else linear)
     backbone.fc = nn.Identity()
     return LinearEval(backbone, classifier), reference, info
 
