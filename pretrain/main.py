@@ -182,12 +182,15 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     if path is not None:
         state = ckpt_io.load_checkpoint(path)
         ckpt_io.load_official_state_dict(bare, state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        ckpt_io.load_optimizer_state(optimizer, state["optimizer"])  # ours, or an official SimSiam one
         if state.get("scaler") and ctx.scaler is not None:
             ctx.scaler.load_state_dict(state["scaler"])
-        ckpt_io.set_rng_state(state["rng"])
-        ctx.collapse.load_state_dict(state["monitor"]["collapse"])
-        ctx.global_step = int(state["monitor"]["global_step"])
+        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
+            ckpt_io.set_rng_state(state["rng"])
+            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+            ctx.global_step = int(state["monitor"]["global_step"])
+        else:
+            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact", path)
         if targets is not None and "hypothesis" in state:
             targets.load_state_dict(state["hypothesis"])
         start_epoch = int(state["epoch"])
