@@ -20,7 +20,6 @@ from typing import Any, Sequence
 from pretrain.utils.env import environment
 from pretrain.utils.io import atomic_write_text
 
-from .plots import make_plots
 from .results import collect
 from .table import Table, build_tables
 from .table_format import format_cell, render
@@ -130,6 +129,8 @@ def write_report(runs_dir: str | Path) -> tuple[Path, Path]:
     res = collect(root)
     tables = build_tables(res)
     labels = {n: e.get("label", n) for n, e in (res.state.get("entries") or {}).items()}
+    from .plots import make_plots  # lazy: matplotlib only when a report is written, not for --help
+
     plots = make_plots(root, tables, labels)
     env, configs = environment(), _configs(root)
     md, page = root / "report.md", root / "report.html"

@@ -30,7 +30,7 @@ def _common(output_dir: str) -> CfgNode:
     _C.DATA.MAX_BAD_FRACTION = 0.01  # abort if more than this fraction of images is unreadable
 
     _C.TRAIN = CfgNode()
-    _C.TRAIN.PRINT_FREQ = 10  # progress line (meters, ETA) every N iterations on rank 0
+    _C.TRAIN.PRINT_FREQ = 10  # progress line, device->host read of loss/acc (1 sync) and NaN check every N steps
     return _C
 
 
