@@ -1,5 +1,8 @@
 """``siambench table RUNS_DIR``: transfer and linear-eval tables shaped like the paper's.
 
+The tables are followed by the verdict (:mod:`benchmarks.verdict`): which of the
+paper's claims the runs reproduce, with the numbers and a significance test.
+
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
 COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table 4
 (linear evaluation): top-1 by pre-training epochs. Conventions:
@@ -251,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.utils.io import atomic_write_text
 
     from .table_format import FORMATS, render
+    from .verdict import build_verdict
 
     parser = argparse.ArgumentParser(prog="siambench table", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"siambench table: {e}", file=sys.stderr)
         return 2
-    text = render(build_tables(res), args.format, res.notes)
+    text = render(build_tables(res), args.format, res.notes, build_verdict(res))
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 from . import reference
 from .table import Cell, Table
+from .verdict import Claim, render_verdict
 
-__all__ = ["FORMATS", "render", "format_cell", "parse_cell", "read_csv", "tables_from_json"]
+__all__ = ["FORMATS", "render", "format_cell", "parse_cell", "read_csv", "tables_from_json", "verdict_from_json"]
 
 FORMATS = ("md", "csv", "latex", "json")
 MISSING = {"md": "–", "latex": "--"}
@@ -147,19 +148,33 @@ def tables_from_json(text: str) -> tuple[list[Table], list[str]]:
     return [Table.from_dict(t) for t in obj["tables"]], list(obj.get("notes", []))
 
 
-def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = ()) -> str:
-    """All tables in one format; ``notes`` (from collection: skipped files) are appended."""
+def verdict_from_json(text: str) -> list[Claim]:
+    """The verdict of a ``json`` rendering."""
+    return [Claim(**c) for c in json.loads(text).get("verdict", [])]
+
+
+def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = (), verdict: Sequence[Claim] = ()) -> str:
+    """All tables in one format; ``notes`` (from collection: skipped files) are appended.
+
+    ``verdict`` (:func:`benchmarks.verdict.build_verdict`) follows the tables in ``md``
+    (the last thing a console shows), is a ``verdict`` list in ``json`` and ``%`` comment
+    lines in ``latex``; ``csv`` holds the table cells only.
+    """
     if fmt == "json":
         return json.dumps({"citation": reference.CITATION, "tables": [t.to_dict() for t in tables],
-                           "notes": list(notes)}, indent=2, allow_nan=False) + "\n"
+                           "verdict": [c.to_dict() for c in verdict], "notes": list(notes)},
+                          indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         return _csv(tables)
     if fmt == "md":
         body = "\n".join(_md(t) for t in tables)
         if notes:
             body += "\n### Notes on the results files\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        if verdict:
+            body += "\n" + render_verdict(verdict)
         return body
     if fmt == "latex":
         body = "% requires \\usepackage{booktabs}\n" + "\n".join(_latex(t) for t in tables)
+        body += "".join(f"% verdict: {c.mark}: {_tex(c.claim)}: {_tex(c.evidence)}\n" for c in verdict)
         return body + "".join(f"% note: {_tex(n)}\n" for n in notes)
     raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
