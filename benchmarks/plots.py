@@ -150,17 +150,19 @@ def plot_transfer(table: Table, out: Path, metric: str = "AP") -> Path | None:
     return out
 
 
-def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str]) -> list[Path]:
-    """All plots of a runs directory into ``runs_dir/plots``; ``labels``: entry name -> label."""
+def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str],
+               plots_dir: Path | None = None) -> list[Path]:
+    """All plots of a runs directory into ``plots_dir`` (default ``runs_dir/plots``); ``labels``: entry name -> label."""
     runs_dir = Path(runs_dir)
+    plots_dir = Path(plots_dir) if plots_dir is not None else runs_dir / "plots"
     metrics = {}
     for path in sorted(runs_dir.glob("*/pretrain/metrics.jsonl")):
         entry = path.parent.parent.name
         metrics[labels.get(entry, entry)] = path
     if (runs_dir / "metrics.jsonl").is_file():  # a single pretraining output dir
         metrics[runs_dir.name] = runs_dir / "metrics.jsonl"
-    made = [plot_pretraining(metrics, runs_dir / "plots" / "pretraining_curves.png")]
+    made = [plot_pretraining(metrics, plots_dir / "pretraining_curves.png")]
     for t in tables:
         if t.name.startswith("table5") and not t.delta:
-            made.append(plot_transfer(t, runs_dir / "plots" / f"transfer_ap_{t.name}.png"))
+            made.append(plot_transfer(t, plots_dir / f"transfer_ap_{t.name}.png"))
     return [p for p in made if p is not None]
