@@ -46,9 +46,9 @@ def _is_user_error(exc: BaseException) -> bool:
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: siambench [--version] COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: siambench COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `siambench COMMAND --help` for a command's options."]
+    lines += ["", "Run `siambench COMMAND --help` for a command's options, `siambench --version` for the version."]
     return "\n".join(lines)
 
 
