@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
-    add_config_args(parser, required=False)  # the defaults are the paper's baseline recipe
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
     return parser.parse_args(argv)
 
 
