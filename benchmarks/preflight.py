@@ -140,16 +140,17 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
             out.append(f"{key}: DATA.ROOT is empty; set DATA.ROOT to an ImageFolder with train/ and val/")
         elif not (path / "train").is_dir() or not (path / "val").is_dir():
             out.append(f"DATA.ROOT {root} (needed by {key} and the other pretrain/eval steps): no train/ and val/ "
-                       "class folders there; pass DATA.ROOT /path/to/imagenet (or set $SIAMBENCH_IMAGENET)")
+                       "class folders there; pass DATA.ROOT /path/to/imagenet")
     if real_tasks:
         out += _dataset_problems(real_tasks)
-    for s in todo:
-        if s.argv[0] == "convert" and not s.deps and not Path(s.argv[1]).is_file():
-            out.append(f"{s.key}: checkpoint {s.argv[1]} not found")
-        weights = _opt(s.argv, "--weights")
-        if weights and weights != "scratch" and not s.deps and not Path(weights).is_file():
-            out.append(f"{s.key}: weights {weights} not found")
-    return out
+    for s in todo:  # weights no step of the plan makes (a checkpoint entry's)
+        given = [s.argv[1]] if s.argv[0] == "convert" else []
+        given += [w for w in (_opt(s.argv, "MODEL.WEIGHTS"), _opt(s.argv, "--weights")) if w and w != "scratch"]
+        made = {str(o) for d in steps if d.key in s.deps for o in d.outputs}
+        for path in given:
+            if path not in made and not Path(path).is_file():
+                out.append(f"{s.key}: weights {path} not found")
+    return list(dict.fromkeys(out))
 
 
 def _as_list(value: Any) -> list[str]:
@@ -226,9 +227,9 @@ def format_estimates(steps: Sequence[Step], cfg: CfgNode) -> str:
         unknown += hours is None
         rows.append([s.key, "?" if hours is None else f"{hours:.1f}", basis])
     rows.append(["total (steps to run)", f"{total:.1f}" + (f" + {unknown} not estimated" if unknown else ""), ""])
-    note = ("GPU-hours on V100 from published timings (benchmarks/preflight.py); "
-            "they are estimates of the order of magnitude, not measurements of this machine")
-    return tabulate(rows, ["step", "GPU-h", "basis"], tablefmt="simple") + f"\n{note}"
+    return tabulate(rows, ["step", "GPU-h", "basis"], tablefmt="simple", disable_numparse=True) + \
+        "\nGPU-hours on V100 from published timings (benchmarks/preflight.py); " \
+        "estimates of the order of magnitude, not measurements of this machine"
 
 
 def env_for_checks(cfg: CfgNode) -> None:
