@@ -123,13 +123,14 @@ def format_plan(steps: Sequence[Step], state: PipelineState | None = None) -> st
 
 
 def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=print,
-                 force: Sequence[str] = ()) -> dict[str, str]:
+                 force: Sequence[str] = (), verbose: bool = False) -> dict[str, str]:
     """Run every step that is not done yet; returns {step key: status}.
 
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
     ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
     ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
-    (:mod:`benchmarks.pipeline_guard`).
+    (:mod:`benchmarks.pipeline_guard`). The console gets one line per finished step (with
+    the ETA and the next step); ``verbose`` adds each step's command before it runs.
 
     Raises:
         PipelineChanged: a finished step was made with other settings and is not forced
@@ -148,6 +149,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         env["SIAMBENCH_SYNTH"] = str(synth_root(cfg).resolve())
 
     log(f"siambench run: {len(steps)} steps in {out}\n{format_plan(steps, state)}\n")
+    log(f"each step's output: {out / 'logs'}/<step>.log" + ("" if verbose else " (--verbose: on the console too)"))
     status: dict[str, str] = {}
     todo = [s for s in steps if not s.done()]
     for s in steps:
@@ -166,8 +168,9 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
             continue
         log_path = out / "logs" / f"{step.key.replace('/', '.')}.log"
         was = state.step(step.key).get("status")
-        log(f"[{i}/{len(todo)}] {step.key}{' (resuming)' if was in ('running', 'interrupted') else ''}: "
-            f"{describe(step)}")
+        resuming = " (resuming)" if was in ("running", "interrupted") else ""
+        if verbose or i == 1:
+            log(f"[{i}/{len(todo)}] {step.key}{resuming}: {describe(step) if verbose else 'running'}")
         t0, cpu0 = time.time(), _children_cpu_s()
         state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv],
                      fingerprint=fingerprint(step))
@@ -187,9 +190,9 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1),
                      cpu_s=round(_children_cpu_s() - cpu0, 1), finished=_now())
         eta = _eta(remaining, state)
-        log(f"[{i}/{len(todo)}] {step.key}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
+        log(f"[{i}/{len(todo)}] {step.key}{resuming}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
             f"{fmt_duration(wall)} | elapsed {fmt_duration(time.time() - start)} | "
-            f"{len(remaining)} left, ETA {eta}")
+            f"{len(remaining)} left, ETA {eta}" + (f" | next: {remaining[0].key}" if remaining else ""))
     return status
 
 
@@ -220,7 +223,10 @@ def _finish(cfg: CfgNode) -> None:
     tables, verdict = build_tables(res), build_verdict(res)
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
         atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
-    print("\n" + render(tables, "md", res.notes, verdict))
+    # The console shows the tables with rows of ours and the verdict; tables.md also has the paper-only ones.
+    ours = [t for t in tables if any(r.source == "ours" for r in t.rows)]
+    print("\n" + render(ours, "md", res.notes, verdict))
+    print(f"all tables: {out / 'tables.md'} (also .csv, .tex, .json)")
     md, html = write_report(out)
     print(f"report: {md} and {html}")
 
@@ -280,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = install_signal_handlers()
     try:
-        status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force)
+        status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force,
+                              verbose=args.verbose)
     except ConfigError as e:  # PipelineChanged, a bad --force: before anything was written
         print(f"siambench run: error: {e}", file=sys.stderr)
         return 2

@@ -344,3 +344,18 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "  bad: {KIND: random_init}\n")
     with pytest.raises(ConfigError, match="ENTRIES.bad.CONFIG is empty"):
         load_pipeline(path)
+
+
+def test_console_is_one_line_per_step(pipeline_file: Path) -> None:
+    """issue 11 item 22: ~3,000 console lines for the demo; now the plan, then a line per step."""
+    cfg = load_pipeline(pipeline_file)
+    lines: list[str] = []
+    run_pipeline(cfg, FakeSteps(), log=lines.append)
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == 15 + 1  # one per step, plus "running" for the first
+    assert progress[1].startswith("[1/15] synth: done in") and "ETA" in progress[1]
+    assert progress[1].endswith("| next: simsiam/pretrain") and "next:" not in progress[-1]
+    assert not any("siambench pretrain" in line for line in lines)  # commands only with --verbose
+    lines.clear()
+    run_pipeline(cfg, FakeSteps(), log=lines.append, force=["scr"], verbose=True)
+    assert any("siambench transfer --task synth_voc07 --weights scratch" in line for line in lines)
