@@ -8,7 +8,8 @@ finished step with what it would run now:
 * settings changed (an entry's OPTS, a pipeline key, an edited config file): the run is
   refused with the changed keys, e.g. ``simsiam/pretrain: SOLVER.EPOCHS 20 -> 30``;
 * a finished step whose input step will run again (its output was deleted, or it is
-  forced) would describe a model that no longer exists: refused as well;
+  forced) would describe a model that no longer exists: refused as well — except after
+  the synthetic dataset, which is regenerated bit-identical from the same arguments;
 * ``--force STEP`` (a step key such as ``simsiam/pretrain``, an entry name, or ``all``)
   removes that step's output directory and its dependents', so they run again.
 """
@@ -143,6 +144,16 @@ def check_reuse(steps: Sequence[Step], recorded: dict[str, dict[str, Any]], forc
     """
     rerun = _dependents(steps, force)
     done = {s.key: s.done() for s in steps}
+    by_key = {s.key: s for s in steps}
+
+    def _runs_again(key: str) -> bool:
+        if key in rerun:
+            return True
+        if done.get(key, True):
+            return False
+        # The data step is deterministic: regenerated with the recorded arguments, it writes the same files.
+        return not (key == "synth" and recorded.get(key) and not changes(by_key[key], recorded[key]))
+
     problems = []
     for s in steps:
         if not done[s.key] or s.key in rerun:
@@ -151,7 +162,7 @@ def check_reuse(steps: Sequence[Step], recorded: dict[str, dict[str, Any]], forc
         if diff:
             problems.append(f"{s.key}: done with other settings: {'; '.join(diff)}")
             continue
-        again = [d for d in s.deps if not done.get(d, True) or d in rerun]
+        again = [d for d in s.deps if _runs_again(d)]
         if again:
             problems.append(f"{s.key}: done, but its input {', '.join(again)} will run again")
     if problems:

@@ -359,3 +359,12 @@ def test_console_is_one_line_per_step(pipeline_file: Path) -> None:
     lines.clear()
     run_pipeline(cfg, FakeSteps(), log=lines.append, force=["scr"], verbose=True)
     assert any("siambench transfer --task synth_voc07 --weights scratch" in line for line in lines)
+
+
+def test_deleted_synthetic_data_is_regenerated_without_refusing(pipeline_file: Path) -> None:
+    import shutil
+
+    cfg = load_pipeline(pipeline_file)
+    run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    shutil.rmtree(Path(cfg.OUTPUT_DIR) / "synth")  # to save disk; the same arguments regenerate the same data
+    assert [s.key for s in _calls(cfg)] == ["synth"]
