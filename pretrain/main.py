@@ -27,7 +27,9 @@ from .data import (BatchAugment, IndexedDataset, TwoCropsTransform, build_crop_t
                    set_loader_epoch)
 from .engine import TrainContext, train_one_epoch
 from .losses import SimSiamLoss
+from .data.folder import resolve_cfg_data_root
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .run_dir import prepare_run_dir
 from .schedule import adjust_learning_rate, scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
@@ -156,8 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
     out = Path(cfg.OUTPUT_DIR)
-    setup_logger(out, info.rank)
     _check_cfg(cfg, info)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",))
+    prepare_run_dir(cfg, info, resume)  # refuse to replace another run; lock OUTPUT_DIR; sweep stale temp files
+    setup_logger(out, info.rank)
     if info.is_main:
         save_config(cfg, out)
     logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
