@@ -246,13 +246,14 @@ def _finish(cfg: CfgNode) -> None:
     from .results import collect
     from .table import build_tables
     from .table_format import render
+    from .verdict import build_verdict
 
     out = Path(cfg.OUTPUT_DIR)
     res = collect(out)
-    tables = build_tables(res)
+    tables, verdict = build_tables(res), build_verdict(res)
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
-        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes))
-    print("\n" + render(tables, "md", res.notes))
+        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
+    print("\n" + render(tables, "md", res.notes, verdict))
     md, html = write_report(out)
     print(f"report: {md} and {html}")
 

@@ -26,6 +26,7 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
+from pretrain.utils import paths
 from pretrain.utils.config import ConfigError, merge_overrides
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path",
@@ -106,11 +107,9 @@ def parse_task(spec: str, default_trials: int) -> tuple[str, int]:
 
 
 def resolve_path(path: str) -> Path:
-    """A config/checkpoint path: as given if it exists (cwd), else relative to the repository."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
+    """A config/checkpoint path: as given if it exists (cwd), else in the shipped configs/
+    (checkout or installed wheel, :func:`pretrain.utils.paths.resolve`)."""
+    return paths.resolve(path)
 
 
 def _check_opts(opts: object, key: str) -> None:
@@ -179,7 +178,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
     Raises:
         ConfigError: missing file, unknown key, bad entry or override, naming the culprit.
     """
-    path = Path(path)
+    path = paths.resolve(path)
     if not path.is_file():
         raise ConfigError(f"pipeline file not found: {path} (pipelines live under configs/benchmarks/)")
     cfg = get_pipeline_defaults()

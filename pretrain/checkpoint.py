@@ -43,6 +43,7 @@ __all__ = [
     "set_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "load_optimizer_state",
     "find_resume_checkpoint",
 ]
 
@@ -192,6 +193,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         missing = sorted({"state_dict", "epoch", "optimizer"} - set(ckpt)) if isinstance(ckpt, dict) else "all keys"
         raise CheckpointError(f"{path} is not a pretraining checkpoint: missing {missing}")
     return ckpt
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)``, also for an official SimSiam checkpoint.
+
+    The official ``main_simsiam.py`` gives SGD all of ``encoder.parameters()``, including
+    the projector's last fc bias that it freezes (``requires_grad=False``); we leave frozen
+    parameters out (e.g. ResNet-50: 68 tensors there, 67 here). A frozen parameter never has
+    optimizer state, so the saved entries without state are dropped when that makes each
+    group match ours, parameter shapes checked. Our group names (``fix_pred_lr`` reads them)
+    are kept; anything else that does not match raises a ValueError naming the sizes.
+    """
+    ours = optimizer.param_groups
+    groups = saved["param_groups"]
+    if [len(g["params"]) for g in groups] == [len(g["params"]) for g in ours]:
+        optimizer.load_state_dict(saved)
+        return
+    state = saved["state"]
+    kept_groups, kept_state = [], {}
+    for mine, theirs in zip(ours, groups):
+        ids = [i for i in theirs["params"] if i in state]  # frozen parameters never got a gradient
+        if len(ids) != len(mine["params"]) or any(
+                state[i].get("momentum_buffer") is not None and state[i]["momentum_buffer"].shape != p.shape
+                for i, p in zip(ids, mine["params"])):
+            break
+        hyper = {k: v for k, v in theirs.items() if k not in ("params", "fix_lr")}
+        kept_groups.append({**hyper, **{k: v for k, v in mine.items() if k == "name"}, "params": ids})
+        kept_state.update({i: state[i] for i in ids})
+    if len(kept_groups) != len(ours) or len(groups) != len(ours):
+        raise ValueError(
+            f"the checkpoint's optimizer has parameter groups of {[len(g['params']) for g in groups]} tensors, this "
+            f"model's of {[len(g['params']) for g in ours]}: it was written for another model (MODEL.* differs)")
+    optimizer.load_state_dict({"state": kept_state, "param_groups": kept_groups})
+    logger.warning("optimizer state of an official SimSiam checkpoint: dropped %d frozen parameter(s) it listed",
+                   sum(map(len, (g["params"] for g in groups))) - len(kept_state))
 
 
 def _readable(path: Path) -> str | None:

@@ -28,6 +28,7 @@ from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode, get_cfg
 from pretrain.utils.config import ConfigError, load_config
+from pretrain.utils.paths import CONFIG_ROOT
 
 __all__ = [
     "CONFIG_DIR",
@@ -46,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "transfer"
+CONFIG_DIR = CONFIG_ROOT / "transfer"  # the checkout's or the installed wheel's (pretrain/utils/paths.py)
 
 # Keys that differ between trials of one experiment by design; excluded from the config hash.
 _PER_TRIAL_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", "SIAMBENCH.TRIALS")

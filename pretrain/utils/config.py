@@ -14,6 +14,7 @@ from typing import Sequence
 from fvcore.common.config import CfgNode
 
 from .io import atomic_write_text
+from .paths import resolve
 
 __all__ = ["CfgNode", "add_config_args", "load_config", "merge_overrides", "save_config", "ConfigError"]
 
@@ -43,7 +44,7 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
     cfg = defaults.clone()
     cfg.set_new_allowed(False)
     if config_file is not None:
-        path = Path(config_file)
+        path = resolve(config_file)  # as given, else the shipped configs/ (also from a wheel)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (configs live under configs/)")
         try:
