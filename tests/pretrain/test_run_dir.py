@@ -167,3 +167,33 @@ def test_siambench_imagenet_is_the_default_root(tmp_path, monkeypatch):
     cfg = get_cfg()
     cfg.freeze()
     assert resolve_cfg_data_root(cfg).DATA.ROOT == str(tmp_path)
+
+
+def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    import pretrain.run_dir
+
+    def full_disk(obj, f, *args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:  # torch reports it as a RuntimeError caused by the OSError
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 320") from e
+
+    out = tmp_path / "full"
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full_disk)
+        rc = cli_main(["pretrain", "OUTPUT_DIR", str(out), *tiny_opts, "SOLVER.EPOCHS", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and "free space" in err
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # the partial write is removed
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(pretrain.run_dir.os, "open", read_only)
+    rc = cli_main(["pretrain", "OUTPUT_DIR", str(tmp_path / "ro"), *tiny_opts])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Read-only file system" in err and "writable" in err
