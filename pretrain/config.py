@@ -80,7 +80,9 @@ _C.HYPOTHESIS.BANK_DEVICE = ""  # moving_average: where the N x d target bank li
 
 _C.DATA = CN()
 _C.DATA.DATASET = "imagefolder"  # "imagefolder" (DATA.ROOT/{train,val}/<class>/*) or "synthetic" (in memory)
-_C.DATA.ROOT = ""  # ImageFolder root containing train/ and val/ (ImageNet layout)
+# ImageFolder root containing train/ and val/ (ImageNet layout); "" = ImageNet: $SIAMBENCH_IMAGENET, else
+# $DETECTRON2_DATASETS/imagenet, else datasets/imagenet (the rule of `siambench doctor`); checked before the run
+_C.DATA.ROOT = ""
 _C.DATA.IMAGE_SIZE = 224  # RandomResizedCrop output size
 _C.DATA.CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop area range (MoCo v2)
 _C.DATA.AUGMENTATION = "moco_v2"  # view recipe (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav
@@ -125,6 +127,11 @@ _C.TRAIN.COMPILE = False  # torch.compile the model
 _C.TRAIN.PRINT_FREQ = 10  # loss/z_std read from the device every N steps (one host sync): console line, one
 #                           metrics.jsonl record (period means), non-finite check and collapse monitor act then
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # write OUTPUT_DIR/checkpoint_{epoch:04d}.pth every N epochs (and at the end)
+# Checkpoint retention, a disk policy (the official code keeps every epoch's checkpoint: 800 x ~300 MB for
+# 800 epochs): keep the newest KEEP_LAST checkpoint_*.pth (0 = keep all) plus every KEEP_EVERY-th epoch
+# (0 = none) and model_final.pth. Defaults: an 800-epoch run keeps 9 checkpoints + model_final.pth.
+_C.TRAIN.KEEP_LAST = 2
+_C.TRAIN.KEEP_EVERY = 100
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # >0 caps the steps of each epoch (smoke tests, benchmarks); 0 = full epoch
 
 _C.MONITOR = CN()

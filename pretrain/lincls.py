@@ -35,10 +35,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
 from .data.cache import cache_in_memory
-from .data.folder import SafeImageFolder
+from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
+from .run_dir import RUN_MARKERS, prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
@@ -77,11 +78,20 @@ class Run:
             dist.destroy_process_group()
 
 
-def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str) -> Run:
-    """Load the config, join the process group, seed, create OUTPUT_DIR and save config.yaml."""
+def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str,
+              resume: str | None = None, guard_run: bool = False) -> Run:
+    """Load the config, check DATA.ROOT, join the process group, lock OUTPUT_DIR, seed, create
+    OUTPUT_DIR and save config.yaml. Bad input stops before anything is created.
+
+    Args:
+        guard_run: refuse to replace another run in OUTPUT_DIR (``pretrain.run_dir``; for commands
+            with resumable checkpoints); otherwise OUTPUT_DIR is only locked.
+    """
     cfg = load_config(defaults, config_file, opts)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val"))
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
     out = Path(cfg.OUTPUT_DIR)
+    prepare_run_dir(cfg, info, resume, markers=RUN_MARKERS if guard_run else ())
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)

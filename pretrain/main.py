@@ -28,9 +28,11 @@ from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
+from .data.folder import resolve_cfg_data_root
 from .lars import LARS
 from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .run_dir import prepare_run_dir
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
@@ -194,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
     out = Path(cfg.OUTPUT_DIR)
-    setup_logger(out, info.rank)
     _check_cfg(cfg, info)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",))
+    prepare_run_dir(cfg, info, resume)  # refuse to replace another run; lock OUTPUT_DIR; sweep stale temp files
+    setup_logger(out, info.rank)
     if info.is_main:
         save_config(cfg, out)
     logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
