@@ -250,6 +250,11 @@ def _transfer_claims(res: RunResults, roles: dict[str, str], synthetic: bool) ->
              ("simsiam", "supervised", "SimSiam transfers on par with supervised pre-training (Δ >= -1)",
               "paper Table 5 (SimSiam base: -0.7 to +4.6 AP vs ImageNet supervised)")]
     for a_role, b_role, text, source in pairs:
+        absent = [r for r in (a_role, b_role) if not by_role[r]]
+        if absent or not tasks:
+            why = f"no {' or '.join(absent)} entry" if absent else "no transfer results"
+            out.append(Claim(f"{text}: transfer", source, "not tested", why, "–"))
+            continue
         for a_label in by_role[a_role]:
             for b_label in by_role[b_role][:1]:
                 for task in tasks:

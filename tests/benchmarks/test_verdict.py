@@ -90,8 +90,10 @@ def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, 
     assert _claim(claims, "stop-gradient prevents collapse").mark == "not tested"
     linear = _claim(claims, "SimSiam beats a random-init encoder: linear")
     assert linear.mark == "not tested" and "no linear top-1 result for random init" in linear.evidence
+    transfer = [c for c in claims if c.claim.endswith(": transfer")]
+    assert [c.mark for c in transfer] == ["not tested"] * 3 and "no scratch entry" in transfer[0].evidence
     md = render(build_tables(res), "md", res.notes, claims)
-    assert "**0 hold, 0 fail, 3 not tested.**" in md and "| 1 | stop-gradient prevents collapse" in md
+    assert "**0 hold, 0 fail, 6 not tested.**" in md and "| 1 | stop-gradient prevents collapse" in md
     assert verdict_from_json(render(build_tables(res), "json", res.notes, claims)) == claims
 
 
