@@ -179,9 +179,22 @@ def _test_text(r: TestResult | None, n_a: int, n_b: int | None) -> str:
             f"n={n_a}" + (f" vs {n_b}" if n_b is not None else f", df={r.df:.0f}"))
 
 
+def _val_sampling(res: RunResults, a_label: str, b_label: str, protocol: str) -> str:
+    """For one evaluation per side: the 95 % interval of Δ from val-set sampling alone (binomial)."""
+    ev = {lb: [e for e in res.evals if e.label == lb and e.protocol == protocol and math.isfinite(e.top1)]
+          for lb in (a_label, b_label)}
+    if any(len(v) != 1 or v[0].num_val is None for v in ev.values()):
+        return ""
+    (ea,), (eb,) = ev[a_label], ev[b_label]
+    var = sum((e.top1 / 100) * (1 - e.top1 / 100) / e.num_val for e in (ea, eb))
+    half, diff = 196.0 * math.sqrt(var), ea.top1 - eb.top1
+    return (f"; val-set sampling alone (binomial, {ea.num_val} / {eb.num_val} images): Δ 95% CI "
+            f"[{diff - half:+.1f}, {diff + half:+.1f}], seed-to-seed spread not included")
+
+
 def _compare(claim: str, source: str, a_label: str, a: list[float], b_label: str, b: list[float],
-             threshold: float, unit: str) -> Claim:
-    """``mean(a) - mean(b) >= threshold`` with Welch's test."""
+             threshold: float, unit: str, extra: str = "") -> Claim:
+    """``mean(a) - mean(b) >= threshold`` with Welch's test (``extra``: appended to the test text)."""
     if not a or not b:
         missing = ", ".join(lb for lb, v in ((a_label, a), (b_label, b)) if not v)
         return Claim(claim, source, "not tested", f"no {unit} result for {missing}", "–")
@@ -191,8 +204,8 @@ def _compare(claim: str, source: str, a_label: str, a: list[float], b_label: str
               "threshold": threshold, "n_a": len(a), "n_b": len(b),
               "p": None if r is None else r.p_greater, "ci": None if r is None else list(r.ci)}
     evidence = f"{a_label} {_fmt(a)} vs {b_label} {_fmt(b)}: Δ {diff:+.1f} (needs >= {threshold:+.1f})"
-    return Claim(claim, source, "holds" if diff >= threshold else "fails", evidence, _test_text(r, len(a), len(b)),
-                 values)
+    return Claim(claim, source, "holds" if diff >= threshold else "fails", evidence,
+                 _test_text(r, len(a), len(b)) + (extra if r is None else ""), values)
 
 
 def _collapse(res: RunResults, roles: dict[str, str], dirs: dict[str, Path]) -> list[Claim]:
@@ -324,7 +337,7 @@ def build_verdict(res: RunResults) -> list[Claim]:
             claims.append(_compare(f"SimSiam beats a random-init encoder: {name} top-1 (Δ >= +{THRESHOLDS[key]:.0f})",
                                    "issue 10 target (the paper's premise: pretraining learns features)",
                                    sim, _top1(res, sim, protocol), rands[0], _top1(res, rands[0], protocol),
-                                   THRESHOLDS[key], f"{name} top-1"))
+                                   THRESHOLDS[key], f"{name} top-1", _val_sampling(res, sim, rands[0], protocol)))
     claims += _transfer_claims(res, roles, synthetic)
     if synthetic:
         for sup in [lb for lb, r in roles.items() if r == "supervised"]:

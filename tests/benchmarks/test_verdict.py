@@ -27,7 +27,7 @@ def _lincls(root: Path, entry: str, top1: float, knn: float) -> None:
     for protocol, value in (("lincls", top1), ("knn", knn)):
         path = root / entry / protocol / f"{protocol}_results.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"top1": value, "pretrain_epochs": 5, "num_classes": 6}))
+        path.write_text(json.dumps({"top1": value, "pretrain_epochs": 5, "num_classes": 6, "num_val": 600}))
 
 
 @pytest.fixture
@@ -66,6 +66,9 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     linear = _claim(claims, "SimSiam beats a random-init encoder: linear")
     assert linear.mark == "fails" and linear.values["diff"] == 10.0 and "needs >= +15.0" in linear.evidence
     assert linear.test.startswith("n=1 vs n=1: no test")
+    # one evaluation each: only the val-set sampling error can be given, sqrt(.6*.4/600 + .5*.5/600) = 2.86 %
+    half = 1.96 * ((0.6 * 0.4 + 0.5 * 0.5) / 600) ** 0.5 * 100
+    assert f"Δ 95% CI [{10 - half:+.1f}, {10 + half:+.1f}]" in linear.test and "600 / 600 images" in linear.test
     assert _claim(claims, "SimSiam beats a random-init encoder: kNN").mark == "holds"  # +25 >= +10
 
     ap50 = _claim(claims, "SimSiam beats training from scratch: synth_voc07 AP50")
