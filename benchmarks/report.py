@@ -79,8 +79,8 @@ def _md(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequen
              "## Tables", "", render(tables, "md", notes), "## Plots", ""]
     lines += [f"![{p.stem}]({p.relative_to(p.parent.parent).as_posix()})\n" for p in plots] or ["(no plots)\n"]
     if state.get("steps"):
-        lines += ["## Pipeline steps (run order)", "", tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"],
-                                                     tablefmt="github"), ""]
+        lines += ["## Pipeline steps (run order)", "",
+                  tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"], tablefmt="github"), ""]
     lines += ["## Environment", "", "```json", json.dumps(env, indent=2, sort_keys=True), "```", "",
               "## Configs", ""]
     for rel, text in configs:

@@ -272,10 +272,10 @@ def _transfer_claims(res: RunResults, roles: dict[str, str], synthetic: bool) ->
             for b_label in by_role[b_role][:1]:
                 for task in tasks:
                     for metric in ("AP50", "AP"):
-                        if b_role == "scratch":
-                            thr = THRESHOLDS["transfer_vs_scratch_ap50" if metric == "AP50" else "transfer_vs_scratch_ap"]
-                        else:
+                        if b_role != "scratch":
                             thr = THRESHOLDS["simsiam_vs_supervised"]
+                        else:
+                            thr = THRESHOLDS["transfer_vs_scratch_" + ("ap50" if metric == "AP50" else "ap")]
                         out.append(_compare(f"{text}: {task} {metric}", source, a_label,
                                             _ap(res, a_label, task, "bbox", metric), b_label,
                                             _ap(res, b_label, task, "bbox", metric), thr, f"{task} {metric}"))

@@ -327,7 +327,8 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
     path.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nTRANSFER: {{TASKS: ['voc07:5', coco], TRIALS: 2}}\nENTRIES:\n"
                     "  rnd: {KIND: random_init, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TRIALS: 1,"
                     " OPTS: [SEED, 3]}\n"
-                    "  nsg: {KIND: simsiam, CONFIG: configs/pretrain/ablations/synth_no_stop_grad.yaml, TRANSFER: False}\n"
+                    "  nsg: {KIND: simsiam, CONFIG: configs/pretrain/ablations/synth_no_stop_grad.yaml,"
+                    " TRANSFER: False}\n"
                     "  sim: {KIND: simsiam, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TASKS: ['voc0712:3']}\n")
     cfg = load_pipeline(path)
     steps = {s.key: s for s in build_steps(cfg)}
