@@ -369,3 +369,13 @@ def test_deleted_synthetic_data_is_regenerated_without_refusing(pipeline_file: P
     run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
     shutil.rmtree(Path(cfg.OUTPUT_DIR) / "synth")  # to save disk; the same arguments regenerate the same data
     assert [s.key for s in _calls(cfg)] == ["synth"]
+
+
+def test_bad_entry_transfer_keys_name_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    for text, match in (("TRANSFER_TASKS: ['voc07:0']", r"ENTRIES.a.TRANSFER_TASKS: bad task 'voc07:0'"),
+                        ("TRANSFER_TASKS: [voc07, voc07]", "ENTRIES.a.TRANSFER_TASKS lists a task twice"),
+                        ("TRANSFER_TRIALS: -1", "ENTRIES.a.TRANSFER_TRIALS must be >= 0")):
+        path.write_text(f"ENTRIES: {{a: {{KIND: scratch, {text}}}}}\n")
+        with pytest.raises(ConfigError, match=match):
+            load_pipeline(path)
