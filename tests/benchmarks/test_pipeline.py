@@ -336,6 +336,8 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
     # the untrained encoder: the SimSiam config through `siambench pretrain` with 0 epochs, after the entry's OPTS
     assert pre[0] == "pretrain" and pre.index("SEED") < pre.index("SOLVER.EPOCHS")
     assert _opt(pre, "SOLVER.EPOCHS") == "0" and _opt(pre, "MONITOR.KNN_PERIOD") == "0"
+    # a few seconds of 0-epoch "pretraining" must not make the ETA of SimSiam's pretraining
+    assert steps["rnd/pretrain"].family == "pretrain:random_init" != steps["sim/pretrain"].family
     assert [_opt(steps[f"rnd/transfer/{t}"].argv, "--trials") for t in ("voc07", "coco")] == ["1", "1"]
     assert [k for k in steps if k.startswith("nsg/")] == ["nsg/pretrain", "nsg/knn", "nsg/lincls"]  # no convert
     assert [k for k in steps if k.startswith("sim/transfer")] == ["sim/transfer/voc0712"]
