@@ -48,6 +48,10 @@ def demo_runs(tmp_path: Path, results_files) -> Path:
     _lincls(root, "nsg", 19.0, 18.0)  # chance is 16.7 (6 classes)
     _lincls(root, "rnd", 50.0, 25.0)  # random init close behind on linear: that claim fails
     _lincls(root, "sup", 97.0, 90.0)
+    state = json.loads((root / "pipeline_state.json").read_text())
+    state["steps"] = {"sim/pretrain": {"status": "done", "wall_s": 600.0}, "sup/pretrain": {"status": "done", "wall_s":
+                      360.0}, "scr/transfer/synth_voc07": {"status": "failed", "wall_s": 50.0}}
+    (root / "pipeline_state.json").write_text(json.dumps(state))
     return root
 
 
@@ -82,6 +86,10 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     assert par.mark == "fails" and par.values["diff"] == pytest.approx(41.1667 - 56.0, abs=1e-3)
     assert _claim(claims, "supervised linear top-1 >= 90").mark == "holds"
     assert not any(c.claim.startswith("reproduces") for c in claims)  # synthetic: no paper comparison
+    minutes = _claim(claims, "the demo's steps take <= 15 min")
+    assert minutes.mark == "fails" and minutes.values["minutes"] == pytest.approx(16.0)  # 600 s + 360 s
+    disk = _claim(claims, "the demo keeps <= 1 GB on disk")
+    assert disk.mark == "holds" and 0 < disk.values["gb"] < 0.001
 
 
 def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, results_files) -> None:
