@@ -84,7 +84,8 @@ class SmoothedValue:
 
     @property
     def median(self) -> float:
-        return float(torch.tensor(list(self.deque)).median()) if self.deque else math.nan
+        # the lower middle value, as torch.median; in Python so printing never touches torch
+        return sorted(self.deque)[(len(self.deque) - 1) // 2] if self.deque else math.nan
 
     @property
     def avg(self) -> float:
