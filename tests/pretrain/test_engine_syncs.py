@@ -28,7 +28,7 @@ def count_syncs(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("method", ["simsiam", "moco_v2", "byol", "simclr", "swav"])
+@pytest.mark.parametrize("method", ["simsiam", "moco_v2", "swav"])  # the ones with queues on the device
 def test_host_syncs_per_print_period(tiny_cfg, count_syncs, method):
     torch.manual_seed(0)
     opts = {"moco_v2": ["MODEL.MOCO.QUEUE", "16"], "swav": ["MODEL.SWAV.NUM_PROTOTYPES", "8"],
