@@ -29,10 +29,13 @@ from fvcore.common.config import CfgNode
 from pretrain.utils.config import ConfigError, merge_overrides
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path",
-           "KINDS", "REPO_ROOT"]
+           "KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("simsiam", "supervised", "scratch", "checkpoint")
+# `siambench pretrain` entries, one KIND per method (pretrain/methods/; a test keeps the lists equal): the
+# KIND is also passed as MODEL.METHOD, so a row's kind is always the method that was trained.
+PRETRAIN_KINDS = ("simsiam", "moco_v2", "simclr", "byol", "swav")
+KINDS = (*PRETRAIN_KINDS, "supervised", "scratch", "checkpoint")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline itself writes in OUTPUT_DIR
 
@@ -40,9 +43,9 @@ _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline its
 def entry_defaults() -> CfgNode:
     """Keys of one ``ENTRIES.<name>`` node (every entry is completed with these)."""
     e = CfgNode()
-    e.KIND = "simsiam"  # simsiam | supervised | scratch | checkpoint
+    e.KIND = "simsiam"  # simsiam | moco_v2 | simclr | byol | swav | supervised | scratch | checkpoint
     e.LABEL = ""  # row label in the tables; "" = the entry's name
-    e.CONFIG = ""  # pretraining config (simsiam: `siambench pretrain`, supervised: `siambench supervised`)
+    e.CONFIG = ""  # pretraining config (a method: `siambench pretrain`, supervised: `siambench supervised`)
     e.OPTS = []  # extra KEY VALUE overrides for the pretraining command
     e.CHECKPOINT = ""  # KIND checkpoint: a .pth (any format `siambench convert` reads) or a ready .pkl
     e.CONVERT_FORMAT = ""  # `siambench convert --format`; "" = detect from the checkpoint
@@ -129,7 +132,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
                               f"and none of {sorted(_RESERVED)}")
         if e.KIND not in KINDS:
             raise ConfigError(f"{source}: {key}.KIND is {e.KIND!r}; choose one of {', '.join(KINDS)}")
-        if e.KIND in ("simsiam", "supervised") and not e.CONFIG:
+        if (e.KIND in PRETRAIN_KINDS or e.KIND == "supervised") and not e.CONFIG:
             raise ConfigError(f"{source}: {key}.CONFIG is empty; a {e.KIND} entry needs its pretraining config")
         if e.KIND == "checkpoint" and not e.CHECKPOINT:
             raise ConfigError(f"{source}: {key}.CHECKPOINT is empty; a checkpoint entry needs the file to convert")
@@ -156,7 +159,7 @@ def check_files(cfg: CfgNode) -> list[str]:
     problems = []
     needed: list[tuple[str, str]] = []
     for name, e in cfg.ENTRIES.items():
-        if e.KIND in ("simsiam", "supervised"):
+        if e.KIND in PRETRAIN_KINDS or e.KIND == "supervised":
             needed.append((f"ENTRIES.{name}.CONFIG", e.CONFIG))
         if e.KIND == "checkpoint":
             needed.append((f"ENTRIES.{name}.CHECKPOINT", e.CHECKPOINT))

@@ -23,7 +23,7 @@ from typing import Callable
 
 from fvcore.common.config import CfgNode
 
-from .pipeline_config import parse_task, resolve_path
+from .pipeline_config import PRETRAIN_KINDS, parse_task, resolve_path
 
 __all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
 
@@ -111,12 +111,13 @@ def build_steps(cfg: CfgNode) -> list[Step]:
         ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
         pkl: Path | None = None  # detectron2 weights for transfer
         ckpt_deps: tuple[str, ...] = data_deps
-        if e.KIND in ("simsiam", "supervised"):
-            command = "pretrain" if e.KIND == "simsiam" else "supervised"
+        if e.KIND in PRETRAIN_KINDS or e.KIND == "supervised":
+            command = "supervised" if e.KIND == "supervised" else "pretrain"
+            method = ["MODEL.METHOD", e.KIND] if e.KIND in PRETRAIN_KINDS[1:] else []  # the row's kind is what runs
             ckpt = d / "pretrain" / "model_final.pth"
             steps.append(Step(f"{name}/pretrain", name, "pretrain",
                               [command, "--config-file", _config(e.CONFIG), "--resume", "auto", *shared,
-                               *_str_opts(e.OPTS), "OUTPUT_DIR", str(d / "pretrain")],
+                               *_str_opts(e.OPTS), *method, "OUTPUT_DIR", str(d / "pretrain")],
                               _exists(ckpt), data_deps, cfg.NUM_GPUS, [ckpt]))
             ckpt_deps = (f"{name}/pretrain",)
         elif e.KIND == "checkpoint":
