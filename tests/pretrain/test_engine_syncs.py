@@ -50,3 +50,31 @@ def test_host_syncs_per_print_period(tiny_cfg, count_syncs, method):
         periods = math.ceil(steps / PRINT_FREQ) + 1
         assert counts[steps] <= periods + CONSTANT, f"{counts[steps]} host syncs in {steps} steps"
     assert counts[12] - counts[4] <= 3, counts  # 8 more steps = 2-3 more print periods, not 8 more syncs
+
+
+def test_nan_inside_a_print_period_never_reaches_a_checkpoint(tmp_path, tiny_opts, monkeypatch):
+    from pretrain.checkpoint import load_checkpoint
+    from pretrain.losses import SimSiamLoss
+    from pretrain.main import check_finite, main
+
+    calls = {"n": 0}
+    original = SimSiamLoss.__call__
+
+    def nan_at_step_5(self, ps, zs):  # epoch 1, step 1 of 4: inside the period read at step 3
+        calls["n"] += 1
+        loss = original(self, ps, zs)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(SimSiamLoss, "__call__", nan_at_step_5)
+    with pytest.raises(FloatingPointError, match="loss is nan at epoch 1 steps 1-3"):
+        main(["OUTPUT_DIR", str(tmp_path), *tiny_opts, "SOLVER.BATCH_SIZE", "8"])
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "checkpoint_0001.pth"
+    assert not (tmp_path / "checkpoint_0002.pth").exists() and not (tmp_path / "model_final.pth").exists()
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(tmp_path / "checkpoint_0001.pth")["state_dict"].values()
+               if v.is_floating_point())
+    bad = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        bad.weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="weight"):
+        check_finite(bad, 0)
+    check_finite(torch.nn.Linear(2, 2), 0)
