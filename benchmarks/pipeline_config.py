@@ -31,11 +31,14 @@ from pretrain.utils import paths
 from pretrain.utils.config import ConfigError, merge_overrides
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
-           "check_files", "KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
+           "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("simsiam", "supervised", "random_init", "scratch", "checkpoint")
-PRETRAIN_KINDS = ("simsiam", "supervised", "random_init")  # kinds with a pretrain step (and a CONFIG)
+# `siambench pretrain` entries, one KIND per method (pretrain/methods/; a test keeps the lists equal): the
+# KIND is also passed as MODEL.METHOD, so a row's kind is always the method that was trained.
+METHOD_KINDS = ("simsiam", "moco_v2", "simclr", "byol", "swav")
+PRETRAIN_KINDS = (*METHOD_KINDS, "supervised", "random_init")  # kinds with a pretrain step (and a CONFIG)
+KINDS = (*PRETRAIN_KINDS, "scratch", "checkpoint")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline itself writes in OUTPUT_DIR
 
@@ -43,12 +46,12 @@ _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline its
 def entry_defaults() -> CfgNode:
     """Keys of one ``ENTRIES.<name>`` node (every entry is completed with these)."""
     e = CfgNode()
-    # simsiam | supervised | random_init | scratch | checkpoint. random_init: the untrained encoder
-    # (a 0-epoch `siambench pretrain` of CONFIG: same arch, init and seed) through eval, convert
-    # and transfer, the reference row of "does pretraining learn anything".
+    # simsiam | moco_v2 | simclr | byol | swav | supervised | random_init | scratch | checkpoint.
+    # random_init: the untrained encoder (a 0-epoch `siambench pretrain` of CONFIG: same arch, init
+    # and seed) through eval, convert and transfer, the reference row of "does pretraining learn anything".
     e.KIND = "simsiam"
     e.LABEL = ""  # row label in the tables; "" = the entry's name
-    # pretraining config (simsiam, random_init: `siambench pretrain`; supervised: `siambench supervised`)
+    # pretraining config (a method, random_init: `siambench pretrain`; supervised: `siambench supervised`)
     e.CONFIG = ""
     e.OPTS = []  # extra KEY VALUE overrides for the pretraining command
     e.CHECKPOINT = ""  # KIND checkpoint: a .pth (any format `siambench convert` reads) or a ready .pkl

@@ -23,7 +23,7 @@ from typing import Callable
 
 from fvcore.common.config import CfgNode
 
-from .pipeline_config import entry_tasks, resolve_path
+from .pipeline_config import METHOD_KINDS, PRETRAIN_KINDS, entry_tasks, resolve_path
 
 __all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
 
@@ -112,14 +112,15 @@ def build_steps(cfg: CfgNode) -> list[Step]:
         ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
         pkl: Path | None = None  # detectron2 weights for transfer
         ckpt_deps: tuple[str, ...] = data_deps
-        if e.KIND in ("simsiam", "supervised", "random_init"):
+        if e.KIND in PRETRAIN_KINDS:
             command = "supervised" if e.KIND == "supervised" else "pretrain"
+            method = ["MODEL.METHOD", e.KIND] if e.KIND in METHOD_KINDS[1:] else []  # the row's kind is what runs
             ckpt = d / "pretrain" / "model_final.pth"
             # random init: the model as built (seeded) and saved before any step, without the kNN monitor
             untrained = ["SOLVER.EPOCHS", "0", "MONITOR.KNN_PERIOD", "0"] if e.KIND == "random_init" else []
             steps.append(Step(f"{name}/pretrain", name, "pretrain",
                               [command, "--config-file", _config(e.CONFIG), "--resume", "auto", *shared,
-                               *_str_opts(e.OPTS), *untrained, "OUTPUT_DIR", str(d / "pretrain")],
+                               *_str_opts(e.OPTS), *method, *untrained, "OUTPUT_DIR", str(d / "pretrain")],
                               _exists(ckpt), data_deps, 1 if e.KIND == "random_init" else cfg.NUM_GPUS, [ckpt],
                               d / "pretrain", e.KIND))
             ckpt_deps = (f"{name}/pretrain",)

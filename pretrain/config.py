@@ -85,7 +85,7 @@ _C.DATA.DATASET = "imagefolder"  # "imagefolder" (DATA.ROOT/{train,val}/<class>/
 _C.DATA.ROOT = ""
 _C.DATA.IMAGE_SIZE = 224  # RandomResizedCrop output size
 _C.DATA.CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop area range (MoCo v2)
-_C.DATA.AUGMENTATION = "moco_v2"  # view recipe (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav
+_C.DATA.AUGMENTATION = "moco_v2"  # views (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav | swav_2x224
 _C.DATA.AUG_BACKEND = "pil"  # "pil": official per-sample PIL ops; "batched": PIL crop/flip in workers,
 #                              jitter/grayscale/blur/normalise batched on the device (same parameter distributions,
 #                              tested). Batched helps on GPUs (the R50 ImageNet configs use it: CPU workers are the

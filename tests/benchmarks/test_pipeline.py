@@ -169,7 +169,7 @@ def test_step_that_exits_zero_without_output_fails(pipeline_file: Path) -> None:
 
 @pytest.mark.parametrize("yaml_text, match", [
     ("ENTRIES: {}", "ENTRIES is empty"),
-    ("ENTRIES: {a: {KIND: byol}}", r"ENTRIES.a.KIND is 'byol'"),
+    ("ENTRIES: {a: {KIND: dino}}", r"ENTRIES.a.KIND is 'dino'"),
     ("ENTRIES: {a: {KIND: simsiam}}", r"ENTRIES.a.CONFIG is empty"),
     ("ENTRIES: {a: {KIND: checkpoint}}", r"ENTRIES.a.CHECKPOINT is empty"),
     ("ENTRIES: {a: {KIND: scratch, EPOCHS: 3}}", r"ENTRIES.a: unknown key"),
