@@ -80,17 +80,25 @@ _C.HYPOTHESIS.BANK_DEVICE = ""  # moving_average: where the N x d target bank li
 
 _C.DATA = CN()
 _C.DATA.DATASET = "imagefolder"  # "imagefolder" (DATA.ROOT/{train,val}/<class>/*) or "synthetic" (in memory)
-_C.DATA.ROOT = ""  # ImageFolder root containing train/ and val/ (ImageNet layout)
+# ImageFolder root containing train/ and val/ (ImageNet layout); "" = ImageNet: $SIAMBENCH_IMAGENET, else
+# $DETECTRON2_DATASETS/imagenet, else datasets/imagenet (the rule of `siambench doctor`); checked before the run
+_C.DATA.ROOT = ""
 _C.DATA.IMAGE_SIZE = 224  # RandomResizedCrop output size
 _C.DATA.CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop area range (MoCo v2)
 _C.DATA.AUGMENTATION = "moco_v2"  # views (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav | swav_2x224
 _C.DATA.AUG_BACKEND = "pil"  # "pil": official per-sample PIL ops; "batched": PIL crop/flip in workers,
-#                              jitter/grayscale/blur/normalise batched on the device (same op distribution, faster)
+#                              jitter/grayscale/blur/normalise batched on the device (same parameter distributions,
+#                              tested). Batched helps on GPUs (the R50 ImageNet configs use it: CPU workers are the
+#                              bottleneck there); on CPU-only runs it is slower than PIL, hence this default
+_C.DATA.DECODE = "pil"  # JPEG decoding: "pil" in the workers (official); "gpu_jpeg": batched nvJPEG on the GPU
+#                         (needs AUG_BACKEND batched; crop boxes drawn in the workers as before). Without CUDA it
+#                         falls back to "pil" with a warning. Worth it when the workers are the bottleneck
 _C.DATA.NUM_WORKERS = 8  # DataLoader workers per rank (official: 32 per 8-GPU node = 4; more helps fast GPUs)
 _C.DATA.PIN_MEMORY = True  # page-locked batches for async host-to-GPU copies
 _C.DATA.PERSISTENT_WORKERS = False  # keep workers across epochs; True loses exact per-epoch replay on resume
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop with an error when more than this fraction of images is unreadable
 _C.DATA.STRICT = False  # stop at the first unreadable image (also `--strict-data`)
+_C.DATA.CACHE_IN_MEMORY = False  # decode the ImageFolder once and keep the pixels in RAM (small datasets only)
 _C.DATA.SYNTHETIC = CN()  # DATA.DATASET synthetic: procedurally generated shapes, label = largest shape
 _C.DATA.SYNTHETIC.TRAIN_SIZE = 512  # images in the train split
 _C.DATA.SYNTHETIC.VAL_SIZE = 128  # images in the val split (kNN monitor queries)
@@ -119,6 +127,11 @@ _C.TRAIN.COMPILE = False  # torch.compile the model
 _C.TRAIN.PRINT_FREQ = 10  # loss/z_std read from the device every N steps (one host sync): console line, one
 #                           metrics.jsonl record (period means), non-finite check and collapse monitor act then
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # write OUTPUT_DIR/checkpoint_{epoch:04d}.pth every N epochs (and at the end)
+# Checkpoint retention, a disk policy (the official code keeps every epoch's checkpoint: 800 x ~300 MB for
+# 800 epochs): keep the newest KEEP_LAST checkpoint_*.pth (0 = keep all) plus every KEEP_EVERY-th epoch
+# (0 = none) and model_final.pth. Defaults: an 800-epoch run keeps 9 checkpoints + model_final.pth.
+_C.TRAIN.KEEP_LAST = 2
+_C.TRAIN.KEEP_EVERY = 100
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # >0 caps the steps of each epoch (smoke tests, benchmarks); 0 = full epoch
 
 _C.MONITOR = CN()

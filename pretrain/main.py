@@ -23,13 +23,16 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .builder import build_model
 from .config import get_cfg
-from .data import (BatchAugment, IndexedDataset, TwoCropsTransform, build_crop_transform, build_dataset, build_eval_transform,
-                   build_pretrain_loader, epoch_seed, set_loader_epoch)
+from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
+                   epoch_seed, set_loader_epoch)
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
+from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
+from .data.folder import resolve_cfg_data_root
 from .lars import LARS
 from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .run_dir import prepare_run_dir
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
@@ -51,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
-    add_config_args(parser, required=False)  # the defaults are the paper's baseline recipe
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
     return parser.parse_args(argv)
 
 
@@ -61,8 +64,7 @@ def _check_cfg(cfg, info: DistInfo) -> None:
                           f"{info.world_size} ranks; choose a multiple of {info.world_size}")
     if cfg.TRAIN.AMP not in _AMP:
         raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
-    if cfg.DATA.AUG_BACKEND not in ("pil", "batched"):
-        raise ConfigError(f"DATA.AUG_BACKEND must be 'pil' or 'batched', got {cfg.DATA.AUG_BACKEND!r}")
+    check_view_cfg(cfg)  # DATA.AUG_BACKEND, DATA.DECODE
     if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
         raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
     if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
@@ -123,24 +125,24 @@ def build_model_and_optimizer(cfg, info: DistInfo):
 
 def build_data(cfg, info: DistInfo, num_views: int):
     """(pretraining loader, its dataset, batch augment or None, single-view target loader or None)."""
-    size, scale = cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE
-    if cfg.DATA.AUG_BACKEND == "batched":
-        view_tf = build_crop_transform(size, scale)
-        views_tf = TwoCropsTransform(view_tf, num_views)
-        batch_aug = BatchAugment(channels_last=cfg.TRAIN.CHANNELS_LAST).to(info.device)
-    else:
-        view_tf, batch_aug = build_view_transform(cfg.DATA.AUGMENTATION, size, scale), None
+    views = build_view_pipeline(cfg, info.device)  # DATA.AUG_BACKEND / DATA.DECODE
+    batch_aug = views.batch_aug
+    if batch_aug is None:  # PIL path: the method's own view recipe (DATA.AUGMENTATION)
+        view_tf = build_view_transform(cfg.DATA.AUGMENTATION, cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE)
         views_tf = build_multi_view_transform(cfg, num_views)
+    else:  # batched path: crops in the workers, the MoCo v2 ops on the device
+        view_tf = views.view_tf
+        views_tf = TwoCropsTransform(view_tf, num_views)
     per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
     loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
                      world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
-                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda")
-    dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT)
+                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda", collate_fn=views.collate_fn)
+    dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)
     loader = build_pretrain_loader(IndexedDataset(dataset), **loader_kw)
     target_loader = None
     if cfg.HYPOTHESIS.MODE == "kstep":  # T'(x): one more view per image, same sample order
-        target_loader = build_pretrain_loader(
-            IndexedDataset(build_dataset(cfg, "train", view_tf, strict=cfg.DATA.STRICT)), **loader_kw)
+        target_loader = build_pretrain_loader(IndexedDataset(build_dataset(
+            cfg, "train", view_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)), **loader_kw)
     return loader, dataset, batch_aug, target_loader
 
 
@@ -194,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
     out = Path(cfg.OUTPUT_DIR)
-    setup_logger(out, info.rank)
     _check_cfg(cfg, info)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",))
+    prepare_run_dir(cfg, info, resume)  # refuse to replace another run; lock OUTPUT_DIR; sweep stale temp files
+    setup_logger(out, info.rank)
     if info.is_main:
         save_config(cfg, out)
     logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
@@ -223,12 +227,15 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     if path is not None:
         state = ckpt_io.load_checkpoint(path)
         ckpt_io.load_official_state_dict(bare, state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        ckpt_io.load_optimizer_state(optimizer, state["optimizer"])  # ours, or an official SimSiam one
         if state.get("scaler") and ctx.scaler is not None:
             ctx.scaler.load_state_dict(state["scaler"])
-        ckpt_io.set_rng_state(state["rng"])
-        ctx.collapse.load_state_dict(state["monitor"]["collapse"])
-        ctx.global_step = int(state["monitor"]["global_step"])
+        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
+            ckpt_io.set_rng_state(state["rng"])
+            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+            ctx.global_step = int(state["monitor"]["global_step"])
+        else:
+            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact", path)
         if targets is not None and "hypothesis" in state:
             targets.load_state_dict(state["hypothesis"])
         bare.load_extra_state(state.get("method", {}))

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,8 +85,7 @@ class SmoothedValue:
 
     @property
     def median(self) -> float:
-        # the lower middle value, as torch.median; in Python so printing never touches torch
-        return sorted(self.deque)[(len(self.deque) - 1) // 2] if self.deque else math.nan
+        return statistics.median_low(self.deque) if self.deque else math.nan  # as torch.median: the lower middle
 
     @property
     def avg(self) -> float:
