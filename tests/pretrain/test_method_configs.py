@@ -25,6 +25,7 @@ def test_paper_configs(method, epochs):
     assert cfg.DATA.IMAGE_SIZE == 224 and (method != "swav" or cfg.MODEL.SWAV.NUM_SMALL_CROPS == 0)  # 2 x 224
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_synthetic_config_trains_from_disk(tmp_path, synth_root, method):
     rc = main(["--config-file", str(CONFIGS / f"synth_{method}_r18.yaml"), "OUTPUT_DIR", str(tmp_path),
