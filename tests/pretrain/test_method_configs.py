@@ -46,5 +46,8 @@ def test_method_config_errors_name_the_key(tiny_cfg):
         _check_cfg(tiny_cfg("MODEL.METHOD", "moco_v2", "MODEL.MOCO.QUEUE", "100"), DistInfo())
     with pytest.raises(ConfigError, match="AUG_BACKEND"):
         _check_cfg(tiny_cfg("DATA.AUGMENTATION", "byol", "DATA.AUG_BACKEND", "batched"), DistInfo())
+    with pytest.raises(ConfigError, match="NUM_SMALL_CROPS"):
+        _check_cfg(tiny_cfg("MODEL.METHOD", "swav", "MODEL.SWAV.NUM_SMALL_CROPS", "2", "DATA.AUG_BACKEND", "batched"),
+                   DistInfo())
     with pytest.raises(ConfigError, match="SCHEDULE_UNIT"):
         _check_cfg(tiny_cfg("SOLVER.WARMUP_EPOCHS", "1"), DistInfo())
