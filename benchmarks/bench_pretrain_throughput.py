@@ -72,7 +72,6 @@ class Trainer:
 
     def __init__(self, cfg, device: torch.device, log_dir: Path) -> None:
         from pretrain.engine import TrainContext
-        from pretrain.losses import SimSiamLoss
         from pretrain.main import _AMP, build_model_and_optimizer
         from pretrain.monitors import CollapseMonitor
         from pretrain.schedule import scaled_lr
@@ -80,7 +79,6 @@ class Trainer:
         from pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
 
         self.device, self.batch = device, cfg.SOLVER.BATCH_SIZE
-        self.criterion = SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY)
         self.model, _, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = TrainContext(
@@ -96,7 +94,7 @@ class Trainer:
         from pretrain.engine import train_one_epoch
 
         self.ctx.batch_aug = batch_aug
-        train_one_epoch(self.model, self.criterion, self.optimizer, loader, 0, self.ctx)
+        train_one_epoch(self.model, self.optimizer, loader, 0, self.ctx)  # the method computes its own loss
         return loader.timed * self.batch / loader.seconds
 
 
