@@ -34,10 +34,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
-from .data.folder import SafeImageFolder
+from .data.cache import cache_in_memory
+from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
+from .run_dir import RUN_MARKERS, prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
@@ -76,11 +78,20 @@ class Run:
             dist.destroy_process_group()
 
 
-def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str) -> Run:
-    """Load the config, join the process group, seed, create OUTPUT_DIR and save config.yaml."""
+def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str,
+              resume: str | None = None, guard_run: bool = False) -> Run:
+    """Load the config, check DATA.ROOT, join the process group, lock OUTPUT_DIR, seed, create
+    OUTPUT_DIR and save config.yaml. Bad input stops before anything is created.
+
+    Args:
+        guard_run: refuse to replace another run in OUTPUT_DIR (``pretrain.run_dir``; for commands
+            with resumable checkpoints); otherwise OUTPUT_DIR is only locked.
+    """
     cfg = load_config(defaults, config_file, opts)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val"))
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
     out = Path(cfg.OUTPUT_DIR)
+    prepare_run_dir(cfg, info, resume, markers=RUN_MARKERS if guard_run else ())
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
@@ -101,8 +112,9 @@ def build_train_transform(size: int) -> T.Compose:
 
 
 def _folder(cfg: CfgNode, split: str, transform: Any) -> SafeImageFolder:
-    return SafeImageFolder(Path(cfg.DATA.ROOT) / split, transform, strict=cfg.DATA.STRICT,
-                           max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+    folder = SafeImageFolder(Path(cfg.DATA.ROOT) / split, transform, strict=cfg.DATA.STRICT,
+                             max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+    return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder
 
 
 def _per_rank(global_batch: int, what: str) -> int:
@@ -335,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench lincls", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help=f"continue from OUTPUT_DIR/{CHECKPOINT} ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
     run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls")
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)

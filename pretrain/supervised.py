@@ -129,9 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
-    run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised")
+    run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
+                    resume=args.resume, guard_run=True)
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
     _amp_dtype(cfg, device)  # validates TRAIN.AMP
