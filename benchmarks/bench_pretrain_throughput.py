@@ -72,7 +72,6 @@ class Trainer:
 
     def __init__(self, cfg, device: torch.device, log_dir: Path) -> None:
         from pretrain.engine import TrainContext
-        from pretrain.losses import SimSiamLoss
         from pretrain.main import _AMP, build_model_and_optimizer
         from pretrain.monitors import CollapseMonitor
         from pretrain.schedule import scaled_lr
@@ -80,14 +79,14 @@ class Trainer:
         from pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
 
         self.device, self.batch = device, cfg.SOLVER.BATCH_SIZE
-        self.criterion = SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY)
-        self.model, _, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
+        self.model, self.method, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = TrainContext(
             device=device, init_lr=scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE), epochs=cfg.SOLVER.EPOCHS,
             amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
             channels_last=cfg.TRAIN.CHANNELS_LAST, print_freq=cfg.TRAIN.PRINT_FREQ,
-            collapse=CollapseMonitor(cfg.MODEL.DIM, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE),
+            collapse=CollapseMonitor(self.method.monitor_dim, cfg.MONITOR.COLLAPSE_THRESHOLD,
+                                     cfg.MONITOR.COLLAPSE_PATIENCE),
             jsonl=JSONLinesWriter(log_dir / "metrics.jsonl", enabled=True),
             tensorboard=TensorboardWriter(log_dir / "tb", enabled=True))
 
@@ -96,7 +95,7 @@ class Trainer:
         from pretrain.engine import train_one_epoch
 
         self.ctx.batch_aug = batch_aug
-        train_one_epoch(self.model, self.criterion, self.optimizer, loader, 0, self.ctx)
+        train_one_epoch(self.model, self.optimizer, loader, 0, self.ctx, self.method)
         return loader.timed * self.batch / loader.seconds
 
 
