@@ -35,8 +35,8 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.bench_common import (Summary, alternate, format_summary, machine_info, sync, write_jpeg_folder)
-from benchmarks.bench_pretrain_throughput import Recipe, Trainer, e2e_throughput, images_needed, make_cfg, \
-    step_throughput
+from benchmarks.bench_pretrain_throughput import Recipe, Trainer, data_steps, e2e_throughput, images_needed, \
+    make_cfg, step_throughput
 
 TARGET_E2E_IMG_S = 3000  # issue 12's goal on one H100-class GPU
 TARGET_E2E_RATIO = 2.0
@@ -71,7 +71,8 @@ def bench_pretrain(args: argparse.Namespace, device: torch.device, tmp: Path) ->
     t = time.perf_counter()
     root, kb = write_jpeg_folder(tmp / "jpegs", images_needed(args), width, height)
     _section(f"end to end from {images_needed(args)} JPEGs of {width}x{height} ({kb:.0f} KB; written in "
-             f"{time.perf_counter() - t:.0f} s), {args.workers} workers")
+             f"{time.perf_counter() - t:.0f} s), {args.workers} workers, batches per arm: %d warm-up + %d timed"
+             % data_steps(args))
     e2e = [Recipe("official: fp32, PIL per-sample ops"),
            Recipe("bf16 + channels_last, PIL", "bf16", True),
            Recipe("bf16 + channels_last, batched aug", "bf16", True, aug="batched"),
@@ -244,12 +245,21 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine_info(device), "args": vars(args)}
     print(f"bench_gpu{' --smoke' if args.smoke else ''}: {results['machine']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        if "pretrain" not in args.skip:
-            results["pretrain"] = bench_pretrain(args, device, Path(tmp))
-    if "transfer" not in args.skip:
-        results["transfer"] = bench_transfer(args, device)
-    if "coco" not in args.skip:
-        results["coco_eval"] = bench_coco_eval(args)
+        sections: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+            ("pretrain", "pretrain", lambda: bench_pretrain(args, device, Path(tmp))),
+            ("transfer", "transfer", lambda: bench_transfer(args, device)),
+            ("coco", "coco_eval", lambda: bench_coco_eval(args))]
+        for name, key, run in sections:
+            if name in args.skip:
+                continue
+            try:
+                results[key] = run()
+            except Exception as e:  # one broken section must not lose the others' numbers
+                if args.smoke:
+                    raise
+                print(f"  {name} FAILED: {e!r}", flush=True)
+                results[key] = {"error": repr(e)}
+            results[f"{key}_done_at_s"] = round(time.perf_counter() - t0, 1)  # since the start
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     from pretrain.utils.io import atomic_write_json
 

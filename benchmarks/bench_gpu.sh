@@ -4,11 +4,12 @@
 #   bash benchmarks/bench_gpu.sh --prepare    # HERE, on the dev machine (pip access): fill .pydeps/ and .whl/
 #   bash benchmarks/bench_gpu.sh [ARGS...]    # THERE, on the GPU machine, from the repo root; ARGS go to bench_gpu.py
 #
-# A bare GPU machine has torch/torchvision but not detectron2, fvcore, yacs, iopath, pycocotools,
-# faster-coco-eval. --prepare copies the pure-Python ones from this venv into .pydeps/ and downloads
-# the binary ones as cp312 manylinux wheels into .whl/ (both git-ignored: carry them, with .cache/
-# for the detectron2 sdist). Without detectron2 the transfer and COCO sections are skipped with a
-# message; the pretraining sections still run. Results: $OUT/bench_gpu.json if OUT is set, else ./bench_gpu.json.
+# A bare GPU machine has torch/torchvision but not fvcore/yacs/iopath (which every siambench config
+# needs), detectron2, pycocotools or faster-coco-eval. --prepare copies the pure-Python ones from this
+# venv into .pydeps/ (detectron2 included: the pure-Python v0.6 that transfer/d2compat.py patches) and
+# downloads the binary ones as cp312 manylinux wheels into .whl/; both are git-ignored, so carry them
+# (device tool: carry [".pydeps", ".whl"]). Without detectron2 the transfer and COCO sections are
+# skipped with a message. Results: $OUT/bench_gpu.json if OUT is set, else ./bench_gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -37,6 +38,12 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     && export PYTHONPATH="$PYTHONPATH:/tmp/site" || echo "bench_gpu.sh: installing .whl/ failed; continuing"
 fi
 [[ -d .pydeps ]] && export PYTHONPATH="$PYTHONPATH:$PWD/.pydeps"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+df -h /dev/shm 2>/dev/null | tail -1 | awk '{print "shared memory (DataLoader batches): " $2}' || true
+if ! "$PY" -c "import fvcore, yacs" 2>/dev/null; then
+  echo "bench_gpu.sh: fvcore/yacs missing: run 'bash benchmarks/bench_gpu.sh --prepare' where pip works and carry .pydeps" >&2
+  exit 2
+fi
 if ! "$PY" -c "import detectron2" 2>/dev/null; then
   echo "bench_gpu.sh: detectron2 is not installed: transfer and COCO sections will be skipped" \
        "(run --prepare on a machine with it, then carry .pydeps)"

@@ -112,6 +112,7 @@ def test_gpu_jpeg_falls_back_to_pil_without_cuda(folder, caplog):
     (["DATA.DECODE", "nvjpeg"], "DATA.DECODE must be one of"),
     (["DATA.AUG_BACKEND", "pil"], "needs DATA.AUG_BACKEND batched"),
     (["DATA.DATASET", "synthetic"], "has none"),
+    (["DATA.CACHE_IN_MEMORY", "True"], "nothing to decode"),
 ])
 def test_bad_decode_configs_are_refused(folder, opts, match):
     with pytest.raises(ConfigError, match=match):
