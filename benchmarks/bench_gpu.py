@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from pretrain.utils.io import atomic_write_json
+
     t0 = time.perf_counter()
     results: dict[str, Any] = {"machine": machine_info(device), "args": vars(args)}
     print(f"bench_gpu{' --smoke' if args.smoke else ''}: {results['machine']}", flush=True)
@@ -260,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} FAILED: {e!r}", flush=True)
                 results[key] = {"error": repr(e)}
             results[f"{key}_done_at_s"] = round(time.perf_counter() - t0, 1)  # since the start
+            atomic_write_json(args.out, results)  # after each section: a run cut short keeps what it measured
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
-    from pretrain.utils.io import atomic_write_json
-
     atomic_write_json(args.out, results)
     print(f"\nbench_gpu: {results['total_seconds']:.0f} s in all; wrote {args.out}")
     return 0
