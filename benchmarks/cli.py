@@ -72,7 +72,7 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: siambench COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `siambench COMMAND --help` for a command's options."]
+    lines += ["", "Run `siambench COMMAND --help` for a command's options, `siambench --version` for the version."]
     return "\n".join(lines)
 
 
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from pretrain.utils.env import siambench_version
+
+        print(f"siambench {siambench_version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -174,23 +174,24 @@ def plot_transfer(table: Table, out: Path, metrics: Sequence[str] = ("AP50", "AP
 
 
 def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str],
-               notes: list[str] | None = None) -> list[Path]:
-    """All plots of a runs directory into ``runs_dir/plots``; ``labels``: entry name -> label.
+               notes: list[str] | None = None, plots_dir: Path | None = None) -> list[Path]:
+    """All plots of a runs directory into ``plots_dir`` (default ``runs_dir/plots``); ``labels``: entry name -> label.
 
     A plot that fails is left out with a line in ``notes``.
     """
     runs_dir = Path(runs_dir)
+    plots_dir = Path(plots_dir) if plots_dir is not None else runs_dir / "plots"
     metrics = {}
     for path in sorted(runs_dir.glob("*/pretrain/metrics.jsonl")):
         entry = path.parent.parent.name
         metrics[labels.get(entry, entry)] = path
     if (runs_dir / "metrics.jsonl").is_file():  # a single pretraining output dir
         metrics[runs_dir.name] = runs_dir / "metrics.jsonl"
-    jobs = [("pretraining curves", lambda: plot_pretraining(metrics, runs_dir / "plots" / "pretraining_curves.png"))]
+    jobs = [("pretraining curves", lambda: plot_pretraining(metrics, plots_dir / "pretraining_curves.png"))]
     for t in tables:
         if t.name.startswith("table5") and not t.delta:
             jobs.append((f"transfer AP of {t.name}",
-                         lambda t=t: plot_transfer(t, runs_dir / "plots" / f"transfer_ap_{t.name}.png")))
+                         lambda t=t: plot_transfer(t, plots_dir / f"transfer_ap_{t.name}.png")))
     made = []
     for what, job in jobs:
         try:  # a plot is an extra: odd numbers in a results file must never cost the report

@@ -77,7 +77,7 @@ def _md(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequen
              "Every number of ours comes from the results files under this directory.", "",
              "## Verdict", "", render_verdict(verdict) if verdict else "(no claim can be tested on these runs)", "",
              "## Tables", "", render(tables, "md", notes), "## Plots", ""]
-    lines += [f"![{p.stem}]({p.relative_to(root).as_posix()})\n" for p in plots] or ["(no plots)\n"]
+    lines += [f"![{p.stem}]({p.relative_to(p.parent.parent).as_posix()})\n" for p in plots] or ["(no plots)\n"]
     if state.get("steps"):
         lines += ["## Pipeline steps (run order)", "", tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"],
                                                      tablefmt="github"), ""]
@@ -156,17 +156,18 @@ def _html(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequ
     return "\n".join(parts) + "\n</body></html>\n"
 
 
-def write_report(runs_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``runs_dir/report.md`` and ``runs_dir/report.html`` (and ``plots/*.png``)."""
+def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir`` (default ``runs_dir``)."""
     root = Path(runs_dir)
+    out = Path(out_dir) if out_dir is not None else root
     res = collect(root)
     tables, verdict = build_tables(res), build_verdict(res)
     labels = {n: e.get("label", n) for n, e in (res.state.get("entries") or {}).items()}
     from .plots import make_plots  # lazy: matplotlib only when a report is written, not for --help
 
-    plots = make_plots(root, tables, labels, res.notes)
+    plots = make_plots(root, tables, labels, res.notes, out / "plots")
     env, configs = environment(), _configs(root)
-    md, page = root / "report.md", root / "report.html"
+    md, page = out / "report.md", out / "report.html"
     atomic_write_text(md, _md(root, tables, res.notes, plots, res.state, env, configs, verdict))
     atomic_write_text(page, _html(root, tables, res.notes, plots, res.state, env, configs, verdict))
     return md, page
@@ -175,9 +176,10 @@ def write_report(runs_dir: str | Path) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
+    parser.add_argument("--out", metavar="DIR", help="write report.md, report.html and plots/ here (default: RUNS_DIR)")
     args = parser.parse_args(argv)
     try:
-        md, page = write_report(args.runs_dir)
+        md, page = write_report(args.runs_dir, args.out)
     except FileNotFoundError as e:
         print(f"siambench report: {e}", file=sys.stderr)
         return 2

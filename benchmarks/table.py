@@ -40,7 +40,7 @@ __all__ = ["Cell", "Column", "Row", "Table", "summarize", "apply_bold", "build_t
            "task_group_name", "main"]
 
 SYNTHETIC_NOTE = "synthetic data: not comparable to paper rows"
-_KIND_ORDER = {"scratch": 0, "supervised": 1}  # then everything else, like the paper's rows
+_KIND_ORDER = {"scratch": 0, "random_init": 1, "supervised": 2}  # then everything else, like the paper's rows
 
 
 @dataclass
@@ -135,7 +135,8 @@ def _task_sort_key(task: str) -> tuple:
 
 def _row_order(labels: Iterable[str], kinds: dict[str, str], preferred: Sequence[str]) -> list[str]:
     pos = {label: i for i, label in enumerate(preferred)}
-    return sorted(set(labels), key=lambda lb: (_KIND_ORDER.get(kinds.get(lb, ""), 2), pos.get(lb, len(pos)), lb))
+    return sorted(set(labels), key=lambda lb: (_KIND_ORDER.get(kinds.get(lb, ""), len(_KIND_ORDER)),
+                                               pos.get(lb, len(pos)), lb))
 
 
 def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: RunResults,

@@ -280,7 +280,8 @@ def _reproduction(res: RunResults, roles: dict[str, str]) -> list[Claim]:
                 if not vals:
                     continue
                 paper = reference.TABLE5_TRANSFER[paper_label][task, rtype][metric]
-                out.append(_near(f"reproduces Table 5 '{paper_label}': {task} {rtype} {metric} within {tol:.1f}",
+                out.append(_near(f"reproduces Table 5 '{paper_label}': {task} {rtype} {metric} within {tol:.1f} "
+                                 "(paper: 200-ep pre-training)",
                                  label, vals, paper))
         if role == "simsiam":
             for ep, paper in reference.TABLE4_LINEAR_TOP1["SimSiam"].items():

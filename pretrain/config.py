@@ -85,9 +85,14 @@ _C.DATA.DATASET = "imagefolder"  # "imagefolder" (DATA.ROOT/{train,val}/<class>/
 _C.DATA.ROOT = ""
 _C.DATA.IMAGE_SIZE = 224  # RandomResizedCrop output size
 _C.DATA.CROP_SCALE = (0.2, 1.0)  # RandomResizedCrop area range (MoCo v2)
-_C.DATA.AUGMENTATION = "moco_v2"  # view recipe (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav
+_C.DATA.AUGMENTATION = "moco_v2"  # views (data/method_transforms.py): moco_v2 (SimSiam's) | simclr | byol | swav | swav_2x224
 _C.DATA.AUG_BACKEND = "pil"  # "pil": official per-sample PIL ops; "batched": PIL crop/flip in workers,
-#                              jitter/grayscale/blur/normalise batched on the device (same op distribution, faster)
+#                              jitter/grayscale/blur/normalise batched on the device (same parameter distributions,
+#                              tested). Batched helps on GPUs (the R50 ImageNet configs use it: CPU workers are the
+#                              bottleneck there); on CPU-only runs it is slower than PIL, hence this default
+_C.DATA.DECODE = "pil"  # JPEG decoding: "pil" in the workers (official); "gpu_jpeg": batched nvJPEG on the GPU
+#                         (needs AUG_BACKEND batched; crop boxes drawn in the workers as before). Without CUDA it
+#                         falls back to "pil" with a warning. Worth it when the workers are the bottleneck
 _C.DATA.NUM_WORKERS = 8  # DataLoader workers per rank (official: 32 per 8-GPU node = 4; more helps fast GPUs)
 _C.DATA.PIN_MEMORY = True  # page-locked batches for async host-to-GPU copies
 _C.DATA.PERSISTENT_WORKERS = False  # keep workers across epochs; True loses exact per-epoch replay on resume

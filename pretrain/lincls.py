@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench lincls", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help=f"continue from OUTPUT_DIR/{CHECKPOINT} ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
     run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls", resume=args.resume,
                     guard=(CHECKPOINT, "lincls_results.json"))

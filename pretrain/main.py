@@ -23,9 +23,10 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .builder import build_model
 from .config import get_cfg
-from .data import (BatchAugment, IndexedDataset, TwoCropsTransform, build_crop_transform, build_dataset, build_eval_transform,
-                   build_pretrain_loader, epoch_seed, set_loader_epoch)
+from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
+                   epoch_seed, set_loader_epoch)
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
+from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
 from .data.folder import resolve_cfg_data_root
 from .lars import LARS
@@ -53,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
-    add_config_args(parser, required=False)  # the defaults are the paper's baseline recipe
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
     return parser.parse_args(argv)
 
 
@@ -63,8 +64,7 @@ def _check_cfg(cfg, info: DistInfo) -> None:
                           f"{info.world_size} ranks; choose a multiple of {info.world_size}")
     if cfg.TRAIN.AMP not in _AMP:
         raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
-    if cfg.DATA.AUG_BACKEND not in ("pil", "batched"):
-        raise ConfigError(f"DATA.AUG_BACKEND must be 'pil' or 'batched', got {cfg.DATA.AUG_BACKEND!r}")
+    check_view_cfg(cfg)  # DATA.AUG_BACKEND, DATA.DECODE
     if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
         raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
     if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
@@ -125,24 +125,24 @@ def build_model_and_optimizer(cfg, info: DistInfo):
 
 def build_data(cfg, info: DistInfo, num_views: int):
     """(pretraining loader, its dataset, batch augment or None, single-view target loader or None)."""
-    size, scale = cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE
-    if cfg.DATA.AUG_BACKEND == "batched":
-        view_tf = build_crop_transform(size, scale)
-        views_tf = TwoCropsTransform(view_tf, num_views)
-        batch_aug = BatchAugment(channels_last=cfg.TRAIN.CHANNELS_LAST).to(info.device)
-    else:
-        view_tf, batch_aug = build_view_transform(cfg.DATA.AUGMENTATION, size, scale), None
+    views = build_view_pipeline(cfg, info.device)  # DATA.AUG_BACKEND / DATA.DECODE
+    batch_aug = views.batch_aug
+    if batch_aug is None:  # PIL path: the method's own view recipe (DATA.AUGMENTATION)
+        view_tf = build_view_transform(cfg.DATA.AUGMENTATION, cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE)
         views_tf = build_multi_view_transform(cfg, num_views)
+    else:  # batched path: crops in the workers, the MoCo v2 ops on the device
+        view_tf = views.view_tf
+        views_tf = TwoCropsTransform(view_tf, num_views)
     per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
     loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
                      world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
-                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda")
-    dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT)
+                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda", collate_fn=views.collate_fn)
+    dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)
     loader = build_pretrain_loader(IndexedDataset(dataset), **loader_kw)
     target_loader = None
     if cfg.HYPOTHESIS.MODE == "kstep":  # T'(x): one more view per image, same sample order
-        target_loader = build_pretrain_loader(
-            IndexedDataset(build_dataset(cfg, "train", view_tf, strict=cfg.DATA.STRICT)), **loader_kw)
+        target_loader = build_pretrain_loader(IndexedDataset(build_dataset(
+            cfg, "train", view_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)), **loader_kw)
     return loader, dataset, batch_aug, target_loader
 
 

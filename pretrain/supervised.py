@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
     run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
                     resume=args.resume, guard=RUN_MARKERS)

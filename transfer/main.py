@@ -6,7 +6,7 @@ Examples::
     siambench transfer --task coco --weights scratch --num-gpus 8 --num-machines 2 \\
         --machine-rank 0 --dist-url tcp://host0:29500
     siambench transfer --task synth_voc07 --weights r18.pkl --dry-run SOLVER.IMS_PER_BATCH 2
-    siambench transfer --task coco --eval-only --weights runs/.../trial0/model_final.pth
+    siambench transfer --task coco --eval-only --weights runs/transfer/coco/simsiam_r50/trial0/model_final.pth
 
 detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
 machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="siambench transfer",
         description="Fine-tune and evaluate Faster/Mask R-CNN from converted weights (detectron2).",
+        epilog="examples:\n" + __doc__.split("Examples::", 1)[1].split("\n\n", 2)[1],  # the module docstring's
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", help="configs/transfer/TASK.yaml: voc07, voc0712, coco, coco_2x, coco_fpn, "
                    "coco_fpn_2x, synth_voc07, synth_voc0712, synth_coco")
@@ -69,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 is the master)")
     p.add_argument("--dist-url", default="auto",
                    help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine)")
-    add_config_args(p, required=False)  # --config-file (instead of --task) + KEY VALUE overrides
+    p.add_argument("--resume", action="store_true",
+                   help="resume interrupted trials from their last checkpoint (always done; accepted as in "
+                        "detectron2's train_net.py)")
+    add_config_args(p, "OUTPUT_DIR runs/x SOLVER.MAX_ITER 100")  # --config-file (instead of --task) + KEY VALUE overrides
     return p
 
 

@@ -7,13 +7,15 @@ moco_v2      (0.2, 1) (DATA.CROP..)   0.4,0.4,0.4,0.1    0.2     0.5          -
 simclr       (0.08, 1)                0.8,0.8,0.8,0.2    0.2     0.5          -
 byol         (0.08, 1)                0.4,0.4,0.2,0.1    0.2     1.0 / 0.1    0.0 / 0.2
 swav         (0.14, 1); small crops   0.8,0.8,0.8,0.2    0.2     0.5          -
+swav_2x224   (0.08, 1)                0.8,0.8,0.8,0.2    0.2     0.5          -
 ===========  =======================  =================  ======  ===========  ===========
 
 Sources: moco_v2 = SimSiam's official list (``transforms.build_moco_v2_transform``, used as is);
 SimCLR App. A (colour strength s = 1, jitter p 0.8, blur p 0.5, sigma in [0.1, 2]); BYOL
 App. B Table 6 (asymmetric blur and solarization; solarize threshold 0.5 = 128 on uint8);
 SwAV ``src/multicropdataset.py`` (``get_color_distortion(s=1)``, ``PILRandomGaussianBlur``,
-``--min_scale_crops 0.14``; small crops ``(0.05, 0.14)`` at 96 px). Every recipe flips with
+``--min_scale_crops 0.14``; small crops ``(0.05, 0.14)`` at 96 px; ``swav_2x224``: the
+2x224 script ``scripts/swav_400ep_2x224_pretrain.sh``, ``--min_scale_crops 0.08``). Every recipe flips with
 p 0.5 and normalises with the ImageNet mean/std (SwAV's code has std 0.228 for red, a typo we
 do not copy). Jitter is applied in torchvision's random order, as all four official codes do.
 """
@@ -36,6 +38,7 @@ AUGMENTATIONS: dict[str, tuple[Any, ...]] = {
     "simclr": ((0.08, 1.0), (0.8, 0.8, 0.8, 0.2), 0.8, 0.2, (0.5, 0.5), (0.0, 0.0)),
     "byol": ((0.08, 1.0), (0.4, 0.4, 0.2, 0.1), 0.8, 0.2, (1.0, 0.1), (0.0, 0.2)),
     "swav": ((0.14, 1.0), (0.8, 0.8, 0.8, 0.2), 0.8, 0.2, (0.5, 0.5), (0.0, 0.0)),
+    "swav_2x224": ((0.08, 1.0), (0.8, 0.8, 0.8, 0.2), 0.8, 0.2, (0.5, 0.5), (0.0, 0.0)),
 }
 
 
@@ -99,7 +102,7 @@ def build_multi_view_transform(cfg, num_views: int) -> Callable[[Any], list[Any]
     if small <= 0:
         return views
     s = cfg.MODEL.SWAV
-    small_tf = build_view_transform(name if name != "moco_v2" else "swav", s.SMALL_CROP_SIZE, view=0,
+    small_tf = build_view_transform("swav" if name in ("moco_v2", "swav_2x224") else name, s.SMALL_CROP_SIZE, view=0,
                                     crop_scale=s.SMALL_CROP_SCALE)
     return _Concat(views, MultiViewTransform([small_tf] * small))
 

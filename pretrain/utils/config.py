@@ -23,14 +23,23 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file/key and the fix."""
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
-    parser.add_argument("--config-file", metavar="FILE", required=required, help="path to a yacs YAML config")
+def add_config_args(parser: argparse.ArgumentParser, example: str = "OUTPUT_DIR runs/x",
+                    required: bool = False) -> argparse.ArgumentParser:
+    """``--config-file FILE`` and trailing ``KEY VALUE`` overrides, as detectron2's ``train_net.py``.
+
+    The config file is optional for every command (without it the command's defaults, the
+    paper's recipe, apply); ``example`` is shown in ``--help`` and must be valid overrides of
+    that command (a test runs every help example).
+    """
+    parser.add_argument("--config-file", metavar="FILE", required=required,
+                        help="yacs YAML config (_BASE_ inheritance; configs/... also from an installed wheel); "
+                             "default: the built-in defaults")
     parser.add_argument(
         "opts",
         metavar="KEY VALUE",
         nargs=argparse.REMAINDER,
         default=[],
-        help="config overrides, e.g. OUTPUT_DIR runs/x SOLVER.EPOCHS 2",
+        help=f"config overrides, e.g. {example}",
     )
     return parser
 

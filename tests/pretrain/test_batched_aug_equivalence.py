@@ -275,3 +275,16 @@ def test_copy_counter_counts_per_op_copies():
             idx.to("meta")
         torch.zeros(2, device="meta").new_tensor([1.0, 2.0])
     assert copies.n == 4
+
+
+def test_gpu_configs_default_to_batched_and_cpu_runs_to_pil():
+    from pathlib import Path
+
+    from pretrain.config import get_cfg
+    from pretrain.utils.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+    assert get_cfg().DATA.AUG_BACKEND == "pil"  # the paper's path, and the faster one on CPUs
+    for f in sorted(root.glob("simsiam_r50_*.yaml")) + [root / "ablations" / "asym.yaml"]:
+        assert load_config(get_cfg(), f).DATA.AUG_BACKEND == "batched", f.name
+    assert load_config(get_cfg(), root / "synth_r18.yaml").DATA.AUG_BACKEND == "pil"  # the CPU demo

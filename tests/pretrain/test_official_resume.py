@@ -54,6 +54,6 @@ def test_pretrain_resumes_an_official_checkpoint(tiny_cfg, tiny_opts, tmp_path: 
     path = tmp_path / "checkpoint_0000.pth.tar"
     _official_checkpoint(tiny_cfg(), path)
     out = tmp_path / "run"
-    assert main(["--resume", str(path), "OUTPUT_DIR", str(out), *tiny_opts]) == 0
+    assert main(["--resume", str(path), "OUTPUT_DIR", str(out), *tiny_opts, "TRAIN.CHECKPOINT_PERIOD", "2"]) == 0
     final = load_checkpoint(out / "model_final.pth")
     assert final["epoch"] == 2 and "rng" in final
