@@ -43,7 +43,7 @@ def test_installed_wheel_finds_its_configs_from_any_directory(wheel: Path, tmp_p
     elsewhere.mkdir()
     from pretrain.utils import paths
 
-    ns = paths.__name__.removesuffix("pretrain.utils.paths")  # the packages' namespace prefix, if any
+    ns = paths.__name__.rpartition("pretrain.")[0]  # the packages' namespace prefix ("siambench." or "")
     code = (
         f"from {ns}pretrain.utils.paths import CONFIG_ROOT, resolve\n"
         f"from {ns}benchmarks.pipeline_config import load_pipeline\n"
