@@ -1,10 +1,11 @@
 """The built-in synthetic dataset: coloured shapes on textured backgrounds.
 
-``siambench data synth --out ROOT [--seed 0 --num-images 64 --size 96]`` writes one
-deterministic dataset in the three layouts the real pipeline reads, so every step
-(pretraining, kNN/linear eval, VOC and COCO transfer) runs unchanged on it::
+``siambench data synth --out ROOT [--seed 0 --num-images 64 --size 96 --cls-images N
+--cls-size S]`` writes one deterministic dataset in the three layouts the real pipeline
+reads, so every step (pretraining, kNN/linear eval, VOC and COCO transfer) runs
+unchanged on it::
 
-    ROOT/imagefolder/{train,val}/<class>/*.jpg      class = shape of the largest object
+    ROOT/imagefolder/{train,val}/<class>/*.jpg      class = shape of the one dominant, central object
     ROOT/VOC2007/{JPEGImages,Annotations,ImageSets/Main/{trainval,test}.txt}
     ROOT/VOC2012/{JPEGImages,Annotations,ImageSets/Main/trainval.txt}
     ROOT/coco/{train,val}/*.jpg, ROOT/coco/annotations/instances_{train,val}.json
@@ -48,12 +49,17 @@ __all__ = ["SYNTH_CLASSES", "SPLITS", "generate", "main"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of the VOC/COCO layouts (also written into the COCO json)
+CLS_VERSION = 2  # of the ImageFolder images (2: one dominant central shape per image)
 MARKER = "synth.json"
 JPEG_QUALITY = 92  # fixed encoder settings keep files byte-identical across runs
 MIN_VISIBLE = 0.3
 DIFFICULT_VISIBLE = 0.5
 DIFFICULT_MIN_SIDE = 6.0  # pixels
+# ImageFolder images: one dominant shape per image (its class is the label).
+CLS_MAIN_RADIUS = (0.3, 0.42)  # main object's radius, fraction of the image side
+CLS_CENTRE_JITTER = 0.1  # its centre lies within +-10% of the image side of the image centre
+CLS_DISTRACTOR_P = 0.5  # probability of one small distractor (any class, <= 1/3 of the main area)
 
 
 def _regular(n: int, radii: tuple[float, ...] = (1.0,), phase: float = np.pi / 2) -> np.ndarray:
@@ -174,7 +180,9 @@ def _texture(rng: np.random.Generator, height: int, width: int, c0: np.ndarray, 
 
 
 def _place(rng: np.random.Generator, label: int, radius: float, width: int, height: int,
-           allow_truncation: bool) -> SynthObject | None:
+           allow_truncation: bool, centre_jitter: float | None = None) -> SynthObject | None:
+    """Draw a rotated, stretched ``label`` shape; ``centre_jitter``: keep its centre within
+    this fraction of the image size of the image centre (ImageFolder main object)."""
     stretch = rng.uniform(0.85, 1.18)  # area-preserving anisotropy
     angle = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -185,7 +193,12 @@ def _place(rng: np.random.Generator, label: int, radius: float, width: int, heig
     else:
         if np.any(hi - lo >= (width, height)):
             return None
-        centre = rng.uniform(-lo, np.array([width, height]) - hi)
+        low, high = -lo, np.array([width, height]) - hi
+        if centre_jitter is not None:  # near the centre, still fully inside the image
+            mid, reach = np.array([width, height]) / 2, centre_jitter * np.array([width, height])
+            low, high = np.maximum(low, mid - reach), np.minimum(high, mid + reach)
+            low, high = np.minimum(low, high), np.maximum(low, high)
+        centre = rng.uniform(low, high)
     poly = np.round(_clip_polygon(shape + centre, width, height), 2)  # 2 decimals: stable JSON/XML
     if len(poly) < 3 or _shoelace(poly) < 16.0:
         return None
@@ -198,9 +211,10 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     """One image (HxWx3 uint8) and its objects, bottom to top.
 
     Args:
-        main_label: ImageFolder mode: one large, untruncated object of this class plus
-            smaller distractors, so the largest object's class is ``main_label``.
-            ``None``: detection mode, 1-5 objects of random classes and sizes.
+        main_label: ImageFolder mode: one large, untruncated object of this class near
+            the image centre (so random crops rarely cut it away and the centre crop of
+            evaluation holds all of it) plus at most one small distractor, so the label
+            is unambiguous. ``None``: detection mode, 1-5 objects of random classes and sizes.
     """
     short = min(width, height)
     objects: list[SynthObject] = []
@@ -210,16 +224,17 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
         specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.08, 0.3) * short, False)
                  for _ in range(wanted)]
     else:
-        main_r = rng.uniform(0.25, 0.4) * short
+        main_r = rng.uniform(*CLS_MAIN_RADIUS) * short
         specs = [(main_label, main_r, True)] + [
-            (int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.3, 1.0) * _DISTRACTOR_SCALE * main_r, False)
-            for _ in range(int(rng.integers(0, 3)))]
+            (int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.4, 0.6) * _DISTRACTOR_SCALE * main_r, False)
+            for _ in range(int(rng.random() < CLS_DISTRACTOR_P))]
     masks = np.zeros((0, height, width), bool)
     for label, radius, is_main in specs:
         # ImageFolder distractors go above or below the main object; detection stacks up.
         z = len(objects) if main_label is None or rng.random() < 0.5 else 0
         for _ in range(20):  # rejection sampling: valid shape, nobody hidden too much
-            obj = _place(rng, label, radius, width, height, allow_truncation=not is_main)
+            obj = _place(rng, label, radius, width, height, allow_truncation=not is_main,
+                         centre_jitter=CLS_CENTRE_JITTER if is_main else None)
             if obj is None:
                 continue
             new = np.insert(masks, z, _rasterise([obj.polygon], height, width)[0], axis=0)
@@ -346,20 +361,26 @@ def _write_split(root: Path, split: str, count: int, seed: int, size: int, first
     return stats
 
 
-def _validate(num_images: int, size: int) -> None:
+def _validate(num_images: int, size: int, cls_images: int, cls_size: int) -> None:
     if num_images < 2 * len(SYNTH_CLASSES):
-        raise ValueError(f"--num-images must be >= {2 * len(SYNTH_CLASSES)} so every class appears in "
-                         f"imagefolder/val (half as many images as train), got {num_images}")
-    if size < 32:
-        raise ValueError(f"--size must be >= 32 pixels, got {size}")
+        raise ValueError(f"--num-images must be >= {2 * len(SYNTH_CLASSES)} so the detection splits see "
+                         f"every class, got {num_images}")
+    if cls_images < 2 * len(SYNTH_CLASSES):
+        raise ValueError(f"--cls-images must be >= {2 * len(SYNTH_CLASSES)} so every class appears in "
+                         f"imagefolder/val (half as many images as train), got {cls_images}")
+    for flag, value in (("--size", size), ("--cls-size", cls_size)):
+        if value < 32:
+            raise ValueError(f"{flag} must be >= 32 pixels, got {value}")
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
-             progress: bool = False) -> dict[str, Any]:
+             cls_images: int = 0, cls_size: int = 0, progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
-    Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
-    others half as many. The dataset is built in a temporary sibling directory and
+    Detection splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images
+    of longest side ``size``, the others half as many; the ImageFolder splits likewise
+    get ``cls_images`` square images of side ``cls_size`` (0: the same as the detection
+    values), so classification can use many small images and detection fewer large ones. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
     arguments regenerate a previous synthetic dataset but never delete anything else.
@@ -368,9 +389,11 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         ValueError: bad arguments.
         FileExistsError: ``out`` is a non-empty directory that is not a synthetic dataset.
     """
-    _validate(num_images, size)
+    cls_images, cls_size = cls_images or num_images, cls_size or size
+    _validate(num_images, size, cls_images, cls_size)
     out = Path(out)
-    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size}
+    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size,
+              "cls_images": cls_images, "cls_size": cls_size, "cls_version": CLS_VERSION}
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -391,9 +414,11 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         summary: dict[str, Any] = {**params, "classes": list(SYNTH_CLASSES), "splits": {}}
         next_id: dict[str, int] = {}
         for split, (layout, rel, fraction) in SPLITS.items():
-            count = max(1, int(num_images * fraction))
+            cls = layout == "imagefolder"
+            count = max(1, int((cls_images if cls else num_images) * fraction))
             first = next_id.get(rel, 1)  # image ids are unique within each VOC/COCO root
-            summary["splits"][split] = _write_split(tmp, split, count, seed, size, first, progress)
+            summary["splits"][split] = _write_split(tmp, split, count, seed, cls_size if cls else size, first,
+                                                    progress)
             next_id[rel] = first + count
         (tmp / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():
@@ -414,10 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--num-images", type=int, default=64,
                        help="images per train/trainval split; val/test splits get half (default 64)")
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
+    synth.add_argument("--cls-images", type=int, default=0,
+                       help="images in imagefolder/train; imagefolder/val gets half (default: --num-images)")
+    synth.add_argument("--cls-size", type=int, default=0, help="side of the imagefolder images (default: --size)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,
-                           progress=sys.stderr.isatty())
+                           cls_images=args.cls_images, cls_size=args.cls_size, progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as e:
         print(f"siambench data synth: error: {e}", file=sys.stderr)
         return 2

@@ -48,7 +48,8 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path):
     assert ckpt["state_dict"]["module.encoder.fc.weight"].shape == (6, 512)  # 6 synthetic classes
     assert "ARCH: resnet18" in ckpt["config"]
     files = {p.name for p in (tmp_path / "straight").iterdir()}
-    assert {"checkpoint_0001.pth", "checkpoint_0003.pth", "config.yaml", "metrics.jsonl"} <= files
+    assert {"checkpoint_0002.pth", "checkpoint_0003.pth", "config.yaml", "metrics.jsonl"} <= files
+    assert "checkpoint_0001.pth" not in files  # retention: TRAIN.KEEP_LAST 2
     assert (tmp_path / "straight/last_checkpoint").read_text().strip() == "checkpoint_0003.pth"
     records = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3] and all(r["type"] == "epoch" for r in records)
