@@ -41,16 +41,19 @@ def test_installed_wheel_finds_its_configs_from_any_directory(wheel: Path, tmp_p
     zipfile.ZipFile(wheel).extractall(site)  # what `pip install siambench.whl` puts in site-packages
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    from pretrain.utils import paths
+
+    ns = paths.__name__.rpartition("pretrain.")[0]  # the packages' namespace prefix ("siambench." or "")
     code = (
-        "from pretrain.utils.paths import CONFIG_ROOT, resolve\n"
-        "from benchmarks.pipeline_config import load_pipeline\n"
-        "from pretrain.utils.config import load_config\n"
-        "from pretrain.config import get_cfg\n"
+        f"from {ns}pretrain.utils.paths import CONFIG_ROOT, resolve\n"
+        f"from {ns}benchmarks.pipeline_config import load_pipeline\n"
+        f"from {ns}pretrain.utils.config import load_config\n"
+        f"from {ns}pretrain.config import get_cfg\n"
         "print(CONFIG_ROOT)\n"
         "print(resolve('configs/benchmarks/demo.yaml'))\n"
         "load_pipeline('configs/benchmarks/demo.yaml')\n"
         "print(load_config(get_cfg(), 'configs/pretrain/synth_r18.yaml').MODEL.ARCH)\n"
-        "from transfer.config import available_tasks, task_config_path\n"
+        f"from {ns}transfer.config import available_tasks, task_config_path\n"
         "print(','.join(available_tasks()), task_config_path('synth_voc07'))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}  # the unpacked wheel only, not this checkout
