@@ -112,7 +112,8 @@ def test_lincls_from_supervised_checkpoint_beats_chance_and_resumes(colour_run, 
     assert res["top5"] == 100.0 and res["num_classes"] == 3 and res["num_val"] == 18
     assert res["epochs"] == 6 and res["pretrain_epochs"] == 2 and res["arch"] == "resnet18"
     assert res["checkpoint_format"] == "siambench" and res["checkpoint"] == str(weights.resolve())
-    assert res["lr"] == pytest.approx(0.2 * 12 / 256) and res["best_top1"] >= res["top1"]
+    base_lr = load_config(get_lincls_defaults(), CONFIGS / "lincls/synth_r18.yaml").SOLVER.BASE_LR
+    assert res["lr"] == pytest.approx(base_lr * 12 / 256) and res["best_top1"] >= res["top1"]
     assert {"torch", "torchvision", "git"} <= res["env"].keys()
 
     # --resume auto continues from the saved classifier: only the new epochs are trained.
