@@ -72,7 +72,6 @@ class Trainer:
 
     def __init__(self, cfg, device: torch.device, log_dir: Path) -> None:
         from pretrain.engine import TrainContext
-        from pretrain.losses import SimSiamLoss
         from pretrain.main import _AMP, build_model_and_optimizer
         from pretrain.monitors import CollapseMonitor
         from pretrain.schedule import scaled_lr
@@ -80,14 +79,14 @@ class Trainer:
         from pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
 
         self.device, self.batch = device, cfg.SOLVER.BATCH_SIZE
-        self.criterion = SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY)
-        self.model, _, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
+        self.model, self.method, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = TrainContext(
             device=device, init_lr=scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE), epochs=cfg.SOLVER.EPOCHS,
             amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
             channels_last=cfg.TRAIN.CHANNELS_LAST, print_freq=cfg.TRAIN.PRINT_FREQ,
-            collapse=CollapseMonitor(cfg.MODEL.DIM, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE),
+            collapse=CollapseMonitor(self.method.monitor_dim, cfg.MONITOR.COLLAPSE_THRESHOLD,
+                                     cfg.MONITOR.COLLAPSE_PATIENCE),
             jsonl=JSONLinesWriter(log_dir / "metrics.jsonl", enabled=True),
             tensorboard=TensorboardWriter(log_dir / "tb", enabled=True))
 
@@ -96,7 +95,7 @@ class Trainer:
         from pretrain.engine import train_one_epoch
 
         self.ctx.batch_aug = batch_aug
-        train_one_epoch(self.model, self.criterion, self.optimizer, loader, 0, self.ctx)
+        train_one_epoch(self.model, self.optimizer, loader, 0, self.ctx, self.method)
         return loader.timed * self.batch / loader.seconds
 
 
@@ -115,8 +114,10 @@ def _pipeline(cfg, device: torch.device, root: Path, decode_on_cpu: bool):
 
     views = build_view_pipeline(cfg, device, decode_on_cpu=decode_on_cpu)
     dataset = build_dataset(cfg, "train", TwoCropsTransform(views.view_tf), image_loader=views.image_loader)
+    # prefetch 2 (torch's default, the official code's): PIL batches are float32, 16 workers x 4 batches
+    # of 256 pairs would hold ~20 GB of shared memory
     loader = build_pretrain_loader(IndexedDataset(dataset), cfg.SOLVER.BATCH_SIZE, cfg.DATA.NUM_WORKERS,
-                                   pin_memory=device.type == "cuda", collate_fn=views.collate_fn)
+                                   pin_memory=device.type == "cuda", collate_fn=views.collate_fn, prefetch_factor=2)
     return loader, views.batch_aug
 
 
@@ -126,12 +127,13 @@ def data_throughput(cfg, args: argparse.Namespace, device: torch.device, root: P
 
     loader, batch_aug = _pipeline(cfg, device, root, args.decode_on_cpu)
     set_loader_epoch(loader, 0, 0)
-    timed = TimedLoader(loader, args.warmup, args.steps, device)
+    warmup, steps = data_steps(args)
+    timed = TimedLoader(loader, warmup, steps, device)
     for views, _ in timed:
         views = [v.to(device, non_blocking=True) for v in views]
         if batch_aug is not None:
             views = [batch_aug(v) for v in views]
-    return args.steps * args.batch / timed.seconds
+    return steps * args.batch / timed.seconds
 
 
 def e2e_throughput(trainer: Trainer, cfg, args: argparse.Namespace, root: Path) -> float:
@@ -140,11 +142,19 @@ def e2e_throughput(trainer: Trainer, cfg, args: argparse.Namespace, root: Path) 
 
     loader, batch_aug = _pipeline(cfg, trainer.device, root, args.decode_on_cpu)
     set_loader_epoch(loader, 0, 0)
-    return trainer.run(TimedLoader(loader, args.warmup, args.steps, trainer.device), batch_aug)
+    return trainer.run(TimedLoader(loader, *data_steps(args), trainer.device), batch_aug)
+
+
+def data_steps(args: argparse.Namespace) -> tuple[int, int]:
+    """(warm-up, timed) batches of a loader arm: every worker hands in its first batch at about the
+    same time, so the first ``workers`` batches are skipped and at least two more waves are timed
+    (else a prefetched wave would pass for throughput)."""
+    return max(args.warmup, args.workers), max(args.steps, 2 * args.workers)
 
 
 def images_needed(args: argparse.Namespace) -> int:
-    return (args.warmup + args.steps + 2) * args.batch
+    warmup, steps = data_steps(args)
+    return (warmup + steps + 2) * args.batch
 
 
 def parser(description: str = __doc__.split("\n\n")[0]) -> argparse.ArgumentParser:

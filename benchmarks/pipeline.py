@@ -93,14 +93,14 @@ class PipelineState:
 
     def update(self, step: Step, **fields: Any) -> None:
         rec = self.data["steps"].setdefault(step.key, {})
-        rec.update(entry=step.entry, name=step.name, **fields)
+        rec.update(entry=step.entry, name=step.name, family=step.family, **fields)
         self.data["updated"] = _now()
         atomic_write_json(self.path, self.data)
 
     def estimate(self, family: str) -> float | None:
         """Mean wall time of finished steps of a family (this and earlier runs)."""
         times = [s["wall_s"] for s in self.data["steps"].values()
-                 if s.get("name") == family and s.get("status") == "done" and "wall_s" in s]
+                 if s.get("family", s.get("name")) == family and s.get("status") == "done" and "wall_s" in s]
         return sum(times) / len(times) if times else None
 
 

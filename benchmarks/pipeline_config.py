@@ -110,11 +110,11 @@ def get_pipeline_defaults() -> CfgNode:
     return _C
 
 
-def parse_task(spec: str, default_trials: int) -> tuple[str, int]:
+def parse_task(spec: str, default_trials: int, key: str = "TRANSFER.TASKS") -> tuple[str, int]:
     """``"voc07:5"`` -> ("voc07", 5); ``"coco"`` -> ("coco", default_trials)."""
     name, _, trials = spec.partition(":")
     if not _NAME_RE.match(name) or (trials and not trials.isdigit()) or (trials and int(trials) < 1):
-        raise ConfigError(f"TRANSFER.TASKS: bad task {spec!r}; write NAME or NAME:TRIALS, e.g. 'voc07:5'")
+        raise ConfigError(f"{key}: bad task {spec!r}; write NAME or NAME:TRIALS, e.g. 'voc07:5'")
     return name, int(trials) if trials else default_trials
 
 
@@ -149,7 +149,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
         if e.TRANSFER_TRIALS < 0:
             raise ConfigError(f"{source}: {key}.TRANSFER_TRIALS must be >= 0 (0 = the tasks' own), "
                               f"got {e.TRANSFER_TRIALS}")
-        own = [parse_task(t, 1)[0] for t in e.TRANSFER_TASKS]
+        own = [parse_task(t, 1, f"{key}.TRANSFER_TASKS")[0] for t in e.TRANSFER_TASKS]
         if len(set(own)) != len(own):
             raise ConfigError(f"{source}: {key}.TRANSFER_TASKS lists a task twice: {list(e.TRANSFER_TASKS)}")
     labels = [e.LABEL or n for n, e in cfg.ENTRIES.items()]

@@ -133,14 +133,14 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
             if not (task.startswith("synth_") and synth_made):
                 real_tasks.setdefault(task, names)
     for root, key in roots.items():
-        path = Path(root).expanduser()
-        if synth_made and synth_dir is not None and synth_dir in path.resolve().parents:
+        if synth_made and synth_dir is not None and root and synth_dir in Path(root).expanduser().resolve().parents:
             continue  # the synth step writes it first
-        if not root:
-            out.append(f"{key}: DATA.ROOT is empty; set DATA.ROOT to an ImageFolder with train/ and val/")
-        elif not (path / "train").is_dir() or not (path / "val").is_dir():
-            out.append(f"DATA.ROOT {root} (needed by {key} and the other pretrain/eval steps): no train/ and val/ "
-                       "class folders there; pass DATA.ROOT /path/to/imagenet")
+        from pretrain.data.folder import DataRootError, check_data_root, resolve_data_root  # imports torch
+
+        try:  # "" = ImageNet: $SIAMBENCH_IMAGENET, else $DETECTRON2_DATASETS/imagenet (the commands' rule)
+            check_data_root(resolve_data_root(root), ("train", "val"))
+        except DataRootError as e:
+            out.append(f"{key} (and the other pretrain/eval steps): {e}")
     if real_tasks:
         out += _dataset_problems(real_tasks)
     for s in todo:  # weights no step of the plan makes (a checkpoint entry's)

@@ -79,8 +79,8 @@ def _md(root: Path, tables: Sequence[Table], notes: Sequence[str], plots: Sequen
              "## Tables", "", render(tables, "md", notes), "## Plots", ""]
     lines += [f"![{p.stem}]({p.relative_to(p.parent.parent).as_posix()})\n" for p in plots] or ["(no plots)\n"]
     if state.get("steps"):
-        lines += ["## Pipeline steps (run order)", "", tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"],
-                                                     tablefmt="github"), ""]
+        lines += ["## Pipeline steps (run order)", "",
+                  tabulate(_steps_rows(state), ["step", "status", "wall time", "CPU time"], tablefmt="github"), ""]
     lines += ["## Environment", "", "```json", json.dumps(env, indent=2, sort_keys=True), "```", "",
               "## Configs", ""]
     for rel, text in configs:
@@ -115,7 +115,8 @@ def _html_verdict(claims: Sequence[Claim]) -> str:
     esc = html.escape
     if not claims:
         return "<h2>Verdict</h2><p>(no claim can be tested on these runs)</p>"
-    counts = ", ".join(f"{sum(c.mark == m for c in claims)} {m}" for m in MARKS)
+    n = {m: sum(c.mark == m for c in claims) for m in MARKS}
+    counts = f"{n['holds']} hold, {n['fails']} fail, {n['not tested']} not tested"
     rows = "".join(f'<tr><td>{i}</td><td>{esc(c.claim)}</td><td class="{c.mark.replace(" ", "-")}">{esc(c.mark)}'
                    f"</td><td>{esc(c.evidence)}</td><td>{esc(c.test)}</td></tr>" for i, c in enumerate(claims, 1))
     return (f"<h2>Verdict</h2><p><b>{esc(counts)}</b>: does this run reproduce the paper's claims? "

@@ -60,6 +60,7 @@ class EvalResult:
     synthetic: bool
     num_classes: int | None = None  # lincls records it: chance level = 100 / num_classes
     invalid: bool = False  # top1 present but outside [0, 100] or non-finite (top1 is then NaN)
+    num_val: int | None = None  # validation images behind top1 (its binomial sampling error)
 
 
 @dataclass
@@ -198,10 +199,11 @@ def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[
         synthetic = "synth" in _config_data_root(path).lower()
     else:
         synthetic = synthetic_run
-    classes = obj.get("num_classes")
+    classes, num_val = obj.get("num_classes"), obj.get("num_val")
     out.evals.append(EvalResult(path, entry, labels.get(entry, entry), protocol, top1,
                                 int(epochs) if isinstance(epochs, (int, float)) and math.isfinite(epochs) else None,
-                                synthetic, classes if isinstance(classes, int) and classes > 0 else None, invalid))
+                                synthetic, classes if isinstance(classes, int) and classes > 0 else None, invalid,
+                                num_val if isinstance(num_val, int) and num_val > 0 else None))
 
 
 def collect(runs_dir: str | os.PathLike) -> RunResults:

@@ -43,11 +43,12 @@ class Step:
     nproc: int = 1  # > 1: launched with torchrun
     outputs: list[Path] = field(default_factory=list)  # what "done" looks at (for messages)
     out_dir: Path | None = None  # the directory the step writes (removed by `siambench run --force`)
+    kind: str = ""  # the entry's KIND for pretrain steps: a 0-epoch random init is not timed like SimSiam
 
     @property
     def family(self) -> str:
         """Steps of one family take about as long (used for the ETA)."""
-        return self.name
+        return f"{self.name}:{self.kind}" if self.kind else self.name
 
 
 def complete_trials(task_dir: Path) -> int:
@@ -121,7 +122,7 @@ def build_steps(cfg: CfgNode) -> list[Step]:
                               [command, "--config-file", _config(e.CONFIG), "--resume", "auto", *shared,
                                *_str_opts(e.OPTS), *method, *untrained, "OUTPUT_DIR", str(d / "pretrain")],
                               _exists(ckpt), data_deps, 1 if e.KIND == "random_init" else cfg.NUM_GPUS, [ckpt],
-                              d / "pretrain"))
+                              d / "pretrain", e.KIND))
             ckpt_deps = (f"{name}/pretrain",)
         elif e.KIND == "checkpoint":
             given = resolve_path(e.CHECKPOINT)

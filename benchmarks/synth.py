@@ -1,9 +1,8 @@
 """The built-in synthetic dataset: coloured shapes on textured backgrounds.
 
-``siambench data synth --out ROOT [--seed 0 --num-images 64 --size 96 --cls-images N
---cls-size S]`` writes one deterministic dataset in the three layouts the real pipeline
-reads, so every step (pretraining, kNN/linear eval, VOC and COCO transfer) runs
-unchanged on it::
+``siambench data synth --out ROOT [--seed 0 --num-images 64 --size 96]`` writes one
+deterministic dataset in the three layouts the real pipeline reads, so every step
+(pretraining, kNN/linear eval, VOC and COCO transfer) runs unchanged on it::
 
     ROOT/imagefolder/{train,val}/<class>/*.jpg      class = shape of the one dominant, central object
     ROOT/VOC2007/{JPEGImages,Annotations,ImageSets/Main/{trainval,test}.txt}
@@ -49,8 +48,7 @@ __all__ = ["SYNTH_CLASSES", "SPLITS", "generate", "main"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # of the VOC/COCO layouts (also written into the COCO json)
-CLS_VERSION = 2  # of the ImageFolder images (2: one dominant central shape per image)
+FORMAT_VERSION = 1
 MARKER = "synth.json"
 JPEG_QUALITY = 92  # fixed encoder settings keep files byte-identical across runs
 MIN_VISIBLE = 0.3
@@ -59,6 +57,14 @@ DIFFICULT_MIN_SIDE = 6.0  # pixels
 # ImageFolder images: one dominant shape per image (its class is the label).
 CLS_MAIN_RADIUS = (0.3, 0.42)  # main object's radius, fraction of the image side
 CLS_CENTRE_JITTER = 0.1  # its centre lies within +-10% of the image side of the image centre
+CLS_MAX_ROTATION = 20.0  # degrees: shapes stand upright (+-20), as objects in photos mostly do;
+#                          views share their rotation, so SimSiam could never learn to ignore a full one
+CLS_TINT = 0.05  # colours are grey levels +- this tint per channel: colour is no shortcut for the views
+CLS_TEXTURE = 0.08  # background texture contrast (per channel): crops share little but the shape
+CLS_CONTRAST = 0.4  # object grey level differs from the background's by at least this
+CLS_BG_GREY = ((0.05, 0.35), (0.65, 0.95))  # background grey: dark or light (the object is the other)
+CLS_STRIPES = 0.05  # stripe texture on the object (relative amplitude; detection images: 0.12)
+CLS_NOISE = 0.04  # pixel noise std (detection images: 0.02): differs between crops, shared by none
 CLS_DISTRACTOR_P = 0.5  # probability of one small distractor (any class, <= 1/3 of the main area)
 
 
@@ -179,12 +185,34 @@ def _texture(rng: np.random.Generator, height: int, width: int, c0: np.ndarray, 
     return c0 * (1 - p[..., None]) + c1 * p[..., None]
 
 
+def _cls_colour(rng: np.random.Generator, grey: float) -> np.ndarray:
+    """ImageFolder colours: a grey level with a small random tint (RGB in [0, 1])."""
+    return np.clip(grey + rng.uniform(-1, 1, 3) * CLS_TINT, 0, 1)
+
+
+def _cls_object_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A grey level at least ``CLS_CONTRAST`` brighter or darker than the background's."""
+    bg = float(background.mean())
+    up, down = 1.0 - bg, bg  # room above and below the background's grey level
+    if up >= CLS_CONTRAST and (down < CLS_CONTRAST or rng.random() < 0.5):
+        grey = bg + rng.uniform(CLS_CONTRAST, up)
+    else:
+        grey = bg - rng.uniform(CLS_CONTRAST, max(down, CLS_CONTRAST))
+    return _cls_colour(rng, grey)
+
+
 def _place(rng: np.random.Generator, label: int, radius: float, width: int, height: int,
-           allow_truncation: bool, centre_jitter: float | None = None) -> SynthObject | None:
-    """Draw a rotated, stretched ``label`` shape; ``centre_jitter``: keep its centre within
-    this fraction of the image size of the image centre (ImageFolder main object)."""
+           allow_truncation: bool, centre_jitter: float | None = None,
+           max_angle: float = np.pi) -> SynthObject | None:
+    """Draw a rotated, stretched ``label`` shape.
+
+    Args:
+        centre_jitter: keep the centre within this fraction of the image size of the
+            image centre (ImageFolder main object); ``None``: anywhere.
+        max_angle: rotation drawn from [-max_angle, max_angle] radians.
+    """
     stretch = rng.uniform(0.85, 1.18)  # area-preserving anisotropy
-    angle = rng.uniform(0, 2 * np.pi)
+    angle = rng.uniform(0, 2 * np.pi) if max_angle >= np.pi else rng.uniform(-max_angle, max_angle)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     shape = (_TEMPLATES[SYNTH_CLASSES[label]] * radius * np.array([stretch, 1 / stretch])) @ rot.T
     lo, hi = shape.min(0), shape.max(0)
@@ -211,10 +239,9 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     """One image (HxWx3 uint8) and its objects, bottom to top.
 
     Args:
-        main_label: ImageFolder mode: one large, untruncated object of this class near
-            the image centre (so random crops rarely cut it away and the centre crop of
-            evaluation holds all of it) plus at most one small distractor, so the label
-            is unambiguous. ``None``: detection mode, 1-5 objects of random classes and sizes.
+        main_label: ImageFolder mode: one large, untruncated object of this class plus
+            smaller distractors, so the largest object's class is ``main_label``.
+            ``None``: detection mode, 1-5 objects of random classes and sizes.
     """
     short = min(width, height)
     objects: list[SynthObject] = []
@@ -223,7 +250,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
         # (label, radius, is_main)
         specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.08, 0.3) * short, False)
                  for _ in range(wanted)]
-    else:
+    else:  # one dominant shape near the centre (crops rarely cut it away), at most one small distractor
         main_r = rng.uniform(*CLS_MAIN_RADIUS) * short
         specs = [(main_label, main_r, True)] + [
             (int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.4, 0.6) * _DISTRACTOR_SCALE * main_r, False)
@@ -234,7 +261,8 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
         z = len(objects) if main_label is None or rng.random() < 0.5 else 0
         for _ in range(20):  # rejection sampling: valid shape, nobody hidden too much
             obj = _place(rng, label, radius, width, height, allow_truncation=not is_main,
-                         centre_jitter=CLS_CENTRE_JITTER if is_main else None)
+                         centre_jitter=CLS_CENTRE_JITTER if is_main else None,
+                         max_angle=np.pi if main_label is None else np.deg2rad(CLS_MAX_ROTATION))
             if obj is None:
                 continue
             new = np.insert(masks, z, _rasterise([obj.polygon], height, width)[0], axis=0)
@@ -248,19 +276,24 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     for obj, m, v in zip(objects, masks, _visible_fractions(masks)):
         obj.area, obj.visible = float(m.sum()), float(v)
 
-    bg0, bg1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    if main_label is None:
+        bg0, bg1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    else:
+        bg0 = _cls_colour(rng, rng.uniform(*CLS_BG_GREY[int(rng.integers(len(CLS_BG_GREY)))]))
+        bg1 = np.clip(bg0 + rng.uniform(-1, 1, 3) * CLS_TEXTURE, 0, 1)
     image = _texture(rng, height, width, bg0, bg1)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     for obj, m in zip(objects, masks):
-        colour = rng.uniform(0, 1, 3)
+        colour = rng.uniform(0, 1, 3) if main_label is None else _cls_object_colour(rng, (bg0 + bg1) / 2)
         for _ in range(10):  # keep objects distinguishable from the background
             if np.abs(colour - (bg0 + bg1) / 2).sum() > 0.45:
                 break
-            colour = rng.uniform(0, 1, 3)
+            colour = rng.uniform(0, 1, 3) if main_label is None else _cls_object_colour(rng, (bg0 + bg1) / 2)
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.2, 0.8)
         stripes = np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)))[..., None]
-        image[m] = np.clip(colour * (1 + 0.12 * stripes), 0, 1)[m]
-    image += rng.normal(0, 0.02, image.shape)
+        amplitude = 0.12 if main_label is None else CLS_STRIPES
+        image[m] = np.clip(colour * (1 + amplitude * stripes), 0, 1)[m]
+    image += rng.normal(0, 0.02 if main_label is None else CLS_NOISE, image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), objects
 
 
@@ -361,26 +394,20 @@ def _write_split(root: Path, split: str, count: int, seed: int, size: int, first
     return stats
 
 
-def _validate(num_images: int, size: int, cls_images: int, cls_size: int) -> None:
+def _validate(num_images: int, size: int) -> None:
     if num_images < 2 * len(SYNTH_CLASSES):
-        raise ValueError(f"--num-images must be >= {2 * len(SYNTH_CLASSES)} so the detection splits see "
-                         f"every class, got {num_images}")
-    if cls_images < 2 * len(SYNTH_CLASSES):
-        raise ValueError(f"--cls-images must be >= {2 * len(SYNTH_CLASSES)} so every class appears in "
-                         f"imagefolder/val (half as many images as train), got {cls_images}")
-    for flag, value in (("--size", size), ("--cls-size", cls_size)):
-        if value < 32:
-            raise ValueError(f"{flag} must be >= 32 pixels, got {value}")
+        raise ValueError(f"--num-images must be >= {2 * len(SYNTH_CLASSES)} so every class appears in "
+                         f"imagefolder/val (half as many images as train), got {num_images}")
+    if size < 32:
+        raise ValueError(f"--size must be >= 32 pixels, got {size}")
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
-             cls_images: int = 0, cls_size: int = 0, progress: bool = False) -> dict[str, Any]:
+             progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
-    Detection splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images
-    of longest side ``size``, the others half as many; the ImageFolder splits likewise
-    get ``cls_images`` square images of side ``cls_size`` (0: the same as the detection
-    values), so classification can use many small images and detection fewer large ones. The dataset is built in a temporary sibling directory and
+    Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
+    others half as many. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
     arguments regenerate a previous synthetic dataset but never delete anything else.
@@ -389,11 +416,9 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         ValueError: bad arguments.
         FileExistsError: ``out`` is a non-empty directory that is not a synthetic dataset.
     """
-    cls_images, cls_size = cls_images or num_images, cls_size or size
-    _validate(num_images, size, cls_images, cls_size)
+    _validate(num_images, size)
     out = Path(out)
-    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size,
-              "cls_images": cls_images, "cls_size": cls_size, "cls_version": CLS_VERSION}
+    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size}
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -414,11 +439,9 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         summary: dict[str, Any] = {**params, "classes": list(SYNTH_CLASSES), "splits": {}}
         next_id: dict[str, int] = {}
         for split, (layout, rel, fraction) in SPLITS.items():
-            cls = layout == "imagefolder"
-            count = max(1, int((cls_images if cls else num_images) * fraction))
+            count = max(1, int(num_images * fraction))
             first = next_id.get(rel, 1)  # image ids are unique within each VOC/COCO root
-            summary["splits"][split] = _write_split(tmp, split, count, seed, cls_size if cls else size, first,
-                                                    progress)
+            summary["splits"][split] = _write_split(tmp, split, count, seed, size, first, progress)
             next_id[rel] = first + count
         (tmp / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():
@@ -439,13 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--num-images", type=int, default=64,
                        help="images per train/trainval split; val/test splits get half (default 64)")
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
-    synth.add_argument("--cls-images", type=int, default=0,
-                       help="images in imagefolder/train; imagefolder/val gets half (default: --num-images)")
-    synth.add_argument("--cls-size", type=int, default=0, help="side of the imagefolder images (default: --size)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,
-                           cls_images=args.cls_images, cls_size=args.cls_size, progress=sys.stderr.isatty())
+                           progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as e:
         print(f"siambench data synth: error: {e}", file=sys.stderr)
         return 2

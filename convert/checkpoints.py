@@ -8,10 +8,10 @@ MoCo key encoder/queue or a classifier -- plus where they came from.
 =============  =========================  ==========================================
 format         encoder prefix             dropped
 =============  =========================  ==========================================
-siambench      ``module.encoder.``        projector ``fc.*``, ``module.predictor.*`` (also our MoCo v2
-                                          ``module.encoder_q.``, BYOL target, SwAV prototypes)
+siambench      ``module.encoder.``        projector ``fc.*``, ``module.predictor.*``; our SimCLR,
+                                          BYOL (``target_encoder.*``), SwAV (``prototypes``)
 simsiam        ``module.encoder.``        (official SimSiam, same layout)
-moco           ``module.encoder_q.``      MLP/fc head, ``module.encoder_k.*``, queue
+moco           ``module.encoder_q.``      MLP/fc head, ``module.encoder_k.*``, queue (also ours)
 swav           ``module.``                ``projection_head.*``, ``prototypes.*`` (official SwAV)
 torchvision    (none)                     ImageNet classifier ``fc.*``
 plain          (none or ``module.``)      ``fc.*`` if present

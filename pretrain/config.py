@@ -136,7 +136,8 @@ _C.TRAIN.MAX_STEPS_PER_EPOCH = 0  # >0 caps the steps of each epoch (smoke tests
 
 _C.MONITOR = CN()
 _C.MONITOR.COLLAPSE_THRESHOLD = 0.1  # collapse when std(z/|z|) < THRESHOLD / sqrt(d) (healthy ~ 1/sqrt(d))
-_C.MONITOR.COLLAPSE_PATIENCE = 20  # ... for this many consecutive steps (warning, and abort if enabled)
+_C.MONITOR.COLLAPSE_PATIENCE = 20  # ... for this many consecutive steps (warning, and abort if enabled);
+#                                    checked on each TRAIN.PRINT_FREQ period's mean std, so it acts at period ends
 _C.MONITOR.COLLAPSE_ABORT = False  # stop the run (exit code 3) once collapsed, so it does not burn days
 _C.MONITOR.KNN_PERIOD = 0  # kNN accuracy on frozen features every N epochs (and at the end); 0 = off
 _C.MONITOR.KNN_K = 200  # neighbours of the weighted kNN (InstDisc protocol)

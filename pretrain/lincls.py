@@ -39,7 +39,7 @@ from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
-from .run_dir import RUN_MARKERS, prepare_run_dir
+from .run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
@@ -79,19 +79,20 @@ class Run:
 
 
 def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str,
-              resume: str | None = None, guard_run: bool = False) -> Run:
+              resume: str | None = None, guard: Sequence[str] = ()) -> Run:
     """Load the config, check DATA.ROOT, join the process group, lock OUTPUT_DIR, seed, create
     OUTPUT_DIR and save config.yaml. Bad input stops before anything is created.
 
     Args:
-        guard_run: refuse to replace another run in OUTPUT_DIR (``pretrain.run_dir``; for commands
-            with resumable checkpoints); otherwise OUTPUT_DIR is only locked.
+        resume: the command's ``--resume`` argument (None: a new run).
+        guard: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
+            unless resumed with the same config (``pretrain.run_dir``). Empty: only lock OUTPUT_DIR.
     """
     cfg = load_config(defaults, config_file, opts)
     cfg = resolve_cfg_data_root(cfg, ("train", "val"))
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
     out = Path(cfg.OUTPUT_DIR)
-    prepare_run_dir(cfg, info, resume, markers=RUN_MARKERS if guard_run else ())
+    prepare_run_dir(cfg, info, resume, markers=guard)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
@@ -349,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"continue from OUTPUT_DIR/{CHECKPOINT} ('auto', if present) or PATH")
     add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
-    run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls")
+    run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls", resume=args.resume,
+                    guard=(CHECKPOINT, "lincls_results.json"))
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("lincls: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")

@@ -79,6 +79,9 @@ def _check_cfg(cfg, info: DistInfo) -> None:
     if cfg.DATA.AUG_BACKEND == "batched" and cfg.DATA.AUGMENTATION != "moco_v2":
         raise ConfigError(f"DATA.AUG_BACKEND batched implements the moco_v2 views only; set DATA.AUG_BACKEND pil "
                           f"for DATA.AUGMENTATION {cfg.DATA.AUGMENTATION}")
+    if cfg.DATA.AUG_BACKEND == "batched" and method == "swav" and cfg.MODEL.SWAV.NUM_SMALL_CROPS:
+        raise ConfigError("MODEL.SWAV.NUM_SMALL_CROPS > 0 (multi-crop) needs DATA.AUG_BACKEND pil: the batched "
+                          "backend makes crops of one size")
     if cfg.SOLVER.WARMUP_EPOCHS and cfg.SOLVER.SCHEDULE_UNIT != "step":
         raise ConfigError("SOLVER.WARMUP_EPOCHS > 0 needs SOLVER.SCHEDULE_UNIT step (the warmup is per step)")
     if method != "simsiam" and cfg.HYPOTHESIS.MODE != "none":

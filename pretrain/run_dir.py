@@ -148,7 +148,7 @@ def _check(cfg, resume: str | None, markers: Sequence[str], resumable: Sequence[
     saved = out / "config.yaml"
     if not files:  # at most a config.yaml and a log of a run that never wrote a result: nothing to lose
         return
-    state = "finished" if "model_final.pth" in files else "started"
+    state = "finished" if any(f == "model_final.pth" or f.endswith("results.json") for f in files) else "started"
     diffs = config_diffs(saved.read_text(encoding="utf-8"), cfg, resumable) if saved.is_file() else []
     changed = f"; changed keys: {'; '.join(diffs[:20])}" if diffs else ""
     may_change = ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in resumable if k != "OUTPUT_DIR")

@@ -32,6 +32,7 @@ from torch.utils.data import DistributedSampler
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
+from .run_dir import RUN_MARKERS
 from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
 from .utils.config import CfgNode, add_config_args
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
     run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
-                    resume=args.resume, guard_run=True)
+                    resume=args.resume, guard=RUN_MARKERS)
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
     _amp_dtype(cfg, device)  # validates TRAIN.AMP

@@ -10,13 +10,16 @@ and resizes every crop (bilinear with antialiasing, as PIL's resize) and hands t
 uint8 crops to ``BatchAugment``. Both views of an image share one decode.
 
 Files that nvJPEG cannot take (not baseline JPEG RGB/L, e.g. PNG or CMYK JPEGs) are
-decoded by PIL in the worker instead and travel as uint8 pixels. The same code runs on
+decoded by PIL in the worker instead and travel as uint8 pixels; a JPEG the device decoder
+refuses at run time is decoded by PIL in the training process (with a warning), and one
+that PIL cannot read either stops the run with its path (``CorruptDataError``). The same code runs on
 CPU tensors (``decode_jpeg`` decodes on the CPU too), which is how it is tested;
 ``pretrain.data.views`` falls back to PIL decoding in the workers where CUDA is absent.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,14 +29,16 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .folder import CorruptDataError
+from .folder import CorruptDataError, pil_loader
 from .gpu_aug import BatchAugment
 from .transforms import CROP_SCALE
 
 __all__ = ["EncodedImage", "CropSpec", "EncodedBatch", "read_encoded", "EncodedCropTransform",
            "collate_encoded", "DecodeAugment"]
 
-_DEVICE_MODES = ("RGB", "L")  # JPEG colour modes nvJPEG decodes to RGB
+logger = logging.getLogger(__name__)
+_DEVICE_MODES = ("RGB", "L")
+_PIL_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises on a broken file  # JPEG colour modes nvJPEG decodes to RGB
 
 
 @dataclasses.dataclass
@@ -100,19 +105,27 @@ class _SharedImages:
         if todo:
             try:
                 decoded = decode_jpeg([self.images[k].data for k in todo], mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:  # find the culprit, so the error names a file
-                for k in todo:
-                    try:
-                        decode_jpeg(self.images[k].data, mode=ImageReadMode.RGB, device=device)
-                    except RuntimeError as e:
-                        raise CorruptDataError(f"DATA.DECODE gpu_jpeg: cannot decode {self.images[k].path} ({e}); "
-                                               "remove or re-encode it, or use DATA.DECODE pil (which skips "
-                                               "unreadable images)") from e
-                raise
+            except RuntimeError:  # one file spoils the batch: decode one by one, PIL for what the device refuses
+                decoded = [self._decode_one(self.images[k], device) for k in todo]
             for k, img in zip(todo, decoded):
                 out[k] = img
         self.decoded, self.device = out, device
         return out
+
+
+    @staticmethod
+    def _decode_one(image: EncodedImage, device: torch.device) -> torch.Tensor:
+        try:
+            return decode_jpeg(image.data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as device_error:  # e.g. a JPEG variant nvJPEG does not support
+            try:
+                pixels = np.asarray(pil_loader(image.path), dtype=np.uint8)  # HxWx3
+            except _PIL_ERRORS as e:
+                raise CorruptDataError(f"DATA.DECODE gpu_jpeg: cannot decode {image.path} ({device_error}; PIL: {e}); "
+                                       "remove or re-encode it, or use DATA.DECODE pil (which skips unreadable "
+                                       "images)") from e
+            logger.warning("DATA.DECODE gpu_jpeg: %s decoded by PIL (device decoder: %s)", image.path, device_error)
+            return torch.from_numpy(pixels.copy()).permute(2, 0, 1).to(device)
 
 
 class EncodedBatch:

@@ -67,7 +67,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 def build_pretrain_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1,
                           seed: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
-                          collate_fn: Callable | None = None) -> DataLoader:
+                          collate_fn: Callable | None = None, prefetch_factor: int = 4) -> DataLoader:
     """Shuffled, drop-last loader of this rank's shard; call ``set_loader_epoch`` before each epoch.
 
     Args:
@@ -80,7 +80,7 @@ def build_pretrain_loader(dataset: Dataset, batch_size: int, num_workers: int, r
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
                       pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
-                      generator=torch.Generator(), prefetch_factor=4 if num_workers > 0 else None,
+                      generator=torch.Generator(), prefetch_factor=prefetch_factor if num_workers > 0 else None,
                       collate_fn=collate_fn)
 
 

@@ -75,6 +75,9 @@ def check_view_cfg(cfg) -> None:
         if d.AUG_BACKEND != "batched":
             raise ConfigError("DATA.DECODE gpu_jpeg needs DATA.AUG_BACKEND batched (the crops are cut on the "
                               "device); set DATA.AUG_BACKEND batched or DATA.DECODE pil")
+        if d.get("CACHE_IN_MEMORY", False):
+            raise ConfigError("DATA.CACHE_IN_MEMORY keeps decoded pixels, so DATA.DECODE gpu_jpeg would have "
+                              "nothing to decode: set one of them (CACHE_IN_MEMORY False or DECODE pil)")
         if d.DATASET != "imagefolder":
             raise ConfigError(f"DATA.DECODE gpu_jpeg decodes JPEG files; DATA.DATASET {d.DATASET!r} has none: "
                               "use DATA.DECODE pil")

@@ -2,18 +2,17 @@
 
 Follows the official ``facebookresearch/moco`` ``moco/builder.py`` (``--mlp --moco-t 0.2``)::
 
+    f_k <- m f_k + (1 - m) f_q                 # momentum update, no gradient (start of the step)
     q = normalize(f_q(x_q))                    # queries, NxC
     k = normalize(f_k(shuffle(x_k))).detach()  # keys, NxC; shuffle BN across ranks
     logits = [q.k, q.queue] / T                # Nx(1+K): positive first
     L = CrossEntropy(logits, 0)
-    f_k <- m f_k + (1 - m) f_q                 # momentum update, no gradient
     enqueue(k); dequeue the oldest             # FIFO of K keys from the whole global batch
 
 Keys: ``encoder_q.*``, ``encoder_k.*``, ``queue`` (CxK), ``queue_ptr`` as the official
-checkpoints. Differences, all named in the configs: the momentum update runs after the
-optimizer step (the official code runs it at the start of the next forward: the same
-weights for every key, since f_k = f_q at initialisation); the queue pointer advances on
-the device (no ``int(ptr)`` host sync). With ``symmetric`` (the SimSiam paper's
+checkpoints. The momentum update runs at the start of each step, as the official forward
+(``before_forward``, outside the DDP forward: the same arithmetic). Difference: the queue
+pointer advances on the device (no ``int(ptr)`` host sync; same values). With ``symmetric`` (the SimSiam paper's
 "repro.+"), each view is the query once: L = (L(q1, k2) + L(q2, k1)) / 2, and both views'
 keys are enqueued (2N per step; the paper does not say which, see the configs).
 
@@ -119,7 +118,7 @@ class MoCoV2(Method):
         self.queue[:, idx] = keys.T.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + n) % self.K)
 
-    def after_step(self, step: int, total_steps: int) -> None:
+    def before_forward(self, step: int) -> None:
         momentum_update(self.encoder_k, self.encoder_q, self.m)  # theta_k <- m theta_k + (1 - m) theta_q
 
     def param_groups(self, exclude_bias_bn: bool = False) -> list[dict]:

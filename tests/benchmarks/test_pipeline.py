@@ -327,7 +327,8 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
     path.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nTRANSFER: {{TASKS: ['voc07:5', coco], TRIALS: 2}}\nENTRIES:\n"
                     "  rnd: {KIND: random_init, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TRIALS: 1,"
                     " OPTS: [SEED, 3]}\n"
-                    "  nsg: {KIND: simsiam, CONFIG: configs/pretrain/ablations/synth_no_stop_grad.yaml, TRANSFER: False}\n"
+                    "  nsg: {KIND: simsiam, CONFIG: configs/pretrain/ablations/synth_no_stop_grad.yaml,"
+                    " TRANSFER: False}\n"
                     "  sim: {KIND: simsiam, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TASKS: ['voc0712:3']}\n")
     cfg = load_pipeline(path)
     steps = {s.key: s for s in build_steps(cfg)}
@@ -335,6 +336,8 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
     # the untrained encoder: the SimSiam config through `siambench pretrain` with 0 epochs, after the entry's OPTS
     assert pre[0] == "pretrain" and pre.index("SEED") < pre.index("SOLVER.EPOCHS")
     assert _opt(pre, "SOLVER.EPOCHS") == "0" and _opt(pre, "MONITOR.KNN_PERIOD") == "0"
+    # a few seconds of 0-epoch "pretraining" must not make the ETA of SimSiam's pretraining
+    assert steps["rnd/pretrain"].family == "pretrain:random_init" != steps["sim/pretrain"].family
     assert [_opt(steps[f"rnd/transfer/{t}"].argv, "--trials") for t in ("voc07", "coco")] == ["1", "1"]
     assert [k for k in steps if k.startswith("nsg/")] == ["nsg/pretrain", "nsg/knn", "nsg/lincls"]  # no convert
     assert [k for k in steps if k.startswith("sim/transfer")] == ["sim/transfer/voc0712"]
@@ -368,3 +371,13 @@ def test_deleted_synthetic_data_is_regenerated_without_refusing(pipeline_file: P
     run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
     shutil.rmtree(Path(cfg.OUTPUT_DIR) / "synth")  # to save disk; the same arguments regenerate the same data
     assert [s.key for s in _calls(cfg)] == ["synth"]
+
+
+def test_bad_entry_transfer_keys_name_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    for text, match in (("TRANSFER_TASKS: ['voc07:0']", r"ENTRIES.a.TRANSFER_TASKS: bad task 'voc07:0'"),
+                        ("TRANSFER_TASKS: [voc07, voc07]", "ENTRIES.a.TRANSFER_TASKS lists a task twice"),
+                        ("TRANSFER_TRIALS: -1", "ENTRIES.a.TRANSFER_TRIALS must be >= 0")):
+        path.write_text(f"ENTRIES: {{a: {{KIND: scratch, {text}}}}}\n")
+        with pytest.raises(ConfigError, match=match):
+            load_pipeline(path)

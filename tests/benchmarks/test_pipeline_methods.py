@@ -6,6 +6,7 @@ from benchmarks.pipeline_config import METHOD_KINDS, REPO_ROOT, check_files, loa
 from benchmarks.steps import build_steps
 
 PIPELINE = REPO_ROOT / "configs" / "benchmarks" / "table4_table5.yaml"
+SYNTH_PIPELINE = REPO_ROOT / "configs" / "benchmarks" / "synth_table4_table5.yaml"
 
 
 def test_pretrain_kinds_are_the_methods():
@@ -30,3 +31,12 @@ def test_table4_table5_plans_the_whole_comparison(tmp_path, capsys):
     assert main([str(PIPELINE), "--dry-run", "OUTPUT_DIR", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert all(f"{k}/pretrain:" in out for k in METHOD_KINDS) and not (tmp_path / "r").exists()
+
+
+def test_synthetic_comparison_plans_every_method(tmp_path):
+    cfg = load_pipeline(SYNTH_PIPELINE, ["OUTPUT_DIR", str(tmp_path)])
+    assert check_files(cfg) == [] and cfg.SYNTH.ENABLED
+    steps = {s.key: s for s in build_steps(cfg)}
+    for kind in METHOD_KINDS:
+        argv = steps[f"{kind}/pretrain"].argv
+        assert "synth" in argv[argv.index("--config-file") + 1] and f"{kind}/transfer/synth_coco" in steps

@@ -27,7 +27,7 @@ def test_paper_pipeline_on_a_cpu_machine_stops_before_launching(tmp_path: Path, 
     lines = err.strip().splitlines()
     assert lines[0].startswith("siambench run: error: this machine cannot run the plan")
     assert "NUM_GPUS 8: this machine has 0 CUDA GPU(s)" in err
-    assert "DATA.ROOT datasets/imagenet" in err and "no train/ and val/" in err
+    assert "DATA.ROOT datasets/imagenet does not exist" in err
     assert "transfer voc07: dataset 'voc_2007_trainval'" in err and "transfer coco: dataset 'coco_2017_train'" in err
     assert "Traceback" not in err and not out.exists()  # nothing launched, nothing created
 
@@ -54,8 +54,9 @@ def test_demo_needs_nothing_it_does_not_make(tmp_path: Path) -> None:
 
 
 def test_missing_checkpoint_and_weights_are_named(tmp_path: Path, no_gpus) -> None:
-    (tmp_path / "data" / "train").mkdir(parents=True)
-    (tmp_path / "data" / "val").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "cls").mkdir(parents=True)
+        (tmp_path / "data" / split / "cls" / "a.jpg").write_bytes(b"x")
     pipe = tmp_path / "p.yaml"
     pipe.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nDATA: {{ROOT: {tmp_path / 'data'}}}\nTRANSFER: {{TASKS: []}}\n"
                     f"ENTRIES: {{a: {{KIND: checkpoint, CHECKPOINT: {tmp_path / 'gone.pth'}}}}}\n")

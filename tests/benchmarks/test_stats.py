@@ -58,4 +58,5 @@ def test_no_test_with_one_trial_and_degenerate_spread() -> None:
     same = welch([5.0, 5.0], [1.0, 1.0], threshold=2.0)
     assert same.p_greater == 0.0 and same.ci == (4.0, 4.0)
     r = one_sample([75.0, 76.0, 77.0], 75.5)
-    assert r.diff == pytest.approx(0.5) and r.df == 2 and r.p_two_sided == pytest.approx(2 * t_sf(0.5 / (1 / 3 ** 0.5), 2))
+    assert r.diff == pytest.approx(0.5) and r.df == 2
+    assert r.p_two_sided == pytest.approx(2 * t_sf(0.5 / (1 / 3 ** 0.5), 2))  # se = std / sqrt(n) = 1 / sqrt(3)

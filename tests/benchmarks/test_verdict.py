@@ -27,7 +27,7 @@ def _lincls(root: Path, entry: str, top1: float, knn: float) -> None:
     for protocol, value in (("lincls", top1), ("knn", knn)):
         path = root / entry / protocol / f"{protocol}_results.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"top1": value, "pretrain_epochs": 5, "num_classes": 6}))
+        path.write_text(json.dumps({"top1": value, "pretrain_epochs": 5, "num_classes": 6, "num_val": 600}))
 
 
 @pytest.fixture
@@ -48,6 +48,10 @@ def demo_runs(tmp_path: Path, results_files) -> Path:
     _lincls(root, "nsg", 19.0, 18.0)  # chance is 16.7 (6 classes)
     _lincls(root, "rnd", 50.0, 25.0)  # random init close behind on linear: that claim fails
     _lincls(root, "sup", 97.0, 90.0)
+    state = json.loads((root / "pipeline_state.json").read_text())
+    state["steps"] = {"sim/pretrain": {"status": "done", "wall_s": 600.0}, "sup/pretrain": {"status": "done", "wall_s":
+                      360.0}, "scr/transfer/synth_voc07": {"status": "failed", "wall_s": 50.0}}
+    (root / "pipeline_state.json").write_text(json.dumps(state))
     return root
 
 
@@ -66,6 +70,9 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     linear = _claim(claims, "SimSiam beats a random-init encoder: linear")
     assert linear.mark == "fails" and linear.values["diff"] == 10.0 and "needs >= +15.0" in linear.evidence
     assert linear.test.startswith("n=1 vs n=1: no test")
+    # one evaluation each: only the val-set sampling error can be given, sqrt(.6*.4/600 + .5*.5/600) = 2.86 %
+    half = 1.96 * ((0.6 * 0.4 + 0.5 * 0.5) / 600) ** 0.5 * 100
+    assert f"Δ 95% CI [{10 - half:+.1f}, {10 + half:+.1f}]" in linear.test and "600 / 600 images" in linear.test
     assert _claim(claims, "SimSiam beats a random-init encoder: kNN").mark == "holds"  # +25 >= +10
 
     ap50 = _claim(claims, "SimSiam beats training from scratch: synth_voc07 AP50")
@@ -79,6 +86,10 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     assert par.mark == "fails" and par.values["diff"] == pytest.approx(41.1667 - 56.0, abs=1e-3)
     assert _claim(claims, "supervised linear top-1 >= 90").mark == "holds"
     assert not any(c.claim.startswith("reproduces") for c in claims)  # synthetic: no paper comparison
+    minutes = _claim(claims, "the demo's steps take <= 15 min")
+    assert minutes.mark == "fails" and minutes.values["minutes"] == pytest.approx(16.0)  # 600 s + 360 s
+    disk = _claim(claims, "the demo keeps <= 1 GB on disk")
+    assert disk.mark == "holds" and 0 < disk.values["gb"] < 0.001
 
 
 def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, results_files) -> None:
@@ -90,8 +101,10 @@ def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, 
     assert _claim(claims, "stop-gradient prevents collapse").mark == "not tested"
     linear = _claim(claims, "SimSiam beats a random-init encoder: linear")
     assert linear.mark == "not tested" and "no linear top-1 result for random init" in linear.evidence
+    transfer = [c for c in claims if c.claim.endswith(": transfer")]
+    assert [c.mark for c in transfer] == ["not tested"] * 3 and "no scratch entry" in transfer[0].evidence
     md = render(build_tables(res), "md", res.notes, claims)
-    assert "**0 hold, 0 fail, 3 not tested.**" in md and "| 1 | stop-gradient prevents collapse" in md
+    assert "**0 hold, 0 fail, 6 not tested.**" in md and "| 1 | stop-gradient prevents collapse" in md
     assert verdict_from_json(render(build_tables(res), "json", res.notes, claims)) == claims
 
 

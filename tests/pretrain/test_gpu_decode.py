@@ -112,6 +112,7 @@ def test_gpu_jpeg_falls_back_to_pil_without_cuda(folder, caplog):
     (["DATA.DECODE", "nvjpeg"], "DATA.DECODE must be one of"),
     (["DATA.AUG_BACKEND", "pil"], "needs DATA.AUG_BACKEND batched"),
     (["DATA.DATASET", "synthetic"], "has none"),
+    (["DATA.CACHE_IN_MEMORY", "True"], "nothing to decode"),
 ])
 def test_bad_decode_configs_are_refused(folder, opts, match):
     with pytest.raises(ConfigError, match=match):
@@ -126,3 +127,20 @@ def test_corrupt_jpeg_is_named(tmp_path, folder):
     views, _ = gpu_decode.collate_encoded([(spec, 0)])
     with pytest.raises(CorruptDataError, match="bad.jpg"):
         DecodeAugment(32, BatchAugment())(views)
+
+
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_by_pil(folder, monkeypatch, caplog):
+    paths = [str(folder / "train" / "a" / f"{i}.jpg") for i in (0, 2)]
+    specs = [EncodedCropTransform(32)(read_encoded(p)) for p in paths]
+    views, _ = gpu_decode.collate_encoded([(s, i) for i, s in enumerate(specs)])
+    real, refused = gpu_decode.decode_jpeg, specs[1].image.data
+
+    def picky(data, **k):  # stands in for an nvJPEG that cannot take the second file
+        if any(d is refused for d in (data if isinstance(data, list) else [data])):
+            raise RuntimeError("unsupported JPEG")
+        return real(data, **k)
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", picky)
+    with caplog.at_level(logging.WARNING):
+        crops = DecodeAugment(32, BatchAugment()).crops(views)
+    assert crops.shape == (2, 3, 32, 32) and "decoded by PIL" in caplog.text and "2.jpg" in caplog.text

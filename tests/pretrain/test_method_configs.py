@@ -25,6 +25,7 @@ def test_paper_configs(method, epochs):
     assert cfg.DATA.IMAGE_SIZE == 224 and (method != "swav" or cfg.MODEL.SWAV.NUM_SMALL_CROPS == 0)  # 2 x 224
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_synthetic_config_trains_from_disk(tmp_path, synth_root, method):
     rc = main(["--config-file", str(CONFIGS / f"synth_{method}_r18.yaml"), "OUTPUT_DIR", str(tmp_path),
@@ -45,5 +46,8 @@ def test_method_config_errors_name_the_key(tiny_cfg):
         _check_cfg(tiny_cfg("MODEL.METHOD", "moco_v2", "MODEL.MOCO.QUEUE", "100"), DistInfo())
     with pytest.raises(ConfigError, match="AUG_BACKEND"):
         _check_cfg(tiny_cfg("DATA.AUGMENTATION", "byol", "DATA.AUG_BACKEND", "batched"), DistInfo())
+    with pytest.raises(ConfigError, match="NUM_SMALL_CROPS"):
+        _check_cfg(tiny_cfg("MODEL.METHOD", "swav", "MODEL.SWAV.NUM_SMALL_CROPS", "2", "DATA.AUG_BACKEND", "batched"),
+                   DistInfo())
     with pytest.raises(ConfigError, match="SCHEDULE_UNIT"):
         _check_cfg(tiny_cfg("SOLVER.WARMUP_EPOCHS", "1"), DistInfo())

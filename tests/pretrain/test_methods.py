@@ -95,9 +95,41 @@ def test_moco_momentum_update_matches_the_official_formula():
         for p in moco.encoder_q.parameters():
             p.add_(torch.randn_like(p))
     expected = [pk * 0.99 + pq * (1.0 - 0.99) for pk, pq in zip(moco.encoder_k.parameters(), moco.encoder_q.parameters())]
-    moco.after_step(0, 10)
+    moco.before_forward(0)
     assert all(torch.equal(a, b) for a, b in zip(moco.encoder_k.parameters(), expected))
     assert not any(p.requires_grad for p in moco.encoder_k.parameters())
+
+
+def test_moco_steps_equal_the_official_forward_order():
+    """Two SGD steps through the engine's hooks == builder.py's forward (update, q, k, logits, enqueue)."""
+    ours, ref = _tiny_moco(K=8), _tiny_moco(K=8)
+    views = [[_randn(4, 3, 32, 32), _randn(4, 3, 32, 32)] for _ in range(2)]
+    opt_ours = torch.optim.SGD(ours.encoder_q.parameters(), lr=0.1, momentum=0.9)
+    opt_ref = torch.optim.SGD(ref.encoder_q.parameters(), lr=0.1, momentum=0.9)
+    for step, (x1, x2) in enumerate(views):
+        ours.before_forward(step)  # engine order: hook, forward, loss, backward, step
+        loss, _ = ours.loss(ours([x1, x2]), None)
+        opt_ours.zero_grad()
+        loss.backward()
+        opt_ours.step()
+        with torch.no_grad():  # official forward
+            for pk, pq in zip(ref.encoder_k.parameters(), ref.encoder_q.parameters()):
+                pk.data = pk.data * ref.m + pq.data * (1.0 - ref.m)
+        q = F.normalize(ref.encoder_q(x1), dim=1)
+        with torch.no_grad():
+            k = F.normalize(ref.encoder_k(x2), dim=1)
+        logits = torch.cat([torch.einsum("nc,nc->n", q, k).unsqueeze(-1),
+                            torch.einsum("nc,ck->nk", q, ref.queue.clone().detach())], dim=1) / ref.T
+        ref_loss = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+        ptr = int(ref.queue_ptr)
+        ref.queue[:, ptr:ptr + 4] = k.T
+        ref.queue_ptr[0] = (ptr + 4) % ref.K
+        opt_ref.zero_grad()
+        ref_loss.backward()
+        opt_ref.step()
+        assert torch.equal(loss, ref_loss)
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_moco_state_dict_has_the_official_keys():

@@ -5,7 +5,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +196,12 @@ def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, ca
     rc = cli_main(["pretrain", "OUTPUT_DIR", str(tmp_path / "ro"), *tiny_opts])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Read-only file system" in err and "writable" in err
+
+
+def test_python_m_pretrain_reports_bad_input_in_one_line(tmp_path):
+    """`torchrun -m pretrain` runs pretrain/__main__.py, not the siambench CLI."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pretrain", "MODEL.DEVICE", "cpu", "DATA.ROOT", str(tmp_path / "no"),
+                           "OUTPUT_DIR", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "DATA.ROOT" in proc.stderr
+    assert not (tmp_path / "out").exists()

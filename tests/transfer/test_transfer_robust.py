@@ -37,9 +37,11 @@ def synth_copy(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def _one_line_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    """The one error line of `siambench transfer` (other stderr lines may be log warnings)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("siambench transfer: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def test_scratch_with_model_weights_is_a_contradiction(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
