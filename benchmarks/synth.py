@@ -54,6 +54,11 @@ JPEG_QUALITY = 92  # fixed encoder settings keep files byte-identical across run
 MIN_VISIBLE = 0.3
 DIFFICULT_VISIBLE = 0.5
 DIFFICULT_MIN_SIDE = 6.0  # pixels
+# Detection layouts (VOC, COCO): objects per image and radius as a fraction of the short
+# side. Few, large objects so that an R-CNN C4 detector (stride 16) learns them in a few
+# hundred CPU iterations on ~64 px images (see configs/transfer/Base-Synth-C4.yaml).
+DET_OBJECTS = (1, 3)  # inclusive range
+DET_RADIUS = (0.15, 0.35)
 
 
 def _regular(n: int, radii: tuple[float, ...] = (1.0,), phase: float = np.pi / 2) -> np.ndarray:
@@ -200,14 +205,15 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     Args:
         main_label: ImageFolder mode: one large, untruncated object of this class plus
             smaller distractors, so the largest object's class is ``main_label``.
-            ``None``: detection mode, 1-5 objects of random classes and sizes.
+            ``None``: detection mode, :data:`DET_OBJECTS` objects of random classes and
+            sizes (radius :data:`DET_RADIUS` of the short side).
     """
     short = min(width, height)
     objects: list[SynthObject] = []
     if main_label is None:
-        wanted = int(rng.integers(1, 6))
+        wanted = int(rng.integers(DET_OBJECTS[0], DET_OBJECTS[1] + 1))
         # (label, radius, is_main)
-        specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.08, 0.3) * short, False)
+        specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(*DET_RADIUS) * short, False)
                  for _ in range(wanted)]
     else:
         main_r = rng.uniform(0.25, 0.4) * short
@@ -355,11 +361,13 @@ def _validate(num_images: int, size: int) -> None:
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
+             det_num_images: int | None = None, det_size: int | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
     Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
-    others half as many. The dataset is built in a temporary sibling directory and
+    others half as many; ``det_num_images`` and ``det_size`` (default: ``num_images``
+    and ``size``) set them for the detection layouts (VOC, COCO) alone. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
     arguments regenerate a previous synthetic dataset but never delete anything else.
@@ -369,8 +377,15 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         FileExistsError: ``out`` is a non-empty directory that is not a synthetic dataset.
     """
     _validate(num_images, size)
+    det_num_images = num_images if det_num_images is None else det_num_images
+    det_size = size if det_size is None else det_size
+    if det_num_images < 1:
+        raise ValueError(f"--det-num-images must be >= 1, got {det_num_images}")
+    if det_size < 32:
+        raise ValueError(f"--det-size must be >= 32 pixels, got {det_size}")
     out = Path(out)
-    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size}
+    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size,
+              "det_num_images": det_num_images, "det_size": det_size}
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -391,9 +406,11 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         summary: dict[str, Any] = {**params, "classes": list(SYNTH_CLASSES), "splits": {}}
         next_id: dict[str, int] = {}
         for split, (layout, rel, fraction) in SPLITS.items():
-            count = max(1, int(num_images * fraction))
+            det = layout != "imagefolder"
+            count = max(1, int((det_num_images if det else num_images) * fraction))
             first = next_id.get(rel, 1)  # image ids are unique within each VOC/COCO root
-            summary["splits"][split] = _write_split(tmp, split, count, seed, size, first, progress)
+            summary["splits"][split] = _write_split(tmp, split, count, seed, det_size if det else size,
+                                                    first, progress)
             next_id[rel] = first + count
         (tmp / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():
@@ -414,9 +431,14 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--num-images", type=int, default=64,
                        help="images per train/trainval split; val/test splits get half (default 64)")
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
+    synth.add_argument("--det-num-images", type=int, default=None,
+                       help="images per VOC/COCO train split, tests get half (default: --num-images)")
+    synth.add_argument("--det-size", type=int, default=None,
+                       help="longest VOC/COCO image side in pixels (default: --size)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,
+                           det_num_images=args.det_num_images, det_size=args.det_size,
                            progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as e:
         print(f"siambench data synth: error: {e}", file=sys.stderr)
