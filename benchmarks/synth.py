@@ -4,7 +4,7 @@
 deterministic dataset in the three layouts the real pipeline reads, so every step
 (pretraining, kNN/linear eval, VOC and COCO transfer) runs unchanged on it::
 
-    ROOT/imagefolder/{train,val}/<class>/*.jpg      class = shape of the largest object
+    ROOT/imagefolder/{train,val}/<class>/*.jpg      class = shape of the one dominant, central object
     ROOT/VOC2007/{JPEGImages,Annotations,ImageSets/Main/{trainval,test}.txt}
     ROOT/VOC2012/{JPEGImages,Annotations,ImageSets/Main/trainval.txt}
     ROOT/coco/{train,val}/*.jpg, ROOT/coco/annotations/instances_{train,val}.json
@@ -54,11 +54,26 @@ JPEG_QUALITY = 92  # fixed encoder settings keep files byte-identical across run
 MIN_VISIBLE = 0.3
 DIFFICULT_VISIBLE = 0.5
 DIFFICULT_MIN_SIDE = 6.0  # pixels
+# ImageFolder images: one dominant shape per image (its class is the label).
+CLS_MAIN_RADIUS = (0.3, 0.42)  # main object's radius, fraction of the image side
+CLS_CENTRE_JITTER = 0.1  # its centre lies within +-10% of the image side of the image centre
+CLS_MAX_ROTATION = 20.0  # degrees: shapes stand upright (+-20), as objects in photos mostly do;
+#                          views share their rotation, so SimSiam could never learn to ignore a full one
+CLS_TINT = 0.05  # colours are grey levels +- this tint per channel: colour is no shortcut for the views
+CLS_TEXTURE = 0.08  # background texture contrast (per channel): crops share little but the shape
+CLS_CONTRAST = 0.4  # object grey level differs from the background's by at least this
+CLS_BG_GREY = ((0.05, 0.35), (0.65, 0.95))  # background grey: dark or light (the object is the other)
+CLS_STRIPES = 0.05  # stripe texture on the object (relative amplitude; detection images: 0.12)
+CLS_NOISE = 0.04  # pixel noise std (detection images: 0.02): differs between crops, shared by none
+CLS_DISTRACTOR_P = 0.5  # probability of one small distractor (any class, <= 1/3 of the main area)
 # Detection layouts (VOC, COCO): objects per image and radius as a fraction of the short
 # side. Few, large objects so that an R-CNN C4 detector (stride 16) learns them in a few
 # hundred CPU iterations on ~64 px images (see configs/transfer/Base-Synth-C4.yaml).
 DET_OBJECTS = (1, 3)  # inclusive range
 DET_RADIUS = (0.15, 0.35)
+# Detection images look like ImageFolder images (grey levels, upright shapes, the same
+# textures), as VOC/COCO photos look like ImageNet's: pretraining on one transfers to the other.
+DET_IMAGEFOLDER_LOOK = True
 
 
 def _regular(n: int, radii: tuple[float, ...] = (1.0,), phase: float = np.pi / 2) -> np.ndarray:
@@ -178,10 +193,34 @@ def _texture(rng: np.random.Generator, height: int, width: int, c0: np.ndarray, 
     return c0 * (1 - p[..., None]) + c1 * p[..., None]
 
 
+def _cls_colour(rng: np.random.Generator, grey: float) -> np.ndarray:
+    """ImageFolder colours: a grey level with a small random tint (RGB in [0, 1])."""
+    return np.clip(grey + rng.uniform(-1, 1, 3) * CLS_TINT, 0, 1)
+
+
+def _cls_object_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A grey level at least ``CLS_CONTRAST`` brighter or darker than the background's."""
+    bg = float(background.mean())
+    up, down = 1.0 - bg, bg  # room above and below the background's grey level
+    if up >= CLS_CONTRAST and (down < CLS_CONTRAST or rng.random() < 0.5):
+        grey = bg + rng.uniform(CLS_CONTRAST, up)
+    else:
+        grey = bg - rng.uniform(CLS_CONTRAST, max(down, CLS_CONTRAST))
+    return _cls_colour(rng, grey)
+
+
 def _place(rng: np.random.Generator, label: int, radius: float, width: int, height: int,
-           allow_truncation: bool) -> SynthObject | None:
+           allow_truncation: bool, centre_jitter: float | None = None,
+           max_angle: float = np.pi) -> SynthObject | None:
+    """Draw a rotated, stretched ``label`` shape.
+
+    Args:
+        centre_jitter: keep the centre within this fraction of the image size of the
+            image centre (ImageFolder main object); ``None``: anywhere.
+        max_angle: rotation drawn from [-max_angle, max_angle] radians.
+    """
     stretch = rng.uniform(0.85, 1.18)  # area-preserving anisotropy
-    angle = rng.uniform(0, 2 * np.pi)
+    angle = rng.uniform(0, 2 * np.pi) if max_angle >= np.pi else rng.uniform(-max_angle, max_angle)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     shape = (_TEMPLATES[SYNTH_CLASSES[label]] * radius * np.array([stretch, 1 / stretch])) @ rot.T
     lo, hi = shape.min(0), shape.max(0)
@@ -190,7 +229,12 @@ def _place(rng: np.random.Generator, label: int, radius: float, width: int, heig
     else:
         if np.any(hi - lo >= (width, height)):
             return None
-        centre = rng.uniform(-lo, np.array([width, height]) - hi)
+        low, high = -lo, np.array([width, height]) - hi
+        if centre_jitter is not None:  # near the centre, still fully inside the image
+            mid, reach = np.array([width, height]) / 2, centre_jitter * np.array([width, height])
+            low, high = np.maximum(low, mid - reach), np.minimum(high, mid + reach)
+            low, high = np.minimum(low, high), np.maximum(low, high)
+        centre = rng.uniform(low, high)
     poly = np.round(_clip_polygon(shape + centre, width, height), 2)  # 2 decimals: stable JSON/XML
     if len(poly) < 3 or _shoelace(poly) < 16.0:
         return None
@@ -209,23 +253,26 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
             sizes (radius :data:`DET_RADIUS` of the short side).
     """
     short = min(width, height)
+    cls_look = main_label is not None or DET_IMAGEFOLDER_LOOK  # ImageFolder colours, rotations, textures
     objects: list[SynthObject] = []
     if main_label is None:
         wanted = int(rng.integers(DET_OBJECTS[0], DET_OBJECTS[1] + 1))
         # (label, radius, is_main)
         specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(*DET_RADIUS) * short, False)
                  for _ in range(wanted)]
-    else:
-        main_r = rng.uniform(0.25, 0.4) * short
+    else:  # one dominant shape near the centre (crops rarely cut it away), at most one small distractor
+        main_r = rng.uniform(*CLS_MAIN_RADIUS) * short
         specs = [(main_label, main_r, True)] + [
-            (int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.3, 1.0) * _DISTRACTOR_SCALE * main_r, False)
-            for _ in range(int(rng.integers(0, 3)))]
+            (int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.4, 0.6) * _DISTRACTOR_SCALE * main_r, False)
+            for _ in range(int(rng.random() < CLS_DISTRACTOR_P))]
     masks = np.zeros((0, height, width), bool)
     for label, radius, is_main in specs:
         # ImageFolder distractors go above or below the main object; detection stacks up.
         z = len(objects) if main_label is None or rng.random() < 0.5 else 0
         for _ in range(20):  # rejection sampling: valid shape, nobody hidden too much
-            obj = _place(rng, label, radius, width, height, allow_truncation=not is_main)
+            obj = _place(rng, label, radius, width, height, allow_truncation=not is_main,
+                         centre_jitter=CLS_CENTRE_JITTER if is_main else None,
+                         max_angle=np.pi if not cls_look else np.deg2rad(CLS_MAX_ROTATION))
             if obj is None:
                 continue
             new = np.insert(masks, z, _rasterise([obj.polygon], height, width)[0], axis=0)
@@ -239,19 +286,24 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     for obj, m, v in zip(objects, masks, _visible_fractions(masks)):
         obj.area, obj.visible = float(m.sum()), float(v)
 
-    bg0, bg1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    if not cls_look:
+        bg0, bg1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    else:
+        bg0 = _cls_colour(rng, rng.uniform(*CLS_BG_GREY[int(rng.integers(len(CLS_BG_GREY)))]))
+        bg1 = np.clip(bg0 + rng.uniform(-1, 1, 3) * CLS_TEXTURE, 0, 1)
     image = _texture(rng, height, width, bg0, bg1)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     for obj, m in zip(objects, masks):
-        colour = rng.uniform(0, 1, 3)
+        colour = rng.uniform(0, 1, 3) if not cls_look else _cls_object_colour(rng, (bg0 + bg1) / 2)
         for _ in range(10):  # keep objects distinguishable from the background
             if np.abs(colour - (bg0 + bg1) / 2).sum() > 0.45:
                 break
-            colour = rng.uniform(0, 1, 3)
+            colour = rng.uniform(0, 1, 3) if not cls_look else _cls_object_colour(rng, (bg0 + bg1) / 2)
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.2, 0.8)
         stripes = np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)))[..., None]
-        image[m] = np.clip(colour * (1 + 0.12 * stripes), 0, 1)[m]
-    image += rng.normal(0, 0.02, image.shape)
+        amplitude = 0.12 if not cls_look else CLS_STRIPES
+        image[m] = np.clip(colour * (1 + amplitude * stripes), 0, 1)[m]
+    image += rng.normal(0, 0.02 if not cls_look else CLS_NOISE, image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), objects
 
 

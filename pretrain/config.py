@@ -50,6 +50,7 @@ _C.DATA.PIN_MEMORY = True  # page-locked batches for async host-to-GPU copies
 _C.DATA.PERSISTENT_WORKERS = False  # keep workers across epochs; True loses exact per-epoch replay on resume
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop with an error when more than this fraction of images is unreadable
 _C.DATA.STRICT = False  # stop at the first unreadable image (also `--strict-data`)
+_C.DATA.CACHE_IN_MEMORY = False  # decode the ImageFolder once and keep the pixels in RAM (small datasets only)
 _C.DATA.SYNTHETIC = CN()  # DATA.DATASET synthetic: procedurally generated shapes, label = largest shape
 _C.DATA.SYNTHETIC.TRAIN_SIZE = 512  # images in the train split
 _C.DATA.SYNTHETIC.VAL_SIZE = 128  # images in the val split (kNN monitor queries)

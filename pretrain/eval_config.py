@@ -28,6 +28,7 @@ def _common(output_dir: str) -> CfgNode:
     _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
     _C.DATA.STRICT = False  # True: any unreadable image is an error instead of being skipped
     _C.DATA.MAX_BAD_FRACTION = 0.01  # abort if more than this fraction of images is unreadable
+    _C.DATA.CACHE_IN_MEMORY = False  # decode the images once and keep the pixels in RAM (small datasets only)
 
     _C.TRAIN = CfgNode()
     _C.TRAIN.PRINT_FREQ = 10  # progress line (meters, ETA) every N iterations on rank 0

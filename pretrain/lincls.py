@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
+from .data.cache import cache_in_memory
 from .data.folder import SafeImageFolder
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
@@ -100,8 +101,9 @@ def build_train_transform(size: int) -> T.Compose:
 
 
 def _folder(cfg: CfgNode, split: str, transform: Any) -> SafeImageFolder:
-    return SafeImageFolder(Path(cfg.DATA.ROOT) / split, transform, strict=cfg.DATA.STRICT,
-                           max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+    folder = SafeImageFolder(Path(cfg.DATA.ROOT) / split, transform, strict=cfg.DATA.STRICT,
+                             max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+    return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder
 
 
 def _per_rank(global_batch: int, what: str) -> int:

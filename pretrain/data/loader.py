@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .cache import cache_in_memory
 from .folder import SafeImageFolder
 from .synthetic import SyntheticShapes
 
@@ -44,8 +45,9 @@ def build_dataset(cfg, split: str, transform: Callable | None, strict: bool = Fa
         if not cfg.DATA.ROOT:
             raise ValueError("DATA.ROOT is empty: set it to a directory with train/<class>/*.jpg "
                              "(e.g. `siambench pretrain --config-file C DATA.ROOT /data/imagenet`)")
-        return SafeImageFolder(os.path.join(cfg.DATA.ROOT, split), transform, strict=strict,
-                               max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+        folder = SafeImageFolder(os.path.join(cfg.DATA.ROOT, split), transform, strict=strict,
+                                 max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+        return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder
     if kind == "synthetic":
         s = cfg.DATA.SYNTHETIC
         length = s.TRAIN_SIZE if split == "train" else s.VAL_SIZE
