@@ -10,9 +10,9 @@ RUNS   ?= runs/demo
 
 setup: $(STAMP)  ## create .venv with pinned dependencies and detectron2 (idempotent)
 
-$(STAMP): requirements/base.txt requirements/constraints.txt setup.py transfer/install_d2.py
+$(STAMP): requirements/base.txt requirements/test.txt requirements/constraints.txt setup.py transfer/install_d2.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -c requirements/constraints.txt -r requirements/base.txt
+	$(PIP) install -q --disable-pip-version-check -c requirements/constraints.txt -r requirements/test.txt
 	$(BIN)/python -m transfer.install_d2
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/siambench doctor --quiet

@@ -1,16 +1,27 @@
 """siambench: SimSiam pretraining + Detectron2 transfer benchmarks."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 __version__ = "0.1.0"
+
+# Every folder of configs/ as a data-only package (no __init__.py) named siambench.configs[.X].
+CONFIG_PACKAGES = ["siambench.configs"] + [
+    "siambench.configs." + ".".join(d.relative_to("configs").parts)
+    for d in sorted(Path("configs").rglob("*")) if d.is_dir() and not d.name.startswith((".", "__"))
+]
 
 setup(
     name="siambench",
     version=__version__,
     description="SimSiam pretraining and Detectron2 transfer-benchmark suite",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
-    packages=find_packages(include=["pretrain*", "transfer*", "convert*", "benchmarks*"]),
+    python_requires=">=3.11",  # the pins in requirements/constraints.txt (numpy 2.4, matplotlib 3.11, Pillow 13) need 3.11
+    packages=find_packages(include=["pretrain*", "transfer*", "convert*", "benchmarks*"]) + CONFIG_PACKAGES,
+    # configs/ ships inside the wheel as siambench/configs (found by pretrain/utils/paths.py).
+    package_dir={"siambench.configs": "configs"},
+    package_data={name: ["*.yaml"] for name in CONFIG_PACKAGES},
     include_package_data=True,
     # detectron2 is installed by `make setup` (transfer/install_d2.py): it is not on PyPI.
     install_requires=[

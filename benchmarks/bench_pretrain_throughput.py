@@ -1,134 +1,221 @@
-"""Pretraining throughput: train-step and data-pipeline images/s, each against a plain reference.
+"""Pretraining throughput, side by side: train step and data pipeline, each against the official recipe.
 
-    python -m benchmarks.bench_pretrain_throughput --arch resnet50 --batch 128 --workers 8
+    python -m benchmarks.bench_pretrain_throughput --arch resnet50 --batch 64 --workers 8 --rounds 3
 
-* data pipeline: JPEG ImageFolder (written to a temp dir) -> two augmented views on the
-  device. Reference: official per-sample PIL transforms (``DATA.AUG_BACKEND pil``);
-  candidate: PIL crop/flip in the workers + batched jitter/grayscale/blur on the device
-  (``DATA.AUG_BACKEND batched``).
-* train step: forward/backward/SGD of SimSiam on device-resident random views. Reference:
-  fp32, contiguous NCHW, eager; candidate: ``--amp`` / ``--channels-last`` / ``--compile``.
+* train step: SimSiam forward/backward/SGD on device-resident views through our engine
+  (``pretrain.engine.train_one_epoch``) with every monitor on -- collapse monitor,
+  per-step metrics.jsonl, TensorBoard, console meters -- the official training loop's
+  work per step. Reference: fp32, NCHW, eager; candidate: ``--amp`` / ``--channels-last``
+  / ``--compile``.
+* data pipeline: ImageNet-size JPEGs on disk (500x375, ~120 KB) -> loader with
+  ``--workers`` -> two augmented views on the device, no training. Reference: official
+  per-sample PIL ops (``DATA.AUG_BACKEND pil``); candidates: ``batched`` (crop/flip in
+  the workers, photometric ops on the device) and, on CUDA (or ``--decode-on-cpu``),
+  ``DATA.DECODE gpu_jpeg``.
 
-Both are measured in the same process, and the script prints the ratios. Images/s
-counts images (each gives two views).
+The arms alternate (A B A B ...) for ``--rounds`` rounds in one process; each prints
+median, min, max and spread, and ratios are medians of per-round ratios with their
+range. Images/s counts images (each gives two views). Pillow-SIMD (a drop-in Pillow
+build, not installed here) speeds up both PIL paths; ``machine_info`` records the
+Pillow in use.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import Image
 
-from pretrain.builder import SimSiam, build_encoder
-from pretrain.data import (BatchAugment, IndexedDataset, SafeImageFolder, SyntheticShapes, TwoCropsTransform,
-                           build_crop_transform, build_moco_v2_transform, build_pretrain_loader, set_loader_epoch)
-from pretrain.losses import SimSiamLoss
+from benchmarks.bench_common import TimedLoader, alternate, format_summary, machine_info, write_jpeg_folder
 
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["Recipe", "Trainer", "make_cfg", "step_throughput", "data_throughput", "e2e_throughput", "main"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One arm's speed options (the official recipe: all defaults)."""
+
+    name: str
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    aug: str = "pil"
+    decode: str = "pil"
+
+    @property
+    def model_key(self) -> tuple[str, bool, bool]:
+        return self.amp, self.channels_last, self.compile
 
 
-def write_jpeg_folder(root: Path, n: int, size: int) -> Path:
-    """``n`` JPEGs of ``size`` px in 4 class dirs (ImageNet's mean image is ~400x350)."""
-    shapes = SyntheticShapes(n, size, seed=123)
-    for i in range(n):
-        d = root / "train" / shapes.classes[shapes.targets[i]]
-        d.mkdir(parents=True, exist_ok=True)
-        shapes.image(i).save(d / f"{i:06d}.jpg", quality=90)
-    return root / "train"
+def make_cfg(args: argparse.Namespace, recipe: Recipe, root: Path | None = None):
+    """The pretraining config of ``recipe`` at the benchmark's sizes (official defaults otherwise)."""
+    from pretrain.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.ARCH = args.arch
+    cfg.SOLVER.BATCH_SIZE = args.batch
+    cfg.DATA.IMAGE_SIZE = args.size
+    cfg.DATA.NUM_WORKERS = args.workers
+    cfg.DATA.ROOT = str(root or "")
+    cfg.DATA.AUG_BACKEND, cfg.DATA.DECODE = recipe.aug, recipe.decode
+    cfg.TRAIN.AMP, cfg.TRAIN.CHANNELS_LAST, cfg.TRAIN.COMPILE = recipe.amp, recipe.channels_last, recipe.compile
+    cfg.freeze()
+    return cfg
 
 
-def bench_data(root: Path, args, device: torch.device, batched: bool) -> float:
-    view_tf = build_crop_transform(args.size) if batched else build_moco_v2_transform(args.size)
-    augment = BatchAugment(channels_last=args.channels_last).to(device) if batched else None
-    dataset = IndexedDataset(SafeImageFolder(root, TwoCropsTransform(view_tf)))
-    loader = build_pretrain_loader(dataset, args.batch, args.workers, pin_memory=device.type == "cuda")
+class Trainer:
+    """Model, optimizer, loss and TrainContext of one model configuration, built as ``pretrain.main`` does."""
+
+    def __init__(self, cfg, device: torch.device, log_dir: Path) -> None:
+        from pretrain.engine import TrainContext
+        from pretrain.main import _AMP, build_model_and_optimizer
+        from pretrain.monitors import CollapseMonitor
+        from pretrain.schedule import scaled_lr
+        from pretrain.utils.dist import DistInfo
+        from pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
+
+        self.device, self.batch = device, cfg.SOLVER.BATCH_SIZE
+        self.model, self.method, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx = TrainContext(
+            device=device, init_lr=scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE), epochs=cfg.SOLVER.EPOCHS,
+            amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
+            channels_last=cfg.TRAIN.CHANNELS_LAST, print_freq=cfg.TRAIN.PRINT_FREQ,
+            collapse=CollapseMonitor(self.method.monitor_dim, cfg.MONITOR.COLLAPSE_THRESHOLD,
+                                     cfg.MONITOR.COLLAPSE_PATIENCE),
+            jsonl=JSONLinesWriter(log_dir / "metrics.jsonl", enabled=True),
+            tensorboard=TensorboardWriter(log_dir / "tb", enabled=True))
+
+    def run(self, loader: TimedLoader, batch_aug: Any = None) -> float:
+        """Train over ``loader``; images/s of its timed steps."""
+        from pretrain.engine import train_one_epoch
+
+        self.ctx.batch_aug = batch_aug
+        train_one_epoch(self.model, self.optimizer, loader, 0, self.ctx, self.method)
+        return loader.timed * self.batch / loader.seconds
+
+
+def step_throughput(trainer: Trainer, args: argparse.Namespace) -> float:
+    """The step alone, on views already on the device (random, normalised-like)."""
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(trainer.device) for _ in range(2)]
+    batch = (views, torch.arange(args.batch))
+    n = args.warmup + args.steps + 1
+    return trainer.run(TimedLoader([batch] * n, args.warmup, args.steps, trainer.device))
+
+
+def _pipeline(cfg, device: torch.device, root: Path, decode_on_cpu: bool):
+    from pretrain.data import IndexedDataset, TwoCropsTransform, build_dataset, build_pretrain_loader
+    from pretrain.data.views import build_view_pipeline
+
+    views = build_view_pipeline(cfg, device, decode_on_cpu=decode_on_cpu)
+    dataset = build_dataset(cfg, "train", TwoCropsTransform(views.view_tf), image_loader=views.image_loader)
+    # prefetch 2 (torch's default, the official code's): PIL batches are float32, 16 workers x 4 batches
+    # of 256 pairs would hold ~20 GB of shared memory
+    loader = build_pretrain_loader(IndexedDataset(dataset), cfg.SOLVER.BATCH_SIZE, cfg.DATA.NUM_WORKERS,
+                                   pin_memory=device.type == "cuda", collate_fn=views.collate_fn, prefetch_factor=2)
+    return loader, views.batch_aug
+
+
+def data_throughput(cfg, args: argparse.Namespace, device: torch.device, root: Path) -> float:
+    """Loader + device-side augmentation alone: the images/s the data path can deliver."""
+    from pretrain.data import set_loader_epoch
+
+    loader, batch_aug = _pipeline(cfg, device, root, args.decode_on_cpu)
     set_loader_epoch(loader, 0, 0)
-    n, start = 0, None
-    for i, (views, _) in enumerate(loader):
+    warmup, steps = data_steps(args)
+    timed = TimedLoader(loader, warmup, steps, device)
+    for views, _ in timed:
         views = [v.to(device, non_blocking=True) for v in views]
-        if augment is not None:
-            views = [augment(v) for v in views]
-        if i == 1:  # skip the worker start-up
-            _sync(device)
-            start, n = time.perf_counter(), 0
-        elif i > 1:
-            n += views[0].shape[0]
-    _sync(device)
-    return n / (time.perf_counter() - start)
+        if batch_aug is not None:
+            views = [batch_aug(v) for v in views]
+    return steps * args.batch / timed.seconds
 
 
-def bench_train(args, device: torch.device, amp: str, channels_last: bool, compile_: bool) -> float:
-    torch.manual_seed(0)
-    model = SimSiam(build_encoder(args.arch, zero_init_residual=True)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-    step_model = torch.compile(model) if compile_ else model
-    criterion = SimSiamLoss()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    views = [torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
-             for _ in range(2)]
-    dtype = _AMP[amp]
+def e2e_throughput(trainer: Trainer, cfg, args: argparse.Namespace, root: Path) -> float:
+    """JPEGs on disk -> loader -> views -> the official-recipe step: what a pretraining run gets."""
+    from pretrain.data import set_loader_epoch
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            ps, zs = step_model(views)
-        loss = criterion([p.float() for p in ps], [z.float() for z in zs])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    loader, batch_aug = _pipeline(cfg, trainer.device, root, args.decode_on_cpu)
+    set_loader_epoch(loader, 0, 0)
+    return trainer.run(TimedLoader(loader, *data_steps(args), trainer.device), batch_aug)
 
-    for _ in range(args.warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    _sync(device)
-    return args.steps * args.batch / (time.perf_counter() - start)
+
+def data_steps(args: argparse.Namespace) -> tuple[int, int]:
+    """(warm-up, timed) batches of a loader arm: every worker hands in its first batch at about the
+    same time, so the first ``workers`` batches are skipped and at least two more waves are timed
+    (else a prefetched wave would pass for throughput)."""
+    return max(args.warmup, args.workers), max(args.steps, 2 * args.workers)
+
+
+def images_needed(args: argparse.Namespace) -> int:
+    warmup, steps = data_steps(args)
+    return (warmup + steps + 2) * args.batch
+
+
+def parser(description: str = __doc__.split("\n\n")[0]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--batch", type=int, default=64, help="per-device batch")
+    p.add_argument("--size", type=int, default=224, help="view side (DATA.IMAGE_SIZE)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per arm and round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (worker start-up, compile)")
+    p.add_argument("--rounds", type=int, default=3, help="A B A B ... rounds")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers")
+    p.add_argument("--jpeg-size", default="500x375", help="WxH of the benchmark JPEGs (ImageNet-typical)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--decode-on-cpu", action="store_true", help="run the gpu_jpeg arm on a CPU device too")
+    p.add_argument("--json", default="", help="also write the results here")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--batch", type=int, default=64, help="per-device batch")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--images", type=int, default=1024, help="JPEGs in the data benchmark")
-    p.add_argument("--image-px", type=int, default=384, help="side of the benchmark JPEGs")
-    p.add_argument("--amp", default="bf16", choices=sorted(_AMP))
+    p = parser()
+    p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip-data", action="store_true")
     p.add_argument("--skip-train", action="store_true")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), arch {args.arch}, "
-          f"batch {args.batch}, {args.size}px, workers {args.workers}")
-    if not args.skip_train:
-        ref = bench_train(args, device, "none", False, False)
-        fast = bench_train(args, device, args.amp, args.channels_last, args.compile)
-        print(f"train step  reference (fp32, NCHW, eager): {ref:9.1f} img/s")
-        print(f"train step  {args.amp}, channels_last={args.channels_last}, compile={args.compile}: "
-              f"{fast:9.1f} img/s   ratio {fast / ref:.2f}x")
-    if not args.skip_data:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = write_jpeg_folder(Path(tmp), args.images, args.image_px)
-            ref = bench_data(root, args, device, batched=False)
-            fast = bench_data(root, args, device, batched=True)
-        print(f"data        reference (per-sample PIL):   {ref:9.1f} img/s")
-        print(f"data        batched on-device augment:    {fast:9.1f} img/s   ratio {fast / ref:.2f}x")
+    width, height = (int(v) for v in args.jpeg_size.split("x"))
+    print(f"{machine_info(device)}\narch {args.arch}, batch {args.batch}, {args.size}px, workers {args.workers}, "
+          f"{args.rounds} rounds x {args.steps} steps")
+    results: dict[str, Any] = {"machine": machine_info(device), "args": vars(args)}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_train:
+            ref = Recipe("official step (fp32, NCHW, eager, monitors on)")
+            cand = Recipe(f"{args.amp}, channels_last={args.channels_last}, compile={args.compile}", args.amp,
+                          args.channels_last, args.compile)
+            trainers = {r.name: Trainer(make_cfg(args, r), device, Path(tmp) / f"log{i}") for i, r in
+                        enumerate((ref, cand))}
+            res = alternate([(name, lambda t=t: step_throughput(t, args)) for name, t in trainers.items()],
+                            args.rounds)
+            print("train step:")
+            for s in res.values():
+                print("  " + format_summary(s))
+            results["step"] = {k: s.as_dict() for k, s in res.items()}
+        if not args.skip_data:
+            root, kb = write_jpeg_folder(Path(tmp) / "jpegs", images_needed(args), width, height)
+            print(f"data: {images_needed(args)} JPEGs of {width}x{height}, {kb:.0f} KB on average")
+            recipes = [Recipe("official per-sample PIL"), Recipe("batched (device photometric)", aug="batched")]
+            if device.type == "cuda" or args.decode_on_cpu:
+                recipes.append(Recipe("batched + gpu_jpeg decode", aug="batched", decode="gpu_jpeg"))
+            res = alternate([(r.name, lambda r=r: data_throughput(make_cfg(args, r, root.parent), args, device,
+                                                                   root.parent)) for r in recipes], args.rounds)
+            print("data pipeline (no training step):")
+            for s in res.values():
+                print("  " + format_summary(s))
+            results["data"] = {k: s.as_dict() for k, s in res.items()}
+    print("note: Pillow-SIMD (pip install pillow-simd, replaces Pillow) speeds up the PIL decode/crop paths")
+    if args.json:
+        from pretrain.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, results)
     return 0
 
 

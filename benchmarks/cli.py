@@ -6,6 +6,7 @@ detectron2 is broken.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -44,11 +45,34 @@ def _is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, tuple(classes))
 
 
+# Disk/permission errors the user fixes outside siambench, with the fix; also found as the
+# cause of another exception (torch.save wraps ENOSPC in a RuntimeError, for instance).
+_OS_ERRORS = {
+    errno.EACCES: "no permission; choose a writable OUTPUT_DIR (or fix the permissions)",
+    errno.EPERM: "not permitted; choose a writable OUTPUT_DIR (or fix the permissions)",
+    errno.EROFS: "read-only file system; choose an OUTPUT_DIR on a writable disk",
+    errno.ENOSPC: "no space left on the device; free space or choose an OUTPUT_DIR on another disk",
+    errno.EDQUOT: "disk quota exceeded; free space or choose an OUTPUT_DIR on another disk",
+}
+
+
+def _os_error_line(exc: BaseException) -> str | None:
+    """One line for a permission / read-only / full-disk error anywhere in ``exc``'s chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
+            where = f" {exc.filename}" if exc.filename else ""
+            return f"{exc.strerror or os.strerror(exc.errno)}:{where} ({_OS_ERRORS[exc.errno]})"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: siambench COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `siambench COMMAND --help` for a command's options."]
+    lines += ["", "Run `siambench COMMAND --help` for a command's options, `siambench --version` for the version."]
     return "\n".join(lines)
 
 
@@ -56,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from pretrain.utils.env import siambench_version
+
+        print(f"siambench {siambench_version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -65,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = module.main(rest)
     except Exception as e:
-        if not _is_user_error(e) or os.environ.get("SIAMBENCH_DEBUG"):
+        line = str(e) if _is_user_error(e) else _os_error_line(e)
+        if line is None or os.environ.get("SIAMBENCH_DEBUG"):
             raise
-        print(f"siambench {name}: error: {e}", file=sys.stderr)
+        print(f"siambench {name}: error: {line}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

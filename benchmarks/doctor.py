@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -110,7 +111,21 @@ def _detectron2() -> list[Check]:
         Check("detectron2", "source", None, info["source"]),
         Check("detectron2", "compiled ops", None, compiled),
         Check("detectron2", "compat patches", None, ", ".join(info["patches"]) or "none"),
+        _detectron2_projects(),
     ]
+
+
+def _detectron2_projects() -> Check:
+    """detectron2's setup.py installs PointRend, DeepLab, Panoptic-DeepLab as detectron2.projects.*"""
+    from transfer.install_d2 import PROJECTS as D2_PROJECTS  # standard library only
+
+    found = [p for p in D2_PROJECTS if importlib.util.find_spec(f"detectron2.projects.{p}") is not None]
+    if len(found) == len(D2_PROJECTS):
+        return Check("detectron2", "projects", None, "detectron2.projects." + ", ".join(found))
+    missing = ", ".join(p for p in D2_PROJECTS if p not in found)
+    return Check("detectron2", "projects", None,
+                 f"not installed: {missing} (detectron2.projects; siambench does not use them). To add them, "
+                 "reinstall detectron2: `pip uninstall detectron2 && python -m transfer.install_d2`")
 
 
 def _devices() -> list[Check]:
@@ -128,9 +143,13 @@ def _devices() -> list[Check]:
         props = torch.cuda.get_device_properties(i)
         rows.append(Check("devices", f"GPU {i}", None,
                           f"{props.name}, {props.total_memory / 2**30:.0f} GiB, sm_{props.major}{props.minor}"))
-    nccl = dist.is_available() and dist.is_nccl_available()
-    detail = "available" if nccl else "not available (multi-GPU training needs it; gloo is CPU-only)"
-    if nccl and cuda:
+    nccl = dist.is_available() and dist.is_nccl_available()  # compiled into torch, not "usable here"
+    if not nccl:
+        detail = "not available (multi-GPU training needs it; gloo is CPU-only)"
+    elif not cuda:
+        detail = "built into torch, unusable here (needs CUDA GPUs); CPU runs use gloo"
+    else:
+        detail = "available"
         try:
             detail += " " + ".".join(map(str, torch.cuda.nccl.version()))
         except Exception:  # version probing is best effort
@@ -170,6 +189,9 @@ def _datasets(required: set[str]) -> list[Check]:
         status = datasets.dataset_status(names)
         problems = list(dict.fromkeys(p for _, _, p in status if p))  # unique, in order
         roots = sorted({root for _, root, _ in status})
+        common = Path(os.path.commonpath(roots)) if problems and all(roots) else None
+        if common is not None and common != Path(".") and not common.is_dir():
+            problems = [f"directory {common} does not exist"]  # once, not once per split
         detail = "; ".join(problems) if problems else ", ".join(roots)
         rows.append(Check("datasets", group, not problems, detail, group in required))
     return rows

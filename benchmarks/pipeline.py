@@ -18,8 +18,6 @@ import json
 import os
 import resource
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,10 @@ from pretrain.utils.config import ConfigError, save_config
 from pretrain.utils.io import atomic_write_json
 
 from .pipeline_config import check_files, load_pipeline
+from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_outputs
+from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
+from .preflight import env_for_checks, format_estimates
+from .preflight import problems as preflight_problems
 from .results import STATE_FILE
 from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
 
@@ -67,48 +69,6 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-class SubprocessRunner:
-    """Runs ``python -m benchmarks.cli ARGV`` (or torchrun), teeing output to a log file.
-
-    Args:
-        echo: also copy the step's output to this process's stdout.
-    """
-
-    def __init__(self, echo: bool = True) -> None:
-        self.echo = echo
-
-    @staticmethod
-    def command(step: Step) -> list[str]:
-        if step.nproc > 1:
-            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={step.nproc}", "-m", "benchmarks.cli", *step.argv]
-        return [sys.executable, "-m", "benchmarks.cli", *step.argv]
-
-    def __call__(self, step: Step, log: Path, env: dict[str, str]) -> int:
-        cmd = self.command(step)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as f:
-            f.write(f"\n===== {_now()} $ {shlex.join(cmd)}\n".encode())
-            f.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-            assert proc.stdout is not None
-            try:
-                # Chunks, not lines: progress bars redraw with \r and must show up live.
-                while chunk := proc.stdout.read1(65536):
-                    f.write(chunk)
-                    if self.echo:
-                        sys.stdout.buffer.write(chunk)
-                        sys.stdout.buffer.flush()
-                return proc.wait()
-            except BaseException:  # Ctrl-C: stop the step, leave its checkpoints to resume from
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
-
-
 class PipelineState:
     """``pipeline_state.json``: entries (kind, label) and per-step status/timings."""
 
@@ -133,14 +93,14 @@ class PipelineState:
 
     def update(self, step: Step, **fields: Any) -> None:
         rec = self.data["steps"].setdefault(step.key, {})
-        rec.update(entry=step.entry, name=step.name, **fields)
+        rec.update(entry=step.entry, name=step.name, family=step.family, **fields)
         self.data["updated"] = _now()
         atomic_write_json(self.path, self.data)
 
     def estimate(self, family: str) -> float | None:
         """Mean wall time of finished steps of a family (this and earlier runs)."""
         times = [s["wall_s"] for s in self.data["steps"].values()
-                 if s.get("name") == family and s.get("status") == "done" and "wall_s" in s]
+                 if s.get("family", s.get("name")) == family and s.get("status") == "done" and "wall_s" in s]
         return sum(times) / len(times) if times else None
 
 
@@ -162,31 +122,39 @@ def format_plan(steps: Sequence[Step], state: PipelineState | None = None) -> st
     return tabulate(table, headers=headers, tablefmt="simple")
 
 
-def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=print) -> dict[str, str]:
+def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=print,
+                 force: Sequence[str] = (), verbose: bool = False) -> dict[str, str]:
     """Run every step that is not done yet; returns {step key: status}.
 
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
     ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
-    ``interrupted`` and propagates.
+    ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
+    (:mod:`benchmarks.pipeline_guard`). The console gets one line per finished step (with
+    the ETA and the next step); ``verbose`` adds each step's command before it runs.
+
+    Raises:
+        PipelineChanged: a finished step was made with other settings and is not forced
+            (checked before anything is written).
     """
     out = Path(cfg.OUTPUT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
     steps = build_steps(cfg)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
+    rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
+    reset_outputs(steps, rerun, out, log)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out, "pipeline.yaml")
+    state.data["order"] = [s.key for s in steps]  # the report lists steps in run order
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if cfg.SYNTH.ENABLED:
         env["SIAMBENCH_SYNTH"] = str(synth_root(cfg).resolve())
 
     log(f"siambench run: {len(steps)} steps in {out}\n{format_plan(steps, state)}\n")
+    log(f"each step's output: {out / 'logs'}/<step>.log" + ("" if verbose else " (--verbose: on the console too)"))
     status: dict[str, str] = {}
     todo = [s for s in steps if not s.done()]
     for s in steps:
-        if s not in todo:
+        if s not in todo:  # check_reuse made sure its settings are the current ones
             status[s.key] = "skipped"
-            recorded = state.step(s.key).get("command")
-            if recorded and recorded[1:] != s.argv:  # outputs are reused, so say when settings moved on
-                log(f"warning: {s.key} is done but was run with different arguments; its results are kept. "
-                    "Use a new OUTPUT_DIR (or delete the step's output) to rerun it with the new settings.")
             if state.step(s.key).get("status") != "done":  # produced outside this runner, or by an older one
                 state.update(s, status="done")
     start, remaining = time.time(), list(todo)
@@ -200,10 +168,12 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
             continue
         log_path = out / "logs" / f"{step.key.replace('/', '.')}.log"
         was = state.step(step.key).get("status")
-        log(f"[{i}/{len(todo)}] {step.key}{' (resuming)' if was in ('running', 'interrupted') else ''}: "
-            f"{describe(step)}")
+        resuming = " (resuming)" if was in ("running", "interrupted") else ""
+        if verbose or i == 1:
+            log(f"[{i}/{len(todo)}] {step.key}{resuming}: {describe(step) if verbose else 'running'}")
         t0, cpu0 = time.time(), _children_cpu_s()
-        state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv])
+        state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv],
+                     fingerprint=fingerprint(step))
         try:
             rc = runner(step, log_path, env)
         except KeyboardInterrupt:
@@ -220,9 +190,9 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
         state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1),
                      cpu_s=round(_children_cpu_s() - cpu0, 1), finished=_now())
         eta = _eta(remaining, state)
-        log(f"[{i}/{len(todo)}] {step.key}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
+        log(f"[{i}/{len(todo)}] {step.key}{resuming}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
             f"{fmt_duration(wall)} | elapsed {fmt_duration(time.time() - start)} | "
-            f"{len(remaining)} left, ETA {eta}")
+            f"{len(remaining)} left, ETA {eta}" + (f" | next: {remaining[0].key}" if remaining else ""))
     return status
 
 
@@ -246,34 +216,44 @@ def _finish(cfg: CfgNode) -> None:
     from .results import collect
     from .table import build_tables
     from .table_format import render
+    from .verdict import build_verdict
 
     out = Path(cfg.OUTPUT_DIR)
     res = collect(out)
-    tables = build_tables(res)
+    tables, verdict = build_tables(res), build_verdict(res)
     for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
-        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes))
-    print("\n" + render(tables, "md", res.notes))
+        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
+    # The console shows the tables with rows of ours and the verdict; tables.md also has the paper-only ones.
+    ours = [t for t in tables if any(r.source == "ours" for r in t.rows)]
+    print("\n" + render(ours, "md", res.notes, verdict))
+    print(f"all tables: {out / 'tables.md'} (also .csv, .tex, .json)")
     md, html = write_report(out)
     print(f"report: {md} and {html}")
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench run", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline file, e.g. configs/benchmarks/demo.yaml")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands, run nothing")
-    parser.add_argument("--quiet", action="store_true", help="steps' output only to OUTPUT_DIR/logs/, not the console")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, the commands, what this machine lacks and the GPU-hours; run nothing")
+    parser.add_argument("--force", metavar="STEP", action="append", default=[],
+                        help="run STEP again (a step key like simsiam/pretrain, an entry name, or 'all'), and "
+                             "what depends on it; its output directory is removed first. Repeatable")
+    parser.add_argument("--verbose", action="store_true", help="copy every step's output to the console too")
+    parser.add_argument("--quiet", action="store_true",
+                        help="(the default) steps' output only to OUTPUT_DIR/logs/, one line per step here")
     parser.add_argument("opts", metavar="KEY VALUE", nargs=argparse.REMAINDER, default=[],
                         help="pipeline overrides, e.g. OUTPUT_DIR runs/x TRANSFER.TRIALS 1")
     args = parser.parse_args(argv)
     opts = list(args.opts)
-    for flag in ("--dry-run", "--quiet"):  # also accepted after the pipeline file, among the overrides
+    for flag in ("--dry-run", "--quiet", "--verbose"):  # also accepted after the pipeline file, among the overrides
         while flag in opts[::2]:
             del opts[2 * opts[::2].index(flag)]
             setattr(args, flag[2:].replace("-", "_"), True)
+    while "--force" in opts[::2]:
+        i = 2 * opts[::2].index("--force")
+        args.force.append(opts[i + 1] if i + 1 < len(opts) else "")
+        del opts[i:i + 2]
     try:
         cfg = load_pipeline(args.pipeline, opts)
     except ConfigError as e:
@@ -284,21 +264,37 @@ def main(argv: list[str] | None = None) -> int:
         print("siambench run: error: the pipeline refers to missing files:\n  " + "\n  ".join(problems),
               file=sys.stderr)
         return 2
+    steps = build_steps(cfg)
+    with env_for_checks(cfg):
+        lacking = preflight_problems(cfg, steps)
     if args.dry_run:
-        steps = build_steps(cfg)
-        print(format_plan(steps))
+        state = PipelineState(Path(cfg.OUTPUT_DIR) / STATE_FILE, cfg, args.pipeline)
+        print(format_plan(steps, state))
         for s in steps:
             print(f"{s.key}: {'done' if s.done() else describe(s)}")
+        print("\n" + format_estimates(steps, cfg))
+        try:
+            check_reuse(steps, state.data["steps"], expand_force(args.force, steps))
+        except ConfigError as e:
+            print(f"warning: {e}")
+        for p in lacking:
+            print(f"warning: {p}")
         return 0
-    save_config(cfg, cfg.OUTPUT_DIR, "pipeline.yaml")
-    # A scheduler's SIGTERM (e.g. SLURM before a kill) stops the step cleanly like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    if lacking:
+        print(f"siambench run: error: this machine cannot run the plan ({len(lacking)} problem"
+              f"{'s' * (len(lacking) > 1)}; nothing was started):\n  " + "\n  ".join(lacking), file=sys.stderr)
+        return 2
+    previous = install_signal_handlers()
     try:
-        status = run_pipeline(cfg, SubprocessRunner(echo=not args.quiet), args.pipeline)
+        status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force,
+                              verbose=args.verbose)
+    except ConfigError as e:  # PipelineChanged, a bad --force: before anything was written
+        print(f"siambench run: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signal_handlers(previous)
     failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
     if cfg.REPORT:
         _finish(cfg)

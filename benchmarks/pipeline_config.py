@@ -12,6 +12,7 @@ every entry goes through::
         LABEL: "SimSiam, 100 ep (ours)"
         CONFIG: configs/pretrain/simsiam_r50_100ep.yaml
       supervised: {KIND: supervised, CONFIG: configs/supervised/imagenet_r50_90ep.yaml}
+      random_init: {KIND: random_init, CONFIG: configs/pretrain/simsiam_r50_100ep.yaml, TRANSFER_TRIALS: 1}
       scratch: {KIND: scratch}
     TRANSFER:
       TASKS: ["voc07:5", "voc0712:5", "coco:1"]
@@ -26,13 +27,18 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
+from pretrain.utils import paths
 from pretrain.utils.config import ConfigError, merge_overrides
 
-__all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path",
-           "KINDS", "REPO_ROOT"]
+__all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
+           "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("simsiam", "supervised", "scratch", "checkpoint")
+# `siambench pretrain` entries, one KIND per method (pretrain/methods/; a test keeps the lists equal): the
+# KIND is also passed as MODEL.METHOD, so a row's kind is always the method that was trained.
+METHOD_KINDS = ("simsiam", "moco_v2", "simclr", "byol", "swav")
+PRETRAIN_KINDS = (*METHOD_KINDS, "supervised", "random_init")  # kinds with a pretrain step (and a CONFIG)
+KINDS = (*PRETRAIN_KINDS, "scratch", "checkpoint")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline itself writes in OUTPUT_DIR
 
@@ -40,13 +46,20 @@ _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline its
 def entry_defaults() -> CfgNode:
     """Keys of one ``ENTRIES.<name>`` node (every entry is completed with these)."""
     e = CfgNode()
-    e.KIND = "simsiam"  # simsiam | supervised | scratch | checkpoint
+    # simsiam | moco_v2 | simclr | byol | swav | supervised | random_init | scratch | checkpoint.
+    # random_init: the untrained encoder (a 0-epoch `siambench pretrain` of CONFIG: same arch, init
+    # and seed) through eval, convert and transfer, the reference row of "does pretraining learn anything".
+    e.KIND = "simsiam"
     e.LABEL = ""  # row label in the tables; "" = the entry's name
-    e.CONFIG = ""  # pretraining config (simsiam: `siambench pretrain`, supervised: `siambench supervised`)
+    # pretraining config (a method, random_init: `siambench pretrain`; supervised: `siambench supervised`)
+    e.CONFIG = ""
     e.OPTS = []  # extra KEY VALUE overrides for the pretraining command
     e.CHECKPOINT = ""  # KIND checkpoint: a .pth (any format `siambench convert` reads) or a ready .pkl
     e.CONVERT_FORMAT = ""  # `siambench convert --format`; "" = detect from the checkpoint
     e.EVAL = True  # run the kNN / linear evaluations (ignored for scratch: there is no encoder)
+    e.TRANSFER = True  # run transfer for this entry (False: kNN / linear eval only, e.g. a collapse ablation)
+    e.TRANSFER_TASKS = []  # this entry's "NAME[:TRIALS]" tasks; [] = the pipeline's TRANSFER.TASKS
+    e.TRANSFER_TRIALS = 0  # trials of every task of this entry (e.g. 1 for a reference row); 0 = the tasks' own
     e.TRANSFER_OPTS = []  # extra KEY VALUE overrides for this entry's transfer runs
     return e
 
@@ -97,20 +110,18 @@ def get_pipeline_defaults() -> CfgNode:
     return _C
 
 
-def parse_task(spec: str, default_trials: int) -> tuple[str, int]:
+def parse_task(spec: str, default_trials: int, key: str = "TRANSFER.TASKS") -> tuple[str, int]:
     """``"voc07:5"`` -> ("voc07", 5); ``"coco"`` -> ("coco", default_trials)."""
     name, _, trials = spec.partition(":")
     if not _NAME_RE.match(name) or (trials and not trials.isdigit()) or (trials and int(trials) < 1):
-        raise ConfigError(f"TRANSFER.TASKS: bad task {spec!r}; write NAME or NAME:TRIALS, e.g. 'voc07:5'")
+        raise ConfigError(f"{key}: bad task {spec!r}; write NAME or NAME:TRIALS, e.g. 'voc07:5'")
     return name, int(trials) if trials else default_trials
 
 
 def resolve_path(path: str) -> Path:
-    """A config/checkpoint path: as given if it exists (cwd), else relative to the repository."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
+    """A config/checkpoint path: as given if it exists (cwd), else in the shipped configs/
+    (checkout or installed wheel, :func:`pretrain.utils.paths.resolve`)."""
+    return paths.resolve(path)
 
 
 def _check_opts(opts: object, key: str) -> None:
@@ -129,12 +140,18 @@ def _validate(cfg: CfgNode, source: str) -> None:
                               f"and none of {sorted(_RESERVED)}")
         if e.KIND not in KINDS:
             raise ConfigError(f"{source}: {key}.KIND is {e.KIND!r}; choose one of {', '.join(KINDS)}")
-        if e.KIND in ("simsiam", "supervised") and not e.CONFIG:
+        if e.KIND in PRETRAIN_KINDS and not e.CONFIG:
             raise ConfigError(f"{source}: {key}.CONFIG is empty; a {e.KIND} entry needs its pretraining config")
         if e.KIND == "checkpoint" and not e.CHECKPOINT:
             raise ConfigError(f"{source}: {key}.CHECKPOINT is empty; a checkpoint entry needs the file to convert")
         _check_opts(e.OPTS, f"{key}.OPTS")
         _check_opts(e.TRANSFER_OPTS, f"{key}.TRANSFER_OPTS")
+        if e.TRANSFER_TRIALS < 0:
+            raise ConfigError(f"{source}: {key}.TRANSFER_TRIALS must be >= 0 (0 = the tasks' own), "
+                              f"got {e.TRANSFER_TRIALS}")
+        own = [parse_task(t, 1, f"{key}.TRANSFER_TASKS")[0] for t in e.TRANSFER_TASKS]
+        if len(set(own)) != len(own):
+            raise ConfigError(f"{source}: {key}.TRANSFER_TASKS lists a task twice: {list(e.TRANSFER_TASKS)}")
     labels = [e.LABEL or n for n, e in cfg.ENTRIES.items()]
     dup = sorted({lb for lb in labels if labels.count(lb) > 1})
     if dup:
@@ -151,12 +168,21 @@ def _validate(cfg: CfgNode, source: str) -> None:
         raise ConfigError(f"{source}: TRANSFER.TASKS lists a task twice: {list(cfg.TRANSFER.TASKS)}")
 
 
+def entry_tasks(cfg: CfgNode, name: str) -> list[tuple[str, int]]:
+    """(task, trials) of one entry: its TRANSFER_TASKS or the pipeline's, its TRANSFER_TRIALS applied."""
+    e = cfg.ENTRIES[name]
+    if not e.TRANSFER:
+        return []
+    tasks = [parse_task(t, cfg.TRANSFER.TRIALS) for t in (e.TRANSFER_TASKS or cfg.TRANSFER.TASKS)]
+    return [(task, e.TRANSFER_TRIALS or trials) for task, trials in tasks]
+
+
 def check_files(cfg: CfgNode) -> list[str]:
     """Problems with files the pipeline will need (config files, checkpoints), as messages."""
     problems = []
     needed: list[tuple[str, str]] = []
     for name, e in cfg.ENTRIES.items():
-        if e.KIND in ("simsiam", "supervised"):
+        if e.KIND in PRETRAIN_KINDS:
             needed.append((f"ENTRIES.{name}.CONFIG", e.CONFIG))
         if e.KIND == "checkpoint":
             needed.append((f"ENTRIES.{name}.CHECKPOINT", e.CHECKPOINT))
@@ -164,8 +190,9 @@ def check_files(cfg: CfgNode) -> list[str]:
     for step in ("KNN", "LINCLS"):
         if cfg.EVAL[step].ENABLED and has_encoder:
             needed.append((f"EVAL.{step}.CONFIG", cfg.EVAL[step].CONFIG))
-    for spec in cfg.TRANSFER.TASKS:
-        task = parse_task(spec, 1)[0]
+    tasks = {t for spec in cfg.TRANSFER.TASKS for t in [parse_task(spec, 1)[0]]}
+    tasks |= {task for name in cfg.ENTRIES for task, _ in entry_tasks(cfg, name)}
+    for task in sorted(tasks):
         needed.append(("TRANSFER.TASKS", f"configs/transfer/{task}.yaml"))
     for key, path in needed:
         if not path or not resolve_path(path).is_file():
@@ -179,7 +206,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
     Raises:
         ConfigError: missing file, unknown key, bad entry or override, naming the culprit.
     """
-    path = Path(path)
+    path = paths.resolve(path)
     if not path.is_file():
         raise ConfigError(f"pipeline file not found: {path} (pipelines live under configs/benchmarks/)")
     cfg = get_pipeline_defaults()

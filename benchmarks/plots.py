@@ -4,8 +4,9 @@
   ``metrics.jsonl``: training loss per step, the per-channel std of the
   l2-normalised output z with the 1/sqrt(d) line of a non-collapsed output, and the
   kNN top-1 per epoch.
-* ``transfer_ap_<table>.png``: AP per transfer task, one bar per pre-training with
-  the std over trials as error bars (the paper's baselines hatched where shown).
+* ``transfer_ap_<table>.png``: AP50 and AP (points, 0-100) per transfer task, one bar
+  per pre-training with the std over trials as error bars (the paper's baselines
+  hatched where shown).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _output_dim(metrics_path: Path) -> int:
 
 def _finite(recs: Sequence[dict], x: str, y: str) -> tuple[list[float], list[float]]:
     pts = [(r[x], r[y]) for r in recs if isinstance(r.get(x), (int, float)) and isinstance(r.get(y), (int, float))
-           and math.isfinite(r[y])]
+           and math.isfinite(r[y]) and abs(r[y]) < 1e12]  # 1e308 would overflow matplotlib's transforms
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -122,13 +123,11 @@ def _save(fig, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def plot_transfer(table: Table, out: Path, metric: str = "AP") -> Path | None:
-    """Bars of ``metric`` per task group of a Table 5, our rows plus the paper's baselines."""
+def _bars(ax, table: Table, rows: Sequence, metric: str) -> bool:
+    """One panel: bars of ``metric`` per task group; False when the table has no such column."""
     cols = [j for j, c in enumerate(table.columns) if c.metric == metric]
-    rows = [r for r in table.rows if r.source == "ours" or r.label in ("scratch", "ImageNet supervised")]
-    if not cols or not any(r.source == "ours" for r in rows):
-        return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cols) * max(1, len(rows)) / 2.5), 4.2))
+    if not cols:
+        return False
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
         xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(cols))]
@@ -138,29 +137,67 @@ def plot_transfer(table: Table, out: Path, metric: str = "AP") -> Path | None:
         bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=f"{row.label}{' (paper)' if paper else ''}",
                       hatch="//" if paper else None, alpha=0.55 if paper else 0.9)
         for bar, j in zip(bars, cols):
-            if row.cells[j].mean is None:
-                ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom", fontsize=7)
+            cell = row.cells[j]
+            if cell.mean is None:
+                ax.annotate("invalid" if cell.invalid else "n/a", (bar.get_x() + bar.get_width() / 2, 0),
+                            ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(range(len(cols)), [table.columns[j].group for j in cols])
-    ax.set(ylabel=metric, title=f"{metric} per transfer task: {table.title.split(':')[0]}")
+    # detectron2 reports AP in points: 0.9 here means 0.9 AP, not 90 %.
+    ax.set(ylabel=f"{metric} (points, 0-100)", title=metric)
+    ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    return True
+
+
+def plot_transfer(table: Table, out: Path, metrics: Sequence[str] = ("AP50", "AP")) -> Path | None:
+    """AP50 and AP bars per task group of a Table 5: our rows plus the paper's baselines.
+
+    Values are in points (0-100, as detectron2 and the paper report them); error bars are
+    the std over trials; invalid or missing cells are annotated, never drawn as numbers.
+    """
+    rows = [r for r in table.rows if r.source == "ours" or r.label in ("scratch", "ImageNet supervised")]
+    if not any(r.source == "ours" for r in rows) or not any(c.metric in metrics for c in table.columns):
+        return None
+    n_groups = len({c.group for c in table.columns})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.0, 1.6 * n_groups * max(1, len(rows)) / 2.5)
+                                                         * len(metrics), 4.2), squeeze=False)
+    drawn = [_bars(ax, table, rows, m) for ax, m in zip(axes[0], metrics)]
+    for ax, ok in zip(axes[0], drawn):
+        if not ok:
+            ax.set_visible(False)
+    axes[0][drawn.index(True)].legend(fontsize=8, ncol=2)
+    fig.suptitle(f"transfer, {' and '.join(metrics)} in points (0-100): {table.title.split(':')[0]}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)
     return out
 
 
-def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str]) -> list[Path]:
-    """All plots of a runs directory into ``runs_dir/plots``; ``labels``: entry name -> label."""
+def make_plots(runs_dir: Path, tables: Sequence[Table], labels: dict[str, str],
+               notes: list[str] | None = None, plots_dir: Path | None = None) -> list[Path]:
+    """All plots of a runs directory into ``plots_dir`` (default ``runs_dir/plots``); ``labels``: entry name -> label.
+
+    A plot that fails is left out with a line in ``notes``.
+    """
     runs_dir = Path(runs_dir)
+    plots_dir = Path(plots_dir) if plots_dir is not None else runs_dir / "plots"
     metrics = {}
     for path in sorted(runs_dir.glob("*/pretrain/metrics.jsonl")):
         entry = path.parent.parent.name
         metrics[labels.get(entry, entry)] = path
     if (runs_dir / "metrics.jsonl").is_file():  # a single pretraining output dir
         metrics[runs_dir.name] = runs_dir / "metrics.jsonl"
-    made = [plot_pretraining(metrics, runs_dir / "plots" / "pretraining_curves.png")]
+    jobs = [("pretraining curves", lambda: plot_pretraining(metrics, plots_dir / "pretraining_curves.png"))]
     for t in tables:
         if t.name.startswith("table5") and not t.delta:
-            made.append(plot_transfer(t, runs_dir / "plots" / f"transfer_ap_{t.name}.png"))
+            jobs.append((f"transfer AP of {t.name}",
+                         lambda t=t: plot_transfer(t, plots_dir / f"transfer_ap_{t.name}.png")))
+    made = []
+    for what, job in jobs:
+        try:  # a plot is an extra: odd numbers in a results file must never cost the report
+            made.append(job())
+        except Exception as e:  # noqa: BLE001 - matplotlib raises many kinds (OverflowError, ValueError, ...)
+            plt.close("all")
+            if notes is not None:
+                notes.append(f"plot of the {what} skipped: {e.__class__.__name__}: {str(e)[:120]}")
     return [p for p in made if p is not None]

@@ -4,7 +4,9 @@ Reads the files fixed by docs/design.md: transfer ``trial*/results.json``, linea
 evaluation ``lincls_results.json``, kNN ``knn_results.json`` and the pipeline's
 ``pipeline_state.json`` (entry labels and kinds). Nothing here averages or formats;
 :mod:`benchmarks.table` does. Unreadable, partial or NaN results never crash the
-collection: they are left out and described in :attr:`RunResults.notes`.
+collection: they are left out and described in :attr:`RunResults.notes`. A metric
+outside [0, 100] (APs and accuracies are percentages) or non-finite is *invalid*: kept
+out of every mean, counted per cell so the table shows it, and named in a note.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ __all__ = [
 
 STATE_FILE = "pipeline_state.json"
 TABLE_METRICS = ("AP50", "AP", "AP75")  # the metrics of the paper's tables (benchmarks.reference.METRICS)
+RESULT_TYPES = ("bbox", "segm")  # the transfer results the tables show
+VALID_RANGE = (0.0, 100.0)  # detectron2 APs and top-1 accuracies are percentages
 _SKIP_DIRS = {"synth", "logs", ".git", "__pycache__"}  # big trees that never hold results
 
 
@@ -38,8 +42,9 @@ class TransferTrial:
     label: str
     weights: str
     seed: int | None
-    # {"bbox": {"AP": 47.0, ...}, "segm": {...}}; NaN/None metrics are kept as NaN here.
+    # {"bbox": {"AP": 47.0, ...}, "segm": {...}}; NaN/None and invalid metrics are kept as NaN here.
     results: dict[str, dict[str, float]]
+    invalid: frozenset[str] = frozenset()  # "bbox.AP" etc.: present but outside [0, 100] or non-finite
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class EvalResult:
     top1: float
     pretrain_epochs: int | None
     synthetic: bool
+    num_classes: int | None = None  # lincls records it: chance level = 100 / num_classes
+    invalid: bool = False  # top1 present but outside [0, 100] or non-finite (top1 is then NaN)
+    num_val: int | None = None  # validation images behind top1 (its binomial sampling error)
 
 
 @dataclass
@@ -90,6 +98,22 @@ def _number(value: Any) -> float:
         return math.nan
     value = float(value)
     return value if math.isfinite(value) else math.nan
+
+
+def _is_invalid(value: Any) -> bool:
+    """A number that cannot be a percentage: non-finite (also the strings JSON gives for it) or
+    outside [0, 100]. ``None`` / absent is *missing*, not invalid."""
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not (math.isfinite(value) and VALID_RANGE[0] <= value <= VALID_RANGE[1])
+
+
+def _show(value: Any) -> str:
+    """A bad value for a note, cut so a 1e308 or a long string cannot flood the output."""
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _walk(root: Path, names: set[str]) -> list[Path]:
@@ -131,17 +155,29 @@ def _transfer_trial(path: Path, obj: dict[str, Any], out: RunResults) -> None:
         out.notes.append(f"{rel}: missing 'task', 'label' or 'results', skipped")
         return
     results: dict[str, dict[str, float]] = {}
+    invalid: list[str] = []
     for rtype, metrics in obj["results"].items():
-        if isinstance(metrics, dict):
-            results[rtype] = {k: _number(v) for k, v in metrics.items()}
+        if not isinstance(metrics, dict):
+            if rtype in RESULT_TYPES:
+                out.notes.append(f"{rel}: results.{rtype} is {_show(metrics)}, not a mapping of metrics "
+                                 f"({', '.join(TABLE_METRICS)}); shown as missing")
+            continue
+        results[rtype] = {}
+        for k, v in metrics.items():
+            bad = rtype in RESULT_TYPES and k in TABLE_METRICS and _is_invalid(v)
+            if bad:
+                invalid.append(f"{rtype}.{k}")
+                out.notes.append(f"{rel}: invalid {rtype}.{k} = {_show(v)} (outside [0, 100] or not finite); "
+                                 "shown as invalid, not averaged in")
+            results[rtype][k] = math.nan if bad else _number(v)
     # Only the tables' metrics matter: COCO's APl is legitimately NaN on images without large objects.
-    nan = sorted(f"{t}.{k}" for t, m in results.items() if t in ("bbox", "segm")
-                 for k, v in m.items() if k in TABLE_METRICS and math.isnan(v))
+    nan = sorted(f"{t}.{k}" for t, m in results.items() if t in RESULT_TYPES
+                 for k, v in m.items() if k in TABLE_METRICS and math.isnan(v) and f"{t}.{k}" not in invalid)
     if nan:
         out.notes.append(f"{rel}: NaN/missing {', '.join(nan)} (shown as missing, not averaged in)")
     seed = obj.get("seed")
     out.transfer.append(TransferTrial(path, task, label, str(obj.get("weights", "")),
-                                      seed if isinstance(seed, int) else None, results))
+                                      seed if isinstance(seed, int) else None, results, frozenset(invalid)))
 
 
 def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[str, str],
@@ -149,7 +185,12 @@ def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[
     rel = path.relative_to(out.root)
     protocol = "lincls" if path.name == "lincls_results.json" else "knn"
     top1 = _number(obj.get("top1"))
-    if math.isnan(top1):
+    invalid = _is_invalid(obj.get("top1"))
+    if invalid:
+        top1 = math.nan
+        out.notes.append(f"{rel}: invalid top1 = {_show(obj.get('top1'))} (outside [0, 100] or not finite); "
+                         "shown as invalid, not averaged in")
+    elif math.isnan(top1):
         out.notes.append(f"{rel}: top1 missing or NaN, skipped")
         return
     entry = _entry_of(path, out.root)
@@ -158,8 +199,11 @@ def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[
         synthetic = "synth" in _config_data_root(path).lower()
     else:
         synthetic = synthetic_run
+    classes, num_val = obj.get("num_classes"), obj.get("num_val")
     out.evals.append(EvalResult(path, entry, labels.get(entry, entry), protocol, top1,
-                                int(epochs) if isinstance(epochs, (int, float)) else None, synthetic))
+                                int(epochs) if isinstance(epochs, (int, float)) and math.isfinite(epochs) else None,
+                                synthetic, classes if isinstance(classes, int) and classes > 0 else None, invalid,
+                                num_val if isinstance(num_val, int) and num_val > 0 else None))
 
 
 def collect(runs_dir: str | os.PathLike) -> RunResults:

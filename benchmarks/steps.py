@@ -4,7 +4,7 @@
 :class:`Step` s. Layout under ``OUTPUT_DIR``::
 
     synth/ (or SYNTH.ROOT)              siambench data synth        done: synth.json
-    <entry>/pretrain/model_final.pth     siambench pretrain|supervised
+    <entry>/pretrain/model_final.pth     siambench pretrain|supervised (random_init: 0 epochs)
     <entry>/knn/knn_results.json         siambench knn
     <entry>/lincls/lincls_results.json   siambench lincls
     <entry>/convert/model.pkl            siambench convert
@@ -23,7 +23,7 @@ from typing import Callable
 
 from fvcore.common.config import CfgNode
 
-from .pipeline_config import parse_task, resolve_path
+from .pipeline_config import METHOD_KINDS, PRETRAIN_KINDS, entry_tasks, resolve_path
 
 __all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
 
@@ -42,11 +42,13 @@ class Step:
     deps: tuple[str, ...] = ()  # keys that must be done first
     nproc: int = 1  # > 1: launched with torchrun
     outputs: list[Path] = field(default_factory=list)  # what "done" looks at (for messages)
+    out_dir: Path | None = None  # the directory the step writes (removed by `siambench run --force`)
+    kind: str = ""  # the entry's KIND for pretrain steps: a 0-epoch random init is not timed like SimSiam
 
     @property
     def family(self) -> str:
         """Steps of one family take about as long (used for the ETA)."""
-        return self.name
+        return f"{self.name}:{self.kind}" if self.kind else self.name
 
 
 def complete_trials(task_dir: Path) -> int:
@@ -99,11 +101,10 @@ def build_steps(cfg: CfgNode) -> list[Step]:
     if cfg.SYNTH.ENABLED:
         root = synth_root(cfg)
         steps.append(Step("synth", "", "data", ["data", "synth", "--out", str(root), *_str_opts(cfg.SYNTH.ARGS)],
-                          _exists(root / "synth.json"), outputs=[root / "synth.json"]))
+                          _exists(root / "synth.json"), outputs=[root / "synth.json"], out_dir=root))
         data_root = data_root or str(root / "imagefolder")
         data_deps = ("synth",)
     shared = _shared_opts(cfg, data_root)
-    tasks = [parse_task(t, cfg.TRANSFER.TRIALS) for t in cfg.TRANSFER.TASKS]
 
     for name, e in cfg.ENTRIES.items():
         d = out / name
@@ -111,13 +112,17 @@ def build_steps(cfg: CfgNode) -> list[Step]:
         ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
         pkl: Path | None = None  # detectron2 weights for transfer
         ckpt_deps: tuple[str, ...] = data_deps
-        if e.KIND in ("simsiam", "supervised"):
-            command = "pretrain" if e.KIND == "simsiam" else "supervised"
+        if e.KIND in PRETRAIN_KINDS:
+            command = "supervised" if e.KIND == "supervised" else "pretrain"
+            method = ["MODEL.METHOD", e.KIND] if e.KIND in METHOD_KINDS[1:] else []  # the row's kind is what runs
             ckpt = d / "pretrain" / "model_final.pth"
+            # random init: the model as built (seeded) and saved before any step, without the kNN monitor
+            untrained = ["SOLVER.EPOCHS", "0", "MONITOR.KNN_PERIOD", "0"] if e.KIND == "random_init" else []
             steps.append(Step(f"{name}/pretrain", name, "pretrain",
                               [command, "--config-file", _config(e.CONFIG), "--resume", "auto", *shared,
-                               *_str_opts(e.OPTS), "OUTPUT_DIR", str(d / "pretrain")],
-                              _exists(ckpt), data_deps, cfg.NUM_GPUS, [ckpt]))
+                               *_str_opts(e.OPTS), *method, *untrained, "OUTPUT_DIR", str(d / "pretrain")],
+                              _exists(ckpt), data_deps, 1 if e.KIND == "random_init" else cfg.NUM_GPUS, [ckpt],
+                              d / "pretrain", e.KIND))
             ckpt_deps = (f"{name}/pretrain",)
         elif e.KIND == "checkpoint":
             given = resolve_path(e.CHECKPOINT)
@@ -133,21 +138,23 @@ def build_steps(cfg: CfgNode) -> list[Step]:
                                   ["knn", "--config-file", _config(cfg.EVAL.KNN.CONFIG), *shared,
                                    *_str_opts(cfg.EVAL.KNN.OPTS), "MODEL.WEIGHTS", str(ckpt),
                                    "OUTPUT_DIR", str(d / "knn")],
-                                  _exists(res), ckpt_deps + data_deps, 1, [res]))
+                                  _exists(res), ckpt_deps + data_deps, 1, [res], d / "knn"))
             if cfg.EVAL.LINCLS.ENABLED:
                 res = d / "lincls" / "lincls_results.json"
                 steps.append(Step(f"{name}/lincls", name, "lincls",
                                   ["lincls", "--config-file", _config(cfg.EVAL.LINCLS.CONFIG), "--resume", "auto",
                                    *shared, *_str_opts(cfg.EVAL.LINCLS.OPTS), "MODEL.WEIGHTS", str(ckpt),
                                    "OUTPUT_DIR", str(d / "lincls")],
-                                  _exists(res), ckpt_deps + data_deps, cfg.NUM_GPUS, [res]))
+                                  _exists(res), ckpt_deps + data_deps, cfg.NUM_GPUS, [res], d / "lincls"))
         transfer_deps: tuple[str, ...] = data_deps
-        if ckpt is not None:
+        tasks = entry_tasks(cfg, name)
+        if ckpt is not None and tasks:
             pkl = d / "convert" / "model.pkl"
             argv = ["convert", str(ckpt), str(pkl)]
             argv += ["--format", e.CONVERT_FORMAT] if e.CONVERT_FORMAT else []
             argv += ["--verify"] if cfg.CONVERT.VERIFY else []
-            steps.append(Step(f"{name}/convert", name, "convert", argv, _exists(pkl), ckpt_deps, 1, [pkl]))
+            steps.append(Step(f"{name}/convert", name, "convert", argv, _exists(pkl), ckpt_deps, 1, [pkl],
+                              d / "convert"))
             transfer_deps = (f"{name}/convert",) + data_deps
         weights = "scratch" if e.KIND == "scratch" else str(pkl)
         for task, trials in tasks:
@@ -158,5 +165,5 @@ def build_steps(cfg: CfgNode) -> list[Step]:
             argv += [*_str_opts(cfg.TRANSFER.OPTS), *_str_opts(e.TRANSFER_OPTS), "OUTPUT_DIR", str(task_dir)]
             steps.append(Step(f"{name}/transfer/{task}", name, f"transfer:{task}", argv,
                               lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,
-                              transfer_deps, 1, [task_dir / "trial*/results.json"]))
+                              transfer_deps, 1, [task_dir / "trial*/results.json"], task_dir))
     return steps

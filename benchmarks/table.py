@@ -1,5 +1,8 @@
 """``siambench table RUNS_DIR``: transfer and linear-eval tables shaped like the paper's.
 
+The tables are followed by the verdict (:mod:`benchmarks.verdict`): which of the
+paper's claims the runs reproduce, with the numbers and a significance test.
+
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
 COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table 4
 (linear evaluation): top-1 by pre-training epochs. Conventions:
@@ -15,8 +18,10 @@ COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table
   note "synthetic data: not comparable to paper rows"; the reference rows still print.
 * Deltas: each of our rows minus our supervised and our scratch row of the same table
   (same data), e.g. ``+1.2``.
-* Missing, partial or NaN results show as missing (``–``) with a note; they are never
-  averaged in.
+* Missing or partial results show as missing (``–``) with a note; they are never
+  averaged in. Invalid values (outside [0, 100] or non-finite, :mod:`benchmarks.results`)
+  are never averaged in either; the cell counts them (``(n=2, 1 invalid)``, or
+  ``invalid`` when no valid value is left) and a note names each file.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ __all__ = ["Cell", "Column", "Row", "Table", "summarize", "apply_bold", "build_t
            "task_group_name", "main"]
 
 SYNTHETIC_NOTE = "synthetic data: not comparable to paper rows"
-_KIND_ORDER = {"scratch": 0, "supervised": 1}  # then everything else, like the paper's rows
+_KIND_ORDER = {"scratch": 0, "random_init": 1, "supervised": 2}  # then everything else, like the paper's rows
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Cell:
     std: float | None = None
     n: int = 0
     bold: bool = False
+    invalid: int = 0  # values left out as outside [0, 100] / non-finite
 
 
 @dataclass
@@ -83,13 +89,16 @@ class Table:
         )
 
 
-def summarize(values: Iterable[float]) -> Cell:
-    """Mean, sample std (ddof=1, None for one value) and n of the finite values."""
+def summarize(values: Iterable[float], invalid: int = 0) -> Cell:
+    """Mean, sample std (ddof=1, None for one value) and n of the finite values.
+
+    ``invalid``: how many values were left out as invalid before (shown in the cell).
+    """
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not finite:
-        return Cell()
+        return Cell(invalid=invalid)
     std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite))
+    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite), invalid=invalid)
 
 
 def apply_bold(table: Table, margin: float = reference.BOLD_MARGIN) -> None:
@@ -126,12 +135,14 @@ def _task_sort_key(task: str) -> tuple:
 
 def _row_order(labels: Iterable[str], kinds: dict[str, str], preferred: Sequence[str]) -> list[str]:
     pos = {label: i for i, label in enumerate(preferred)}
-    return sorted(set(labels), key=lambda lb: (_KIND_ORDER.get(kinds.get(lb, ""), 2), pos.get(lb, len(pos)), lb))
+    return sorted(set(labels), key=lambda lb: (_KIND_ORDER.get(kinds.get(lb, ""), len(_KIND_ORDER)),
+                                               pos.get(lb, len(pos)), lb))
 
 
 def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: RunResults,
                     with_paper: bool, order: Sequence[str]) -> Table:
     by_key: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)  # (label, task, rtype, metric)
+    invalid: dict[tuple[str, str, str, str], int] = defaultdict(int)
     groups: set[tuple[str, str]] = set(reference.PAPER_TASKS) if with_paper else set()
     for t in trials:
         for rtype, metrics in t.results.items():
@@ -140,6 +151,7 @@ def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: Run
             groups.add((t.task, rtype))
             for metric in reference.METRICS:
                 by_key[t.label, t.task, rtype, metric].append(metrics.get(metric, math.nan))
+                invalid[t.label, t.task, rtype, metric] += f"{rtype}.{metric}" in t.invalid
     groups_sorted = sorted(groups, key=lambda g: (_task_sort_key(g[0]), g[1]))
     columns = [Column(task_group_name(task, rtype), m) for task, rtype in groups_sorted for m in reference.METRICS]
     rows: list[Row] = []
@@ -149,14 +161,16 @@ def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: Run
                      for g in groups_sorted for m in reference.METRICS]
             rows.append(Row(label, "paper", "", cells))
     for label in _row_order({t.label for t in trials}, res.kinds, order):
-        cells = [summarize(by_key.get((label, task, rtype, m), [])) for task, rtype in groups_sorted
-                 for m in reference.METRICS]
+        cells = [summarize(by_key.get((label, task, rtype, m), []), invalid.get((label, task, rtype, m), 0))
+                 for task, rtype in groups_sorted for m in reference.METRICS]
         rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
     table = Table(name, title, columns, rows)
     if with_paper:
         table.notes.append(f"paper rows: {reference.CITATION}, Table 5 (R50-C4, 200-ep pre-training; VOC: 5 trials)")
-    if any(r.source == "ours" and any(c.mean is None for c in r.cells) for r in rows):
+    if any(r.source == "ours" and any(c.mean is None and not c.invalid for c in r.cells) for r in rows):
         table.notes.append("– = no finished trial for this entry and task")
+    if any(c.invalid for r in rows for c in r.cells):
+        table.notes.append("invalid = a value outside [0, 100] or not finite; never averaged in (see the notes)")
     apply_bold(table)
     return table
 
@@ -197,7 +211,9 @@ def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic
         for label, values in reference.TABLE4_LINEAR_TOP1.items():
             rows.append(Row(label, "paper", "", [Cell(values[ep]) if ep in values else Cell() for ep in epoch_cols]))
     for label in _row_order({e.label for e in evals}, res.kinds, order):
-        cells = [summarize(e.top1 for e in evals if e.label == label and e.pretrain_epochs == ep) for ep in epoch_cols]
+        cells = [summarize([e.top1 for e in evals if e.label == label and e.pretrain_epochs == ep],
+                           sum(e.invalid for e in evals if e.label == label and e.pretrain_epochs == ep))
+                 for ep in epoch_cols]
         rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
     table = Table(name, title + ("" if evals else ", paper reference rows"), columns, rows)
     if with_paper:
@@ -239,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.utils.io import atomic_write_text
 
     from .table_format import FORMATS, render
+    from .verdict import build_verdict
 
     parser = argparse.ArgumentParser(prog="siambench table", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"siambench table: {e}", file=sys.stderr)
         return 2
-    text = render(build_tables(res), args.format, res.notes)
+    text = render(build_tables(res), args.format, res.notes, build_verdict(res))
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}")

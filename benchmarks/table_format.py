@@ -21,18 +21,20 @@ from typing import Any, Sequence
 
 from . import reference
 from .table import Cell, Table
+from .verdict import Claim, render_verdict
 
-__all__ = ["FORMATS", "render", "format_cell", "parse_cell", "read_csv", "tables_from_json"]
+__all__ = ["FORMATS", "render", "format_cell", "parse_cell", "read_csv", "tables_from_json", "verdict_from_json"]
 
 FORMATS = ("md", "csv", "latex", "json")
 MISSING = {"md": "–", "latex": "--"}
-CSV_FIELDS = ("table", "label", "source", "kind", "group", "metric", "mean", "std", "n", "bold", "delta")
+CSV_FIELDS = ("table", "label", "source", "kind", "group", "metric", "mean", "std", "n", "bold", "delta",
+              "invalid")
 
 
 def format_cell(cell: Cell, fmt: str, show_n: bool, delta: bool = False) -> str:
     """Display text of one cell in ``md`` or ``latex`` (0.1 precision like the paper)."""
     if cell.mean is None:
-        return MISSING[fmt]
+        return "invalid" if cell.invalid and not delta else MISSING[fmt]
     mean = f"{cell.mean:+.1f}" if delta else f"{cell.mean:.1f}"
     if cell.bold:
         mean = f"**{mean}**" if fmt == "md" else f"\\textbf{{{mean}}}"
@@ -40,14 +42,16 @@ def format_cell(cell: Cell, fmt: str, show_n: bool, delta: bool = False) -> str:
     if cell.std is not None:
         text += f" ± {cell.std:.1f}" if fmt == "md" else f"$\\pm${cell.std:.1f}"
     if show_n and cell.n:
-        text += f" (n={cell.n})" if fmt == "md" else f" {{\\scriptsize (n={cell.n})}}"
+        count = f"n={cell.n}" + (f", {cell.invalid} invalid" if cell.invalid else "")
+        text += f" ({count})" if fmt == "md" else f" {{\\scriptsize ({count})}}"
     return text
 
 
 _CELL_RE = {
-    "md": re.compile(r"^(?P<b>\*\*)?(?P<mean>[+-]?\d+\.\d)(?:\*\*)?(?: ± (?P<std>\d+\.\d))?(?: \(n=(?P<n>\d+)\))?$"),
+    "md": re.compile(r"^(?P<b>\*\*)?(?P<mean>[+-]?\d+\.\d)(?:\*\*)?(?: ± (?P<std>\d+\.\d))?"
+                     r"(?: \(n=(?P<n>\d+)(?:, (?P<inv>\d+) invalid)?\))?$"),
     "latex": re.compile(r"^(?P<b>\\textbf\{)?(?P<mean>[+-]?\d+\.\d)\}?(?:\$\\pm\$(?P<std>\d+\.\d))?"
-                        r"(?: \{\\scriptsize \(n=(?P<n>\d+)\)\})?$"),
+                        r"(?: \{\\scriptsize \(n=(?P<n>\d+)(?:, (?P<inv>\d+) invalid)?\)\})?$"),
 }
 
 
@@ -60,11 +64,13 @@ def parse_cell(text: str, fmt: str) -> Cell:
     text = text.strip()
     if text == MISSING[fmt]:
         return Cell()
+    if text == "invalid":
+        return Cell(invalid=1)  # at least one; the count is in the notes
     m = _CELL_RE[fmt].match(text)
     if m is None:
         raise ValueError(f"not a {fmt} table cell: {text!r}")
     return Cell(mean=float(m["mean"]), std=float(m["std"]) if m["std"] else None,
-                n=int(m["n"]) if m["n"] else 0, bold=bool(m["b"]))
+                n=int(m["n"]) if m["n"] else 0, bold=bool(m["b"]), invalid=int(m["inv"]) if m["inv"] else 0)
 
 
 def _md(table: Table) -> str:
@@ -121,7 +127,8 @@ def _csv(tables: Sequence[Table]) -> str:
             for col, cell in zip(t.columns, row.cells):
                 writer.writerow({"table": t.name, "label": row.label, "source": row.source, "kind": row.kind,
                                  "group": col.group, "metric": col.metric, "mean": _num(cell.mean),
-                                 "std": _num(cell.std), "n": cell.n, "bold": int(cell.bold), "delta": int(t.delta)})
+                                 "std": _num(cell.std), "n": cell.n, "bold": int(cell.bold), "delta": int(t.delta),
+                                 "invalid": cell.invalid})
     return buf.getvalue()
 
 
@@ -131,7 +138,7 @@ def read_csv(text: str) -> list[dict[str, Any]]:
     for rec in csv.DictReader(io.StringIO(text)):
         out.append({**rec, "mean": float(rec["mean"]) if rec["mean"] else None,
                     "std": float(rec["std"]) if rec["std"] else None, "n": int(rec["n"]),
-                    "bold": rec["bold"] == "1", "delta": rec["delta"] == "1"})
+                    "bold": rec["bold"] == "1", "delta": rec["delta"] == "1", "invalid": int(rec.get("invalid") or 0)})
     return out
 
 
@@ -141,19 +148,33 @@ def tables_from_json(text: str) -> tuple[list[Table], list[str]]:
     return [Table.from_dict(t) for t in obj["tables"]], list(obj.get("notes", []))
 
 
-def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = ()) -> str:
-    """All tables in one format; ``notes`` (from collection: skipped files) are appended."""
+def verdict_from_json(text: str) -> list[Claim]:
+    """The verdict of a ``json`` rendering."""
+    return [Claim(**c) for c in json.loads(text).get("verdict", [])]
+
+
+def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = (), verdict: Sequence[Claim] = ()) -> str:
+    """All tables in one format; ``notes`` (from collection: skipped files) are appended.
+
+    ``verdict`` (:func:`benchmarks.verdict.build_verdict`) follows the tables in ``md``
+    (the last thing a console shows), is a ``verdict`` list in ``json`` and ``%`` comment
+    lines in ``latex``; ``csv`` holds the table cells only.
+    """
     if fmt == "json":
         return json.dumps({"citation": reference.CITATION, "tables": [t.to_dict() for t in tables],
-                           "notes": list(notes)}, indent=2, allow_nan=False) + "\n"
+                           "verdict": [c.to_dict() for c in verdict], "notes": list(notes)},
+                          indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         return _csv(tables)
     if fmt == "md":
         body = "\n".join(_md(t) for t in tables)
         if notes:
             body += "\n### Notes on the results files\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+        if verdict:
+            body += "\n" + render_verdict(verdict)
         return body
     if fmt == "latex":
         body = "% requires \\usepackage{booktabs}\n" + "\n".join(_latex(t) for t in tables)
+        body += "".join(f"% verdict: {c.mark}: {_tex(c.claim)}: {_tex(c.evidence)}\n" for c in verdict)
         return body + "".join(f"% note: {_tex(n)}\n" for n in notes)
     raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -8,9 +8,11 @@ MoCo key encoder/queue or a classifier -- plus where they came from.
 =============  =========================  ==========================================
 format         encoder prefix             dropped
 =============  =========================  ==========================================
-siambench      ``module.encoder.``        projector ``fc.*``, ``module.predictor.*``
+siambench      ``module.encoder.``        projector ``fc.*``, ``module.predictor.*``; our SimCLR,
+                                          BYOL (``target_encoder.*``), SwAV (``prototypes``)
 simsiam        ``module.encoder.``        (official SimSiam, same layout)
-moco           ``module.encoder_q.``      MLP/fc head, ``module.encoder_k.*``, queue
+moco           ``module.encoder_q.``      MLP/fc head, ``module.encoder_k.*``, queue (also ours)
+swav           ``module.``                ``projection_head.*``, ``prototypes.*`` (official SwAV)
 torchvision    (none)                     ImageNet classifier ``fc.*``
 plain          (none or ``module.``)      ``fc.*`` if present
 custom         ``--prefix`` (MoCo v3 ``module.base_encoder.``, BYOL-style, ...)
@@ -52,6 +54,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "siambench": ("module.encoder.", "siambench SimSiam checkpoint"),
     "simsiam": ("module.encoder.", "official SimSiam checkpoint"),
     "moco": ("module.encoder_q.", "MoCo v1/v2 checkpoint (query encoder)"),
+    "swav": ("module.", "official SwAV checkpoint (ResNet at module.*, projection_head and prototypes dropped)"),
     "torchvision": ("", "torchvision ResNet state dict"),
     "plain": ("", "plain ResNet state dict"),
 }
@@ -175,6 +178,8 @@ def _detect(ckpt: Mapping[str, Any], sd: Mapping[str, Any], top_level: bool) -> 
     keys = list(sd)
     if any(k.startswith("module.encoder_q.") for k in keys):
         return "moco", FORMATS["moco"][0]
+    if any(k.startswith("module.prototypes.") for k in keys) and "module.layer1.0.conv1.weight" in sd:
+        return "swav", FORMATS["swav"][0]
     if any(k.startswith("module.encoder.") for k in keys):
         return ("siambench" if "siambench_version" in ckpt else "simsiam"), "module.encoder."
     if "layer1.0.conv1.weight" in sd:

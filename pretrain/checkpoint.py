@@ -6,12 +6,19 @@ whatever the wrapping), ``arch``, ``epoch`` (epochs completed), ``optimizer``,
 ``scaler``, ``rng``, ``config`` (YAML), ``siambench_version``; plus ``monitor`` and
 ``hypothesis`` states this package needs to resume exactly. Everything is plain
 tensors/containers so ``torch.load(weights_only=True)`` reads it.
+
+Retention (``TRAIN.KEEP_LAST``, ``TRAIN.KEEP_EVERY``): after a checkpoint and
+``last_checkpoint`` are safely written, older ``checkpoint_*.pth`` beyond the newest
+``KEEP_LAST`` are deleted, except every ``KEEP_EVERY``-th epoch; ``last_checkpoint``
+always names a file that exists. Resuming (:func:`find_resume_checkpoint`) falls back
+to the newest readable checkpoint, with a warning naming the damaged one.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +26,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .utils.config import ConfigError
 from .utils.env import siambench_version
 from .utils.io import atomic_torch_save, atomic_write_text
 
 __all__ = [
     "PREFIX",
     "LAST_CHECKPOINT",
+    "CheckpointError",
+    "prune_checkpoints",
     "checkpoint_name",
     "official_state_dict",
     "load_official_state_dict",
@@ -33,6 +43,7 @@ __all__ = [
     "set_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "load_optimizer_state",
     "find_resume_checkpoint",
 ]
 
@@ -40,6 +51,11 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "module."  # the official checkpoints come from a DDP-wrapped model
 LAST_CHECKPOINT = "last_checkpoint"
+_CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be read or does not fit the model; the message names the file and the fix."""
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -54,7 +70,14 @@ def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Load ``module.*`` keys into the bare SimSiam module (strict: every key must match)."""
     stripped = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state_dict.items()}
-    model.load_state_dict(stripped)
+    try:
+        model.load_state_dict(stripped)
+    except RuntimeError as e:  # missing/unexpected keys or shape mismatches: another architecture
+        first = str(e).splitlines()
+        detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
+        raise CheckpointError(f"the checkpoint does not fit this model (another MODEL.ARCH or head config?): "
+                              f"{detail[:300]}; resume with the config it was written with, or start a new "
+                              "OUTPUT_DIR") from None
 
 
 def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -115,33 +138,145 @@ def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module,
     atomic_torch_save(ckpt, path)
     if name is None:  # model_final.pth is not a resume point of its own: it copies the last one
         atomic_write_text(Path(output_dir) / LAST_CHECKPOINT, path.name + "\n")
+        train = cfg.get("TRAIN", None)
+        if train is not None:
+            prune_checkpoints(output_dir, int(train.get("KEEP_LAST", 0)), int(train.get("KEEP_EVERY", 0)))
     return path
+
+
+def _epoch_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every ``checkpoint_NNNN.pth`` in ``output_dir``, newest first."""
+    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint_*.pth") if (m := _CHECKPOINT_RE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete ``checkpoint_*.pth`` but the newest ``keep_last`` and every ``keep_every``-th epoch.
+
+    ``keep_last`` 0 keeps everything. The file ``last_checkpoint`` names is never deleted.
+    Call only after the newest checkpoint and ``last_checkpoint`` are written.
+    """
+    if keep_last <= 0:
+        return []
+    output_dir = Path(output_dir)
+    marker = output_dir / LAST_CHECKPOINT
+    current = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
+    removed = []
+    for i, (epoch, path) in enumerate(_epoch_checkpoints(output_dir)):
+        if i < keep_last or path.name == current or (keep_every > 0 and epoch % keep_every == 0):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        logger.info("checkpoint retention (TRAIN.KEEP_LAST %d, KEEP_EVERY %d): removed %s", keep_last, keep_every,
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with an error that names the file and the fix."""
+    """``torch.load(weights_only=True)`` with an error that names the file and the fix.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable (truncated, empty, code-carrying
+            pickle) or not a pretraining checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, foreign pickle, ...
-        raise RuntimeError(f"cannot read checkpoint {path} ({e}); delete it (and fix {LAST_CHECKPOINT}) "
-                           "to resume from an earlier one") from e
-    missing = {"state_dict", "epoch", "optimizer"} - set(ckpt)
-    if missing:
-        raise KeyError(f"{path} is not a pretraining checkpoint: missing {sorted(missing)}")
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} ({reason}); delete it (and fix {LAST_CHECKPOINT}) "
+                              "to resume from an earlier one") from e
+    if not isinstance(ckpt, dict) or {"state_dict", "epoch", "optimizer"} - set(ckpt):
+        missing = sorted({"state_dict", "epoch", "optimizer"} - set(ckpt)) if isinstance(ckpt, dict) else "all keys"
+        raise CheckpointError(f"{path} is not a pretraining checkpoint: missing {missing}")
     return ckpt
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)``, also for an official SimSiam checkpoint.
+
+    The official ``main_simsiam.py`` gives SGD all of ``encoder.parameters()``, including
+    the projector's last fc bias that it freezes (``requires_grad=False``); we leave frozen
+    parameters out (e.g. ResNet-50: 68 tensors there, 67 here). A frozen parameter never has
+    optimizer state, so the saved entries without state are dropped when that makes each
+    group match ours, parameter shapes checked. Our group names (``fix_pred_lr`` reads them)
+    are kept; anything else that does not match raises a ValueError naming the sizes.
+    """
+    ours = optimizer.param_groups
+    groups = saved["param_groups"]
+    if [len(g["params"]) for g in groups] == [len(g["params"]) for g in ours]:
+        optimizer.load_state_dict(saved)
+        return
+    state = saved["state"]
+    kept_groups, kept_state = [], {}
+    for mine, theirs in zip(ours, groups):
+        ids = [i for i in theirs["params"] if i in state]  # frozen parameters never got a gradient
+        if len(ids) != len(mine["params"]) or any(
+                state[i].get("momentum_buffer") is not None and state[i]["momentum_buffer"].shape != p.shape
+                for i, p in zip(ids, mine["params"])):
+            break
+        hyper = {k: v for k, v in theirs.items() if k not in ("params", "fix_lr")}
+        kept_groups.append({**hyper, **{k: v for k, v in mine.items() if k == "name"}, "params": ids})
+        kept_state.update({i: state[i] for i in ids})
+    if len(kept_groups) != len(ours) or len(groups) != len(ours):
+        raise ValueError(
+            f"the checkpoint's optimizer has parameter groups of {[len(g['params']) for g in groups]} tensors, this "
+            f"model's of {[len(g['params']) for g in ours]}: it was written for another model (MODEL.* differs)")
+    optimizer.load_state_dict({"state": kept_state, "param_groups": kept_groups})
+    logger.warning("optimizer state of an official SimSiam checkpoint: dropped %d frozen parameter(s) it listed",
+                   sum(map(len, (g["params"] for g in groups))) - len(kept_state))
+
+
+def _readable(path: Path) -> str | None:
+    """None if ``path`` loads as a checkpoint (memory-mapped: cheap), else the reason."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001  (any failure means "not usable")
+        return (str(e).splitlines() or [type(e).__name__])[0][:200]
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
+        return "not a pretraining checkpoint"
+    return None
+
+
 def find_resume_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path | None:
-    """``resume`` = "auto" (latest in ``output_dir``, None if there is none yet) or a file path."""
+    """``resume`` = "auto" (latest readable in ``output_dir``, None if there is none yet) or a file path.
+
+    With "auto", the file ``last_checkpoint`` names is used when it loads; when it is
+    damaged (a kill mid-write of a non-atomic copy, a full disk), missing, or
+    ``last_checkpoint`` itself is empty, the newest readable ``checkpoint_*.pth`` is used
+    instead, with a warning naming what was skipped.
+
+    Raises:
+        CheckpointError: ``resume`` is a path that does not exist, or checkpoints exist
+            but none of them is readable.
+    """
     if resume != "auto":
+        if not Path(resume).is_file():
+            raise CheckpointError(f"--resume {resume}: no such checkpoint (use --resume auto to continue the "
+                                  "run in OUTPUT_DIR)")
         return Path(resume)
-    marker = Path(output_dir) / LAST_CHECKPOINT
-    if not marker.is_file():
-        return None
-    path = Path(output_dir) / marker.read_text(encoding="utf-8").strip()
-    if not path.is_file():
-        raise FileNotFoundError(f"{marker} names {path.name}, which does not exist; fix or delete {marker}")
-    return path
+    output_dir = Path(output_dir)
+    marker = output_dir / LAST_CHECKPOINT
+    named = marker.read_text(encoding="utf-8", errors="replace").strip() if marker.is_file() else ""
+    candidates = [p for _, p in _epoch_checkpoints(output_dir)]
+    if named:
+        candidates = [output_dir / named] + [p for p in candidates if p.name != named]
+    elif marker.is_file():
+        logger.warning("%s is empty; looking for the newest readable checkpoint instead", marker)
+    skipped = []
+    for path in candidates:
+        reason = "does not exist" if not path.is_file() else _readable(path)
+        if reason is None:
+            if skipped:
+                logger.warning("resuming from %s instead: skipped %s", path.name, "; ".join(skipped))
+            return path
+        skipped.append(f"{path.name} ({reason})")
+        logger.warning("cannot resume from %s: %s", path, reason)
+    if skipped or marker.is_file():
+        raise CheckpointError(f"no readable checkpoint in {output_dir} to resume from ("
+                              f"{'; '.join(skipped) or 'last_checkpoint is empty and no checkpoint_*.pth exists'}); "
+                              f"delete {output_dir} (or its {LAST_CHECKPOINT}) to start over")
+    return None

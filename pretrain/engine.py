@@ -1,16 +1,24 @@
-"""One epoch of SimSiam training."""
+"""One epoch of pretraining, for every method (``pretrain.methods``).
+
+Host-device syncs: none per step. The loss and the monitored std of z are accumulated
+on the device and read once every ``TRAIN.PRINT_FREQ`` steps (at steps 0, F, 2F, ... as
+the console line, and at the epoch's last step); the non-finite check, the collapse monitor, the console, ``metrics.jsonl`` and
+TensorBoard act on those period means. A non-finite loss therefore stops the run at the
+end of its period (at most PRINT_FREQ - 1 updates later), always before any checkpoint
+is written (``pretrain.main`` also checks the weights before each write).
+"""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import itertools
 import math
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn as nn
 
-from .losses import SimSiamLoss
+from .methods.base import Method
 from .monitors import CollapseMonitor, z_std
 from .schedule import adjust_learning_rate
 from .utils.logger import JSONLinesWriter, MetricLogger, TensorboardWriter
@@ -20,24 +28,27 @@ __all__ = ["TrainContext", "train_one_epoch"]
 
 @dataclasses.dataclass
 class TrainContext:
-    """Everything a step needs besides the model, loss, optimizer and data."""
+    """Everything a step needs besides the model, optimizer and data."""
 
     device: torch.device
     init_lr: float
     epochs: int
     fix_pred_lr: bool = True
-    schedule_per_step: bool = False  # cosine updated every step instead of every epoch (official)
+    schedule_per_step: bool = False  # cosine updated every step instead of every epoch (official SimSiam)
+    warmup_epochs: float = 0.0  # linear warmup before the cosine (SimCLR, BYOL, SwAV)
+    start_lr: float = 0.0  # lr at the start of the warmup
+    final_lr: float = 0.0  # lr at the end of the cosine
     amp_dtype: torch.dtype | None = None  # autocast dtype; None = fp32
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     batch_aug: nn.Module | None = None  # uint8 crops -> augmented views on the device ("batched" backend)
     channels_last: bool = False
-    targets: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None  # hypothesis variants
     collapse: CollapseMonitor | None = None
     jsonl: JSONLinesWriter | None = None
     tensorboard: TensorboardWriter | None = None
-    print_freq: int = 10
+    print_freq: int = 10  # steps per host read of loss / z_std (and per console line and metrics record)
     max_steps: int = 0  # >0 caps the epoch
-    global_step: int = 0  # steps done so far (TensorBoard x axis)
+    global_step: int = 0  # steps done so far (EMA schedules, prototype freezing, TensorBoard x axis)
+    total_steps: int = 0  # steps of the whole run (BYOL's tau schedule); 0 = epochs x this epoch's steps
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -50,55 +61,82 @@ class TrainContext:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def lr_at(self, optimizer: torch.optim.Optimizer, epoch: float) -> float:
+        return adjust_learning_rate(optimizer, self.init_lr, epoch, self.epochs, self.fix_pred_lr,
+                                    warmup_epochs=self.warmup_epochs, start_lr=self.start_lr,
+                                    final_lr=self.final_lr)
 
-def train_one_epoch(model: nn.Module, criterion: SimSiamLoss, optimizer: torch.optim.Optimizer,
-                    loader: Iterable, epoch: int, ctx: TrainContext) -> dict[str, float]:
+
+def _unwrap(model: nn.Module) -> Method:
+    """The bare method under DDP / torch.compile wrappers."""
+    while not isinstance(model, Method):
+        model = getattr(model, "_orig_mod", None) or getattr(model, "module")
+    return model
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable, epoch: int,
+                    ctx: TrainContext, method: Method | None = None) -> dict[str, float]:
     """Train ``epoch`` (0-based) over ``loader`` of ``(views, index)``; return epoch averages.
 
+    Args:
+        model: the (possibly DDP-wrapped / compiled) method; ``model(views)`` runs the forward.
+        method: the bare method (loss and hooks); found under the wrappers when None.
+
     Raises:
-        FloatingPointError: the loss is not finite (before the bad update is applied).
+        FloatingPointError: the loss was not finite in the last print period.
         monitors.CollapseDetected: collapse with ``MONITOR.COLLAPSE_ABORT``.
     """
+    method = method or _unwrap(model)
     model.train()
     meters = MetricLogger()
     steps = len(loader) if not ctx.max_steps else min(ctx.max_steps, len(loader))  # type: ignore[arg-type]
+    total_steps = ctx.total_steps or ctx.epochs * steps
     lr = optimizer.param_groups[0]["lr"]
+    period = torch.zeros(2, device=ctx.device)  # running sums of (loss, z_std) over the print period
+    first = 0  # first step of the current period
     batches = itertools.islice(loader, steps)
     for i, (views, index) in enumerate(meters.log_every(batches, ctx.print_freq, f"Epoch: [{epoch}]", steps)):
         if ctx.schedule_per_step:
-            lr = adjust_learning_rate(optimizer, ctx.init_lr, epoch + i / steps, ctx.epochs, ctx.fix_pred_lr)
+            lr = ctx.lr_at(optimizer, epoch + i / steps)
         views = [ctx.to_device(v) for v in views]
+        method.before_forward(ctx.global_step)
         with ctx.autocast():
-            ps, zs = model(views)  # predictions p and (stop-grad) projections z of each view, NxC
-        ps, zs = [p.float() for p in ps], [z.float() for z in zs]
-        if ctx.targets is not None:
-            loss = criterion.to_targets(ps, ctx.targets(index, zs))  # D(p_v, eta_x) averaged over views
-        else:
-            loss = criterion(ps, zs)  # D(p1, z2)/2 + D(p2, z1)/2
-        # one host-device sync per step for both monitors (not one each)
-        loss_value, std = torch.stack([loss.detach(), z_std(zs[0])]).tolist()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at epoch {epoch} step {i}: stopping before the update; "
-                                     "the last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
+            out = model(views)  # the method's network outputs, NxC each
+        loss, z = method.loss(out, index)  # fp32, outside autocast
+        period += torch.stack([loss.detach(), z_std(z)])  # on the device: no host sync
 
         optimizer.zero_grad(set_to_none=True)
         if ctx.scaler is not None:
             ctx.scaler.scale(loss).backward()
+            method.after_backward(ctx.global_step)
             ctx.scaler.step(optimizer)
             ctx.scaler.update()
         else:
             loss.backward()
+            method.after_backward(ctx.global_step)
             optimizer.step()
-
-        meters.update(loss=loss_value, z_std=std, lr=lr)
-        record = {"type": "step", "epoch": epoch, "step": i, "loss": loss_value, "lr": lr, "z_std": std}
-        if ctx.jsonl is not None:
-            ctx.jsonl.write(record)
-        if ctx.tensorboard is not None:
-            ctx.tensorboard.add_scalars({"loss": loss_value, "z_std": std, "lr": lr}, ctx.global_step, "train/")
-        if ctx.collapse is not None:
-            ctx.collapse.update(std, ctx.global_step)
+        method.after_step(ctx.global_step, total_steps)
         ctx.global_step += 1
+
+        if i % ctx.print_freq == 0 or i + 1 == steps:  # one host read per print period (as the console)
+            n = i + 1 - first
+            loss_value, std = (period / n).tolist()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"loss is {loss_value} at epoch {epoch} steps {first}-{i}: stopping before any checkpoint "
+                    "is written; the last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
+            for name, value in (("loss", loss_value), ("z_std", std), ("lr", lr)):
+                meters.meters[name].update(value, n)
+            record = {"type": "step", "epoch": epoch, "step": i, "steps": n, "loss": loss_value, "lr": lr,
+                      "z_std": std}
+            if ctx.jsonl is not None:
+                ctx.jsonl.write(record)
+            if ctx.tensorboard is not None:
+                ctx.tensorboard.add_scalars({"loss": loss_value, "z_std": std, "lr": lr}, ctx.global_step, "train/")
+            if ctx.collapse is not None:
+                ctx.collapse.update(std, ctx.global_step, steps=n)
+            period.zero_()
+            first = i + 1
     meters.synchronize_between_processes()
     averages = meters.global_averages()
     return {"loss": averages.get("loss", math.nan), "z_std": averages.get("z_std", math.nan)}

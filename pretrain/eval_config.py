@@ -23,7 +23,9 @@ def _common(output_dir: str) -> CfgNode:
     _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
 
     _C.DATA = CfgNode()
-    _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root with train/ and val/ subfolders
+    # ImageFolder root with train/<class>/ and val/<class>/; "" = ImageNet: $SIAMBENCH_IMAGENET,
+    # else $DETECTRON2_DATASETS/imagenet, else datasets/imagenet (as `siambench doctor`)
+    _C.DATA.ROOT = ""
     _C.DATA.IMAGE_SIZE = 224  # crop size; evaluation resizes to IMAGE_SIZE * 256/224 first
     _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
     _C.DATA.STRICT = False  # True: any unreadable image is an error instead of being skipped
@@ -31,7 +33,7 @@ def _common(output_dir: str) -> CfgNode:
     _C.DATA.CACHE_IN_MEMORY = False  # decode the images once and keep the pixels in RAM (small datasets only)
 
     _C.TRAIN = CfgNode()
-    _C.TRAIN.PRINT_FREQ = 10  # progress line (meters, ETA) every N iterations on rank 0
+    _C.TRAIN.PRINT_FREQ = 10  # progress line, device->host read of loss/acc (1 sync) and NaN check every N steps
     return _C
 
 
@@ -96,6 +98,10 @@ def get_supervised_defaults() -> CfgNode:
 
     _C.TRAIN.AMP = "none"  # CUDA autocast: "none" (fp32, the reference), "bf16", or "fp16" (with GradScaler)
     _C.TRAIN.CHECKPOINT_PERIOD = 1  # write checkpoint_{epoch:04d}.pth every N epochs (and at the end)
+    # Retention (a disk policy, not part of the recipe; the reference keeps every epoch): keep the newest
+    # KEEP_LAST checkpoint_*.pth (0 = all) plus every KEEP_EVERY-th epoch (0 = none) and model_final.pth.
+    _C.TRAIN.KEEP_LAST = 2
+    _C.TRAIN.KEEP_EVERY = 30  # 90 epochs: 30, 60, 90 (the step-decay boundaries)
 
     _C.TEST = CfgNode()
     _C.TEST.EVAL_PERIOD = 1  # top-1/top-5 on DATA.ROOT/val every N epochs (0 = only at the end)

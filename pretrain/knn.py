@@ -154,7 +154,7 @@ def knn_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: Sequence[int]
 def main(argv: Sequence[str] | None = None) -> int:
     """``siambench knn --config-file C MODEL.WEIGHTS ckpt OUTPUT_DIR d`` -> d/knn_results.json."""
     parser = argparse.ArgumentParser(prog="siambench knn", description=__doc__.split("\n\n")[0])
-    add_config_args(parser)
+    add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x KNN.K 20")
     args = parser.parse_args(argv)
     run = setup_run(get_knn_defaults(), args.config_file, args.opts, command="knn")
     cfg, device = run.cfg, run.device

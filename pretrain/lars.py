@@ -15,6 +15,9 @@ For every parameter ``p`` with gradient ``g``, weight decay ``wd`` and ``eps``:
     buf <- g                      on the first step, else  momentum * buf + g
     p   <- p - lr * buf
 
+A group with ``lars_exclude: True`` skips the trust ratio (plain SGD with momentum and its
+own weight decay), as BYOL and SimCLR do for biases and BN parameters.
+
 With ``clip=True`` the local rate is ``min(local_lr / lr, 1)`` instead (LARC's
 clipping mode, so the effective rate never exceeds the global ``lr``).
 """
@@ -75,7 +78,10 @@ class LARS(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("LARS does not support sparse gradients")
-                d_p = self._scaled_grad(p, p.grad, lr, wd, group)
+                if group.get("lars_exclude", False):  # plain SGD (biases/BN in BYOL and SimCLR)
+                    d_p = p.grad.add(p, alpha=wd) if wd else p.grad.clone()
+                else:
+                    d_p = self._scaled_grad(p, p.grad, lr, wd, group)
                 if momentum:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")

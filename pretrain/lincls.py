@@ -35,15 +35,17 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
 
 from .data.cache import cache_in_memory
-from .data.folder import SafeImageFolder
+from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
+from .run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
 from .utils.io import atomic_torch_save, atomic_write_json
 from .utils.logger import MetricLogger, format_seconds, setup_logger
+from .utils.step_stats import DeviceStepStats, is_print_step
 
 __all__ = [
     "Run", "setup_run", "build_train_loader", "build_eval_loader", "load_backbone", "build_backbone",
@@ -76,11 +78,21 @@ class Run:
             dist.destroy_process_group()
 
 
-def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str) -> Run:
-    """Load the config, join the process group, seed, create OUTPUT_DIR and save config.yaml."""
+def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str,
+              resume: str | None = None, guard: Sequence[str] = ()) -> Run:
+    """Load the config, check DATA.ROOT, join the process group, lock OUTPUT_DIR, seed, create
+    OUTPUT_DIR and save config.yaml. Bad input stops before anything is created.
+
+    Args:
+        resume: the command's ``--resume`` argument (None: a new run).
+        guard: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
+            unless resumed with the same config (``pretrain.run_dir``). Empty: only lock OUTPUT_DIR.
+    """
     cfg = load_config(defaults, config_file, opts)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val"))
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
     out = Path(cfg.OUTPUT_DIR)
+    prepare_run_dir(cfg, info, resume, markers=guard)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
@@ -284,9 +296,15 @@ def build_optimizer(cfg: CfgNode, params: list[nn.Parameter]) -> tuple[torch.opt
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, epochs: int, log_period: int) -> dict[str, float]:
+    """One epoch of the classifier; loss/accuracy are read from the device once per ``log_period``.
+
+    Raises:
+        FloatingPointError: a non-finite loss in a period (before the epoch's checkpoint).
+    """
     model.train()  # LinearEval keeps the backbone in eval mode
-    meters = MetricLogger()
-    for images, target in meters.log_every(loader, log_period, f"lincls epoch [{epoch + 1}/{epochs}]"):
+    meters, stats = MetricLogger(), DeviceStepStats(("loss", "acc1", "acc5"), device)
+    total = len(loader)
+    for i, (images, target) in enumerate(meters.log_every(loader, log_period, f"lincls epoch [{epoch + 1}/{epochs}]")):
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         logits = model(images)  # NxC
         loss = F.cross_entropy(logits, target)
@@ -294,8 +312,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         loss.backward()
         optimizer.step()
         top1, top5 = accuracy(logits.detach(), target)
-        meters.update(loss=loss.detach(), acc1=100.0 * top1 / len(target), acc5=100.0 * top5 / len(target),
-                      lr=optimizer.param_groups[0]["lr"])
+        stats.add(loss, 100.0 * top1 / len(target), 100.0 * top5 / len(target))
+        meters.meters["lr"].update(optimizer.param_groups[0]["lr"])
+        if is_print_step(i, log_period, total):
+            stats.flush(meters, f"lincls epoch {epoch + 1}, step {i} (lower SOLVER.BASE_LR)")
+    stats.flush(meters, f"lincls epoch {epoch + 1}")
     meters.synchronize_between_processes()
     return meters.global_averages()
 
@@ -331,9 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench lincls", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help=f"continue from OUTPUT_DIR/{CHECKPOINT} ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
-    run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls")
+    run = setup_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls", resume=args.resume,
+                    guard=(CHECKPOINT, "lincls_results.json"))
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("lincls: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")

@@ -1,4 +1,4 @@
-"""``siambench pretrain``: SimSiam pretraining, single process or torchrun/SLURM multi-GPU.
+"""``siambench pretrain``: SimSiam (or ``MODEL.METHOD``) pretraining, single process or torchrun/SLURM multi-GPU.
 
     siambench pretrain --config-file configs/pretrain/simsiam_r50_100ep.yaml DATA.ROOT /data/imagenet
     torchrun --nproc_per_node 8 -m pretrain --config-file ... [--resume auto] [--strict-data] KEY VALUE ...
@@ -9,6 +9,7 @@ metrics.jsonl, log.txt, tb/}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import random
 import time
@@ -22,13 +23,17 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .builder import build_model
 from .config import get_cfg
-from .data import (BatchAugment, IndexedDataset, TwoCropsTransform, build_crop_transform, build_dataset,
-                   build_eval_transform, build_moco_v2_transform, build_pretrain_loader, epoch_seed,
-                   set_loader_epoch)
+from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
+                   epoch_seed, set_loader_epoch)
+from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
+from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
-from .losses import SimSiamLoss
+from .data.folder import resolve_cfg_data_root
+from .lars import LARS
+from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
-from .schedule import adjust_learning_rate, scaled_lr
+from .run_dir import prepare_run_dir
+from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
 from .utils.config import ConfigError, add_config_args, load_config, save_config
@@ -44,11 +49,12 @@ _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="siambench pretrain", description="SimSiam pretraining")
+    parser = argparse.ArgumentParser(prog="siambench pretrain",
+                                     description="self-supervised pretraining: SimSiam or MODEL.METHOD")
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
-    add_config_args(parser, required=False)  # the defaults are the paper's baseline recipe
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
     return parser.parse_args(argv)
 
 
@@ -58,12 +64,31 @@ def _check_cfg(cfg, info: DistInfo) -> None:
                           f"{info.world_size} ranks; choose a multiple of {info.world_size}")
     if cfg.TRAIN.AMP not in _AMP:
         raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
-    if cfg.DATA.AUG_BACKEND not in ("pil", "batched"):
-        raise ConfigError(f"DATA.AUG_BACKEND must be 'pil' or 'batched', got {cfg.DATA.AUG_BACKEND!r}")
+    check_view_cfg(cfg)  # DATA.AUG_BACKEND, DATA.DECODE
     if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
         raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
     if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
         raise ConfigError(f"SOLVER.SCHEDULE_UNIT must be 'epoch' or 'step', got {cfg.SOLVER.SCHEDULE_UNIT!r}")
+    method = cfg.MODEL.METHOD
+    if method not in METHODS:
+        raise ConfigError(f"MODEL.METHOD must be one of {', '.join(METHODS)}, got {method!r}")
+    if cfg.SOLVER.OPTIMIZER not in ("sgd", "lars"):
+        raise ConfigError(f"SOLVER.OPTIMIZER must be 'sgd' or 'lars', got {cfg.SOLVER.OPTIMIZER!r}")
+    if cfg.DATA.AUGMENTATION not in AUGMENTATIONS:
+        raise ConfigError(f"DATA.AUGMENTATION must be one of {', '.join(AUGMENTATIONS)}, got {cfg.DATA.AUGMENTATION!r}")
+    if cfg.DATA.AUG_BACKEND == "batched" and cfg.DATA.AUGMENTATION != "moco_v2":
+        raise ConfigError(f"DATA.AUG_BACKEND batched implements the moco_v2 views only; set DATA.AUG_BACKEND pil "
+                          f"for DATA.AUGMENTATION {cfg.DATA.AUGMENTATION}")
+    if cfg.DATA.AUG_BACKEND == "batched" and method == "swav" and cfg.MODEL.SWAV.NUM_SMALL_CROPS:
+        raise ConfigError("MODEL.SWAV.NUM_SMALL_CROPS > 0 (multi-crop) needs DATA.AUG_BACKEND pil: the batched "
+                          "backend makes crops of one size")
+    if cfg.SOLVER.WARMUP_EPOCHS and cfg.SOLVER.SCHEDULE_UNIT != "step":
+        raise ConfigError("SOLVER.WARMUP_EPOCHS > 0 needs SOLVER.SCHEDULE_UNIT step (the warmup is per step)")
+    if method != "simsiam" and cfg.HYPOTHESIS.MODE != "none":
+        raise ConfigError(f"HYPOTHESIS.MODE {cfg.HYPOTHESIS.MODE} is a SimSiam experiment; MODEL.METHOD is {method}")
+    if method == "moco_v2" and cfg.MODEL.MOCO.QUEUE % cfg.SOLVER.BATCH_SIZE:
+        raise ConfigError(f"MODEL.MOCO.QUEUE {cfg.MODEL.MOCO.QUEUE} must be a multiple of SOLVER.BATCH_SIZE "
+                          f"{cfg.SOLVER.BATCH_SIZE} (official builder.py asserts it)")
 
 
 def seed_all(seed: int) -> None:
@@ -73,7 +98,7 @@ def seed_all(seed: int) -> None:
 
 
 def build_model_and_optimizer(cfg, info: DistInfo):
-    """(train_model, bare SimSiam, optimizer, scaler): SyncBN + DDP when distributed, compile if asked."""
+    """(train_model, bare method, optimizer, scaler): SyncBN + DDP when distributed, compile if asked."""
     seed_all(cfg.SEED)  # identical init on every rank (DDP also broadcasts it)
     bare = build_model(cfg)
     model: nn.Module = bare
@@ -84,8 +109,14 @@ def build_model_and_optimizer(cfg, info: DistInfo):
     if cfg.TRAIN.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
     init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
-    optimizer = torch.optim.SGD(bare.param_groups(), lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
-                                weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    groups = bare.param_groups(cfg.SOLVER.EXCLUDE_BIAS_BN)
+    if cfg.SOLVER.OPTIMIZER == "lars":  # SimCLR, BYOL, SwAV: LARS on SGD with momentum (LARC, clip False)
+        optimizer: torch.optim.Optimizer = LARS(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
+                                                weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+                                                trust_coefficient=cfg.SOLVER.LARS_TRUST)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
+                                    weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     if info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -97,22 +128,24 @@ def build_model_and_optimizer(cfg, info: DistInfo):
 
 def build_data(cfg, info: DistInfo, num_views: int):
     """(pretraining loader, its dataset, batch augment or None, single-view target loader or None)."""
-    size, scale = cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE
-    if cfg.DATA.AUG_BACKEND == "batched":
-        view_tf = build_crop_transform(size, scale)
-        batch_aug = BatchAugment(channels_last=cfg.TRAIN.CHANNELS_LAST).to(info.device)
-    else:
-        view_tf, batch_aug = build_moco_v2_transform(size, scale), None
+    views = build_view_pipeline(cfg, info.device)  # DATA.AUG_BACKEND / DATA.DECODE
+    batch_aug = views.batch_aug
+    if batch_aug is None:  # PIL path: the method's own view recipe (DATA.AUGMENTATION)
+        view_tf = build_view_transform(cfg.DATA.AUGMENTATION, cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE)
+        views_tf = build_multi_view_transform(cfg, num_views)
+    else:  # batched path: crops in the workers, the MoCo v2 ops on the device
+        view_tf = views.view_tf
+        views_tf = TwoCropsTransform(view_tf, num_views)
     per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
     loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
                      world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
-                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda")
-    dataset = build_dataset(cfg, "train", TwoCropsTransform(view_tf, num_views), strict=cfg.DATA.STRICT)
+                     pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda", collate_fn=views.collate_fn)
+    dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)
     loader = build_pretrain_loader(IndexedDataset(dataset), **loader_kw)
     target_loader = None
     if cfg.HYPOTHESIS.MODE == "kstep":  # T'(x): one more view per image, same sample order
-        target_loader = build_pretrain_loader(
-            IndexedDataset(build_dataset(cfg, "train", view_tf, strict=cfg.DATA.STRICT)), **loader_kw)
+        target_loader = build_pretrain_loader(IndexedDataset(build_dataset(
+            cfg, "train", view_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)), **loader_kw)
     return loader, dataset, batch_aug, target_loader
 
 
@@ -130,11 +163,21 @@ def build_targets(cfg, bare: nn.Module, ctx: TrainContext, num_images: int):
     return None
 
 
+def check_finite(model: nn.Module, epoch: int) -> None:
+    """Raise before a checkpoint write if any weight or buffer is NaN/inf (one host sync)."""
+    tensors = [t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        bad = next(n for n, t in itertools.chain(model.named_parameters(), model.named_buffers())
+                   if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+        raise FloatingPointError(f"non-finite weights ({bad}) after epoch {epoch}: no checkpoint written; the "
+                                 "last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
+
+
 def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
     tf = build_eval_transform(cfg.DATA.IMAGE_SIZE)
     train_set, val_set = build_dataset(cfg, "train", tf), build_dataset(cfg, "val", tf)
     m = cfg.MONITOR
-    return knn_monitor(bare.encoder, train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
+    return knn_monitor(bare.eval_encoder(), train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
                        batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64), num_workers=cfg.DATA.NUM_WORKERS,
                        train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
 
@@ -156,40 +199,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
     out = Path(cfg.OUTPUT_DIR)
-    setup_logger(out, info.rank)
     _check_cfg(cfg, info)
+    cfg = resolve_cfg_data_root(cfg, ("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",))
+    prepare_run_dir(cfg, info, resume)  # refuse to replace another run; lock OUTPUT_DIR; sweep stale temp files
+    setup_logger(out, info.rank)
     if info.is_main:
         save_config(cfg, out)
     logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
 
-    criterion = SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY)
     model, bare, optimizer, scaler = build_model_and_optimizer(cfg, info)
-    loader, dataset, batch_aug, target_loader = build_data(cfg, info, criterion.num_views)
+    loader, dataset, batch_aug, target_loader = build_data(cfg, info, bare.num_views)
     init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
+    steps_per_epoch = min(cfg.TRAIN.MAX_STEPS_PER_EPOCH or len(loader), len(loader))
     ctx = TrainContext(
         device=info.device, init_lr=init_lr, epochs=cfg.SOLVER.EPOCHS, fix_pred_lr=cfg.SOLVER.FIX_PRED_LR,
-        schedule_per_step=cfg.SOLVER.SCHEDULE_UNIT == "step", amp_dtype=_AMP[cfg.TRAIN.AMP],
+        schedule_per_step=cfg.SOLVER.SCHEDULE_UNIT == "step", warmup_epochs=cfg.SOLVER.WARMUP_EPOCHS,
+        start_lr=cfg.SOLVER.START_LR, final_lr=cfg.SOLVER.FINAL_LR, amp_dtype=_AMP[cfg.TRAIN.AMP],
         scaler=scaler if scaler.is_enabled() else None, batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
-        collapse=CollapseMonitor(cfg.MODEL.DIM, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE,
+        collapse=CollapseMonitor(bare.monitor_dim, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE,
                                  cfg.MONITOR.COLLAPSE_ABORT),
         print_freq=cfg.TRAIN.PRINT_FREQ, max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH,
+        total_steps=cfg.SOLVER.EPOCHS * steps_per_epoch,
     )
     targets = build_targets(cfg, bare, ctx, len(dataset))
-    ctx.targets = targets
+    if targets is not None:
+        bare.targets = targets  # SimSiam's hypothesis variants (paper Sec. 5)
 
     start_epoch = 0
     path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None
     if path is not None:
         state = ckpt_io.load_checkpoint(path)
         ckpt_io.load_official_state_dict(bare, state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        ckpt_io.load_optimizer_state(optimizer, state["optimizer"])  # ours, or an official SimSiam one
         if state.get("scaler") and ctx.scaler is not None:
             ctx.scaler.load_state_dict(state["scaler"])
-        ckpt_io.set_rng_state(state["rng"])
-        ctx.collapse.load_state_dict(state["monitor"]["collapse"])
-        ctx.global_step = int(state["monitor"]["global_step"])
+        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
+            ckpt_io.set_rng_state(state["rng"])
+            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+            ctx.global_step = int(state["monitor"]["global_step"])
+        else:
+            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact", path)
         if targets is not None and "hypothesis" in state:
             targets.load_state_dict(state["hypothesis"])
+        bare.load_extra_state(state.get("method", {}))
         start_epoch = int(state["epoch"])
         logger.info("resumed from %s (epoch %d done)", path, start_epoch)
     if info.is_main:
@@ -199,7 +251,8 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     ctx.tensorboard = TensorboardWriter(out / "tb", enabled=info.is_main and cfg.MONITOR.TENSORBOARD)
 
     def extra_state() -> dict:
-        state = {"monitor": {"collapse": ctx.collapse.state_dict(), "global_step": ctx.global_step}}
+        state = {"monitor": {"collapse": ctx.collapse.state_dict(), "global_step": ctx.global_step},
+                 "method": bare.extra_state()}
         if targets is not None:
             state["hypothesis"] = targets.state_dict()
         return state
@@ -213,8 +266,9 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
             if target_loader is not None:
                 set_loader_epoch(target_loader, cfg.SEED, epoch, info.rank, stream=1)
                 targets.begin_epoch(iter(target_loader))
-            lr = adjust_learning_rate(optimizer, init_lr, epoch, cfg.SOLVER.EPOCHS, cfg.SOLVER.FIX_PRED_LR)
-            stats = train_one_epoch(model, criterion, optimizer, loader, epoch, ctx)
+            lr = ctx.lr_at(optimizer, epoch)
+            bare.begin_epoch(epoch)
+            stats = train_one_epoch(model, optimizer, loader, epoch, ctx, bare)
             record = {"type": "epoch", "epoch": epoch, **stats, "lr": lr, "time_s": round(time.time() - tic, 3),
                       "bad_images": int(round(float(all_reduce_mean(dataset.num_bad)) * info.world_size))
                       if hasattr(dataset, "num_bad") else 0}
@@ -228,6 +282,7 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
             ctx.tensorboard.add_scalars({k: record[k] for k in ("loss", "z_std", "knn_top1") if k in record},
                                         epoch + 1, "epoch/")
             if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last):
+                check_finite(bare, epoch)  # a NaN never reaches a checkpoint
                 ckpt_io.save_checkpoint(out, epoch + 1, bare, optimizer, ctx.scaler, cfg, extra_state())
             barrier()
     except CollapseDetected as e:
@@ -238,6 +293,7 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
         ctx.tensorboard.close()
 
     if info.is_main:
+        check_finite(bare, cfg.SOLVER.EPOCHS - 1)
         ckpt_io.save_checkpoint(out, cfg.SOLVER.EPOCHS, bare, optimizer, ctx.scaler, cfg, extra_state(),
                                 name="model_final.pth")
         logger.info("done: %s", out / "model_final.pth")

@@ -53,8 +53,9 @@ class CollapseMonitor:
         self.low_steps = 0
         self.collapsed = False
 
-    def update(self, std: float, step: int) -> None:
-        self.low_steps = self.low_steps + 1 if std < self.limit else 0
+    def update(self, std: float, step: int, steps: int = 1) -> None:
+        """``std``: mean over the last ``steps`` steps (the engine reads it once per print period)."""
+        self.low_steps = self.low_steps + steps if std < self.limit else 0
         if self.low_steps < self.patience or self.collapsed and not self.abort:
             return
         msg = (f"representation collapse at step {step}: std(z/|z|) = {std:.2e} < {self.limit:.2e} "

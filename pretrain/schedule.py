@@ -13,19 +13,33 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
     return base_lr * batch_size / 256
 
 
-def cosine_lr(init_lr: float, epoch: float, epochs: int) -> float:
-    """Cosine decay from ``init_lr`` at epoch 0 to 0 at ``epochs`` (``epoch`` may be fractional)."""
+def cosine_lr(init_lr: float, epoch: float, epochs: int, warmup_epochs: float = 0.0, start_lr: float = 0.0,
+              final_lr: float = 0.0) -> float:
+    """Cosine decay from ``init_lr`` at epoch 0 to 0 at ``epochs`` (``epoch`` may be fractional).
+
+    With ``warmup_epochs`` > 0 (SimCLR, BYOL, SwAV): linear from ``start_lr`` to ``init_lr`` over
+    the warmup, then cosine from ``init_lr`` to ``final_lr`` over the remaining epochs (SwAV's
+    ``main_swav.py`` schedule; ``final_lr`` 0 and ``start_lr`` 0 give SimCLR's and BYOL's).
+    """
+    if warmup_epochs > 0:
+        if epoch < warmup_epochs:
+            return start_lr + (init_lr - start_lr) * epoch / warmup_epochs
+        t = (epoch - warmup_epochs) / (epochs - warmup_epochs)
+        return final_lr + 0.5 * (init_lr - final_lr) * (1.0 + math.cos(math.pi * t))
+    if final_lr:
+        return final_lr + 0.5 * (init_lr - final_lr) * (1.0 + math.cos(math.pi * epoch / epochs))
     return init_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
 def adjust_learning_rate(optimizer: torch.optim.Optimizer, init_lr: float, epoch: float, epochs: int,
-                         fix_pred_lr: bool) -> float:
+                         fix_pred_lr: bool, warmup_epochs: float = 0.0, start_lr: float = 0.0,
+                         final_lr: float = 0.0) -> float:
     """Set every group's lr for ``epoch``; the predictor group keeps ``init_lr`` if ``fix_pred_lr``.
 
     Returns:
         The decayed (encoder) lr.
     """
-    lr = cosine_lr(init_lr, epoch, epochs)
+    lr = cosine_lr(init_lr, epoch, epochs, warmup_epochs, start_lr, final_lr)
     for group in optimizer.param_groups:
         group["lr"] = init_lr if fix_pred_lr and group.get("name") == "predictor" else lr
     return lr

@@ -32,9 +32,11 @@ from torch.utils.data import DistributedSampler
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
+from .run_dir import RUN_MARKERS
 from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
 from .utils.config import CfgNode, add_config_args
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
+from .utils.step_stats import DeviceStepStats, is_print_step
 
 __all__ = ["SupervisedModel", "lr_at_epoch", "main"]
 
@@ -89,12 +91,18 @@ def _amp_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     cfg: CfgNode, device: torch.device, epoch: int) -> dict[str, float]:
+    """One epoch; loss and accuracy stay on the device and are read once per TRAIN.PRINT_FREQ steps.
+
+    Raises:
+        FloatingPointError: a non-finite loss in a print period (found at its end, before
+            any checkpoint of this epoch is written).
+    """
     model.train()
     amp_dtype = _amp_dtype(cfg, device)
-    meters = MetricLogger()
-    n = len(loader)
-    for i, (images, target) in enumerate(meters.log_every(loader, cfg.TRAIN.PRINT_FREQ,
-                                                         f"supervised epoch [{epoch + 1}/{cfg.SOLVER.EPOCHS}]")):
+    meters, stats = MetricLogger(), DeviceStepStats(("loss", "acc1", "acc5"), device)
+    n, freq = len(loader), cfg.TRAIN.PRINT_FREQ
+    where = f"supervised epoch {epoch + 1}"
+    for i, (images, target) in enumerate(meters.log_every(loader, freq, f"supervised epoch [{epoch + 1}/{cfg.SOLVER.EPOCHS}]")):
         lr = lr_at_epoch(cfg, epoch + i / n)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -103,15 +111,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         with autocast:
             logits = model(images)  # NxC
             loss = F.cross_entropy(logits, target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"supervised: loss is {loss.item()} at epoch {epoch + 1}, step {i}; "
-                                     "lower SOLVER.BASE_LR or set TRAIN.AMP none")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # fp16 only: GradScaler reads its inf check here (bf16/fp32: no sync)
         scaler.update()
         top1, top5 = accuracy(logits.detach().float(), target)
-        meters.update(loss=loss.detach(), acc1=100.0 * top1 / len(target), acc5=100.0 * top5 / len(target), lr=lr)
+        stats.add(loss, 100.0 * top1 / len(target), 100.0 * top5 / len(target))
+        meters.meters["lr"].update(lr)
+        if is_print_step(i, freq, n):
+            stats.flush(meters, f"{where}, step {i} (lower SOLVER.BASE_LR or set TRAIN.AMP none)")
+    stats.flush(meters, where)
     meters.synchronize_between_processes()
     return meters.global_averages()
 
@@ -121,9 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
-    add_config_args(parser)
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
     args = parser.parse_args(argv)
-    run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised")
+    run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
+                    resume=args.resume, guard=RUN_MARKERS)
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
     _amp_dtype(cfg, device)  # validates TRAIN.AMP

@@ -77,3 +77,39 @@ def test_bad_choice_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
         doctor.main(["--require-datasets", "imagenet21k"])
     assert e.value.code == 2
+
+
+def _row(name: str) -> doctor.Check:
+    return next(r for r in doctor.collect() if r.name == name)
+
+
+def test_nccl_is_not_called_available_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    import torch.distributed as dist
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)  # compiled in, as in the CUDA wheels
+    detail = _row("NCCL").detail
+    assert not detail.startswith("available") and "unusable here" in detail
+
+
+def test_a_missing_dataset_root_is_named_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    if os.environ.get("DETECTRON2_DATASETS"):
+        pytest.skip("builtin roots are absolute here")
+    monkeypatch.chdir(tmp_path)  # no ./datasets: detectron2's builtin roots are relative to the cwd
+    assert _row("coco").detail == f"directory {Path('datasets/coco')} does not exist"
+    (tmp_path / "datasets" / "coco" / "annotations").mkdir(parents=True)
+    detail = _row("coco").detail  # the root exists: each missing file is listed, once
+    assert "train2017" in detail and "val2017" in detail and "does not exist" not in detail
+
+
+def test_detectron2_projects_are_reported() -> None:
+    import importlib.util
+
+    from transfer.install_d2 import PROJECTS
+
+    detail = _row("projects").detail
+    installed = all(importlib.util.find_spec(f"detectron2.projects.{p}") for p in PROJECTS)
+    assert detail.startswith("detectron2.projects.") if installed else "install_d2" in detail

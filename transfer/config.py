@@ -28,6 +28,7 @@ from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode, get_cfg
 from pretrain.utils.config import ConfigError, load_config
+from pretrain.utils.paths import CONFIG_ROOT
 
 __all__ = [
     "CONFIG_DIR",
@@ -46,10 +47,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "transfer"
+CONFIG_DIR = CONFIG_ROOT / "transfer"  # the checkout's or the installed wheel's (pretrain/utils/paths.py)
 
-# Keys that differ between trials of one experiment by design; excluded from the config hash.
-_PER_TRIAL_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", "SIAMBENCH.TRIALS")
+# Keys that differ between trials of one experiment by design, or do not change what is computed
+# (checkpoint retention); excluded from the config hash.
+_PER_TRIAL_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", "SIAMBENCH.TRIALS", "SIAMBENCH.KEEP_CHECKPOINTS")
 
 # Every norm key that may name SyncBN in our configs (backbone, FPN, R-CNN heads).
 _NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
@@ -79,6 +81,11 @@ def add_siambench_config(cfg: CfgNode) -> CfgNode:
     # 5 when testing on real VOC (MoCo and SimSiam report VOC as the mean of 5 trials), else 1
     # (COCO is reported from one run; synthetic tasks are demos).
     cfg.SIAMBENCH.TRIALS = 0
+    # Periodic checkpoints (model_NNNNNNN.pth, every SOLVER.CHECKPOINT_PERIOD) kept per trial: the newest N
+    # (0 = all, detectron2's default), older ones deleted once a new one is written; model_final.pth is
+    # always kept and is the only file written at the last iteration. A disk policy (COCO 1x: 18 periodic
+    # files of ~0.5 GB each otherwise), not part of the protocol.
+    cfg.SIAMBENCH.KEEP_CHECKPOINTS = 2
     return cfg
 
 

@@ -9,10 +9,12 @@ On an official compiled build of detectron2 it changes nothing. On the pure-Pyth
 v0.6 that ``make setup`` installs where GitHub is unreachable (see
 ``transfer/install_d2.py``) it fixes, narrowly and in one place:
 
-* ``detectron2._C`` is missing -> a stand-in module whose every attribute raises
+* ``detectron2._C`` is missing -> a stand-in module whose every op raises
   :class:`CompiledOpsUnavailable` naming the op, so deformable conv, rotated boxes
   and the C++ COCO evaluator fail with a clear message instead of an ImportError
-  at import time. torchvision supplies nms/ROIAlign, which is all R-CNN needs.
+  at import time. torchvision supplies nms/ROIAlign, which is all R-CNN needs. Its
+  build-info functions (compiler, CUDA version) answer "none", so detectron2's own
+  ``collect_env_info`` / ``default_setup`` (``tools/train_net.py``) keep working.
 * COCOEvaluator's default C++ fast path -> falls back to pycocotools (logged).
 * Pillow >= 10 removed ``Image.LINEAR`` (used as a default argument in v0.6) ->
   alias to ``Image.BILINEAR``, which is what LINEAR always meant.
@@ -50,7 +52,24 @@ class CompiledOpsUnavailable(RuntimeError, AttributeError):
 
 
 class _MissingCompiledOps(types.ModuleType):
-    """Stand-in for ``detectron2._C`` in a pure-Python install."""
+    """Stand-in for ``detectron2._C`` in a pure-Python install.
+
+    Its build-information functions answer truthfully ("none") instead of raising, since
+    ``import detectron2._C`` succeeds here where detectron2 expects an ImportError:
+    ``collect_env_info`` (run by ``default_setup``, i.e. detectron2's ``tools/train_net.py``)
+    then reports "Compiler: none (...)" instead of failing.
+    """
+
+    _NONE = "none (pure-Python detectron2 without compiled ops; see `siambench doctor`)"
+
+    def get_compiler_version(self) -> str:
+        return self._NONE
+
+    def get_cuda_version(self) -> str:
+        return self._NONE
+
+    def has_cuda(self) -> bool:
+        return False
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

@@ -9,7 +9,8 @@ Order:
      within a short timeout (compiled ops included).
   3. The PyPI sdist ``pb1-detectron2==0.6`` -- exactly the official v0.6 Python
      sources without the C++ sources -- verified by sha256 and installed as pure
-     Python (no ``detectron2._C``). ``transfer.d2compat`` makes it usable.
+     Python (no ``detectron2._C``), with the ``detectron2.projects`` (PointRend, DeepLab,
+     Panoptic-DeepLab) that the official setup.py installs. ``transfer.d2compat`` makes it usable.
 If every route fails, exit non-zero with what to do.
 """
 from __future__ import annotations
@@ -34,6 +35,12 @@ GITHUB_COMMIT = "2dde706855d87baa9760fbcd0bdb6004a3937204"
 SDIST_REQ = "pb1-detectron2==0.6"
 SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+# detectron2's setup.py also installs these projects (package_dir): detectron2.projects.<name>.
+PROJECTS = {
+    "point_rend": "projects/PointRend/point_rend",
+    "deeplab": "projects/DeepLab/deeplab",
+    "panoptic_deeplab": "projects/Panoptic-DeepLab/panoptic_deeplab",
+}
 # Written into the installed dist-info so `siambench doctor` can report the source.
 SOURCE_MARKER = "siambench-pure-python-sdist"
 
@@ -112,6 +119,8 @@ def install_pure_python(sdist: Path) -> None:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
+        for package, folder in PROJECTS.items():  # as detectron2's setup.py: detectron2.projects.<name>
+            shutil.copytree(src.parent / folder, dst / "projects" / package)
     info = site / "detectron2-0.6.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: detectron2\nVersion: 0.6\n")

@@ -6,7 +6,7 @@ Examples::
     siambench transfer --task coco --weights scratch --num-gpus 8 --num-machines 2 \\
         --machine-rank 0 --dist-url tcp://host0:29500
     siambench transfer --task synth_voc07 --weights r18.pkl --dry-run SOLVER.IMS_PER_BATCH 2
-    siambench transfer --task coco --eval-only --weights runs/.../trial0/model_final.pth
+    siambench transfer --task coco --eval-only --weights runs/transfer/coco/simsiam_r50/trial0/model_final.pth
 
 detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
 machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
@@ -30,10 +30,13 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
+from convert.errors import ConversionError
+from pretrain.run_dir import lock_dir, sweep_temp_files
 from pretrain.utils.config import ConfigError, add_config_args, save_config
 from pretrain.utils.io import atomic_write_json
 
 from . import datasets
+from .checkpoint import check_weights_file, unreadable_reason
 from .config import CONFIG_DIR, default_trials, load_task_config, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
 from .trials import SCRATCH, TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="siambench transfer",
         description="Fine-tune and evaluate Faster/Mask R-CNN from converted weights (detectron2).",
+        epilog="examples:\n" + __doc__.split("Examples::", 1)[1].split("\n\n", 2)[1],  # the module docstring's
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", help="configs/transfer/TASK.yaml: voc07, voc0712, coco, coco_2x, coco_fpn, "
                    "coco_fpn_2x, synth_voc07, synth_voc0712, synth_coco")
@@ -66,12 +71,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 is the master)")
     p.add_argument("--dist-url", default="auto",
                    help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine)")
-    add_config_args(p, required=False)  # --config-file (instead of --task) + KEY VALUE overrides
+    p.add_argument("--resume", action="store_true",
+                   help="resume interrupted trials from their last checkpoint (always done; accepted as in "
+                        "detectron2's train_net.py)")
+    add_config_args(p, "OUTPUT_DIR runs/x SOLVER.MAX_ITER 100")  # --config-file (instead of --task) + KEY VALUE overrides
     return p
 
 
 def _label(weights: str) -> str:
     return SCRATCH if weights == SCRATCH else Path(weights).stem
+
+
+def _check_weights_override(args: argparse.Namespace) -> None:
+    """``--weights`` names what is loaded; a ``MODEL.WEIGHTS`` override that disagrees is refused
+    (the plan and the results would say one file while detectron2 loads another, or none)."""
+    opts = [o for o in args.opts if o != "--"]
+    given = [v for k, v in zip(opts[0::2], opts[1::2]) if k == "MODEL.WEIGHTS"]
+    if not given or not given[-1] or given[-1].strip("'\"") == "":
+        if given and args.weights != SCRATCH:  # MODEL.WEIGHTS "" with real --weights
+            raise ConfigError(f"MODEL.WEIGHTS '' contradicts --weights {args.weights}; drop the MODEL.WEIGHTS "
+                              "override (--weights scratch trains from random init)")
+        return
+    value = given[-1]
+    if args.weights == SCRATCH:
+        raise ConfigError(f"--weights scratch contradicts MODEL.WEIGHTS {value}: pass --weights {value} to fine-tune "
+                          "from that file, or drop MODEL.WEIGHTS to train from scratch")
+    if Path(value).resolve() != Path(args.weights).resolve():
+        raise ConfigError(f"MODEL.WEIGHTS {value} contradicts --weights {args.weights}; --weights names the "
+                          "weights (and the label of the results): drop the MODEL.WEIGHTS override")
 
 
 def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
@@ -88,6 +115,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     scratch = args.weights == SCRATCH
     if scratch and args.eval_only:
         raise ConfigError("--eval-only needs trained --weights, not 'scratch'")
+    _check_weights_override(args)
     weights_sha256 = None
     if not scratch:
         from convert.checkpoints import sha256_file
@@ -167,25 +195,38 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
     cfg = plan.trial_cfg(k)
     logger.info("trial %d: %s, seed %d -> %s", k, "resuming from the last checkpoint" if state == "resume"
                 else "starting", cfg.SEED, tdir)
+    resumed = state == "resume"
     if comm.is_main_process():
+        sweep_temp_files(tdir)  # left by a killed save; the experiment's lock is ours
         save_config(cfg, tdir)
-        write_results(tdir / "results.json", trial_record(plan, k, "running", resumed=state == "resume"))
+        write_results(tdir / "results.json", trial_record(plan, k, "running", resumed=resumed))
     comm.synchronize()
     seed_all_rng(cfg.SEED + comm.get_rank())
     start = time.perf_counter()
-    trainer = TransferTrainer(cfg)
-    trainer.resume_or_load(resume=True)  # last_checkpoint if any, else MODEL.WEIGHTS (or random init)
-    trainer.train()
-    # Set by DefaultTrainer's EvalHook, which evaluates after the last iteration (also when
-    # a resumed run had already finished training).
-    results = getattr(trainer, "_last_eval_results", None)
-    record = None
-    if comm.is_main_process():
-        if not results:
-            raise RuntimeError(f"trial {k}: detectron2 produced no evaluation results (DATASETS.TEST empty?)")
-        record = trial_record(plan, k, "complete", results, time.perf_counter() - start, resumed=state == "resume")
-        write_results(tdir / "results.json", record)
-        logger.info("trial %d: %s", k, _summary(record))
+    try:
+        trainer = TransferTrainer(cfg)
+        trainer.resume_or_load(resume=True)  # last readable checkpoint if any, else MODEL.WEIGHTS (or random init)
+        trainer.train()
+        # Set by DefaultTrainer's EvalHook, which evaluates after the last iteration (also when
+        # a resumed run had already finished training).
+        results = getattr(trainer, "_last_eval_results", None)
+        record = None
+        if comm.is_main_process():
+            if not results:
+                raise RuntimeError(f"trial {k}: detectron2 produced no evaluation results (DATASETS.TEST empty?)")
+            damaged = unreadable_reason(tdir / "model_final.pth")  # "complete" only when its files load
+            if damaged:
+                raise RuntimeError(f"trial {k}: the trained model does not load: {damaged}")
+            record = trial_record(plan, k, "complete", results, time.perf_counter() - start, resumed=resumed)
+            write_results(tdir / "results.json", record)
+            logger.info("trial %d: %s", k, _summary(record))
+    except BaseException as e:
+        if comm.is_main_process():  # never leave "running" behind an error
+            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:500]}"
+            write_results(tdir / "results.json", trial_record(plan, k, "failed", None, time.perf_counter() - start,
+                                                              resumed=resumed, error=reason))
+            logger.error("trial %d failed: %s", k, reason)
+        raise
     comm.synchronize()
     return record
 
@@ -210,6 +251,9 @@ def _summary(record: dict[str, Any]) -> str:
 
 def run(plan: TrialPlan) -> list[dict[str, Any]]:
     """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
+    if comm.is_main_process():
+        lock_dir(plan.output_dir)  # one process per OUTPUT_DIR (held until this process ends)
+        sweep_temp_files(plan.output_dir)
     with _logging_to(plan.output_dir):
         if comm.is_main_process():
             logger.info("plan:\n%s", plan.describe())
@@ -234,12 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warning: {e}")
             return 0
         datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
+        # Refuse before anything is written: a trial of another config, weights that cannot be read
+        # (empty, truncated, code-carrying) and malformed annotations (train and test).
+        pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in range(plan.trials))
+        if pending and plan.weights != SCRATCH:
+            check_weights_file(plan.weights)
+        if pending:
+            datasets.validate_annotations([*([] if plan.eval_only else plan.cfg.DATASETS.TRAIN),
+                                           *plan.cfg.DATASETS.TEST])
         if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
             run(plan)
         else:
             launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                    dist_url=args.dist_url, args=(plan,))
-    except (ConfigError, FileNotFoundError, TrialConfigMismatch) as e:
+    except (ConfigError, FileNotFoundError, TrialConfigMismatch, ConversionError) as e:
         print(f"siambench transfer: error: {e}", file=sys.stderr)
         return 2
     return 0

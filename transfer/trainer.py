@@ -1,7 +1,10 @@
-"""detectron2's ``DefaultTrainer`` with siambench's evaluators and safe weight loading.
+"""detectron2's ``DefaultTrainer`` with siambench's evaluators, safe weight loading and safe checkpoints.
 
-Everything else -- model/optimizer/scheduler/data loader construction, DDP, precise BN,
-periodic checkpointing, resuming -- is detectron2's own.
+Checkpoints go through :class:`transfer.checkpoint.AtomicCheckpointer` (restricted ``.pkl``
+unpickler, atomic writes, resume that skips a damaged file) and
+:class:`transfer.checkpoint.RetainingPeriodicCheckpointer` (``SIAMBENCH.KEEP_CHECKPOINTS``,
+no duplicate of ``model_final.pth``). Everything else -- model/optimizer/scheduler/data
+loader construction, DDP, precise BN, resuming -- is detectron2's own.
 """
 from __future__ import annotations
 
@@ -11,20 +14,20 @@ import torch
 from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator
 
 from . import roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm, named by our configs)
+from .checkpoint import AtomicCheckpointer, RetainingPeriodicCheckpointer
 from .evaluation import build_evaluator
 
 __all__ = ["TransferTrainer", "safe_checkpointer", "load_model_for_eval"]
 
 
-def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> Any:
-    """A ``DetectionCheckpointer`` whose ``.pkl`` loading uses the restricted unpickler."""
-    from convert.safe_pickle import SafeDetectionCheckpointer
-
-    return SafeDetectionCheckpointer(model, save_dir, **checkpointables)
+def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> AtomicCheckpointer:
+    """A ``DetectionCheckpointer`` whose ``.pkl`` loading uses the restricted unpickler and whose
+    writes are atomic (:class:`transfer.checkpoint.AtomicCheckpointer`)."""
+    return AtomicCheckpointer(model, save_dir, **checkpointables)
 
 
 class TransferTrainer(DefaultTrainer):
@@ -41,7 +44,10 @@ class TransferTrainer(DefaultTrainer):
         plain = self.checkpointer
         self.checkpointer = safe_checkpointer(plain.model, plain.save_dir, save_to_disk=plain.save_to_disk,
                                               **plain.checkpointables)
-        return super().build_hooks()
+        built = super().build_hooks()
+        keep = self.cfg.get("SIAMBENCH", {}).get("KEEP_CHECKPOINTS", 0) or None  # 0: keep all
+        return [RetainingPeriodicCheckpointer(h.checkpointer, h.period, max_to_keep=keep)
+                if type(h) is hooks.PeriodicCheckpointer else h for h in built]
 
 
 def load_model_for_eval(cfg: CfgNode, weights: str) -> torch.nn.Module:

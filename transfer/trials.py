@@ -5,8 +5,9 @@ seed ``SEED + k`` (``SEED`` is the experiment's base seed, 0 in our configs) and
 ``OUTPUT_DIR/trial{k}/`` (detectron2's checkpoints, ``metrics.json``, ``config.yaml``)
 with its ``results.json`` (fields in docs/design.md).
 
-``results.json`` says ``status: "running"`` while a trial trains and ``"complete"``
-only once its evaluation is written, so on a rerun:
+``results.json`` says ``status: "running"`` while a trial trains, ``"failed"`` (with the
+``error``) when it stopped on an error, and ``"complete"`` only once its evaluation is
+written and its ``model_final.pth`` loads, so on a rerun:
 
 * a complete trial with the same config hash and weights is skipped;
 * a complete trial with a *different* config or weights is an error listing what
@@ -191,8 +192,11 @@ def _per_class(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 
 
 def trial_record(plan: TrialPlan, k: int | None, status: str, results: dict[str, Any] | None = None,
-                 wall_time_s: float | None = None, resumed: bool = False) -> dict[str, Any]:
-    """The ``results.json`` object of trial ``k`` (``None``: an evaluation-only run)."""
+                 wall_time_s: float | None = None, resumed: bool = False, error: str | None = None) -> dict[str, Any]:
+    """The ``results.json`` object of trial ``k`` (``None``: an evaluation-only run).
+
+    ``status`` is "running", "complete" or "failed" (then ``error`` says why).
+    """
     cfg = plan.cfg if k is None else plan.trial_cfg(k)
     record: dict[str, Any] = {
         "task": plan.task,
@@ -221,6 +225,8 @@ def trial_record(plan: TrialPlan, k: int | None, status: str, results: dict[str,
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "status": status,
     }
+    if error is not None:
+        record["error"] = error
     if cfg.MODEL.MASK_ON or any(name.startswith(("coco", "synth_coco")) for name in cfg.DATASETS.TEST):
         record["coco_eval_backend"] = resolve_backend(cfg.SIAMBENCH.COCO_EVAL_BACKEND)
     return record

@@ -7,7 +7,16 @@
   ``root`` pointing at the parent of ``train/``) is a clear error naming the fix;
 * an image that fails to decode is logged with its path, counted once, and
   replaced by the next good sample; past ``max_bad_fraction`` of the dataset (or
-  at the first one with ``strict=True``) it raises ``CorruptDataError``.
+  at the first one with ``strict=True``) it raises ``CorruptDataError``, whose
+  message stays the one line naming the image even when raised in a DataLoader
+  worker (torch re-raises worker errors with the worker's whole traceback);
+* 16-bit greyscale images (PNG/TIFF ``I;16``/``I`` modes) are scaled to 8 bits,
+  not clipped as ``Image.convert("RGB")`` would do.
+
+:func:`resolve_data_root` and :func:`check_data_root` validate ``DATA.ROOT``
+before a command creates anything (``DATA.ROOT ""`` means ImageNet:
+``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else
+``datasets/imagenet``, the same rule as ``siambench doctor``).
 
 The bad-image flags live in a shared-memory tensor so DataLoader workers and the
 main process see the same count.
@@ -17,12 +26,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["SafeImageFolder", "CorruptDataError", "IMG_EXTENSIONS", "pil_loader"]
+from ..utils.config import ConfigError
+
+__all__ = ["SafeImageFolder", "CorruptDataError", "DataRootError", "IMG_EXTENSIONS", "IMAGENET_ENV", "pil_loader",
+           "imagenet_root", "resolve_data_root", "check_data_root", "resolve_cfg_data_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +45,150 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 _MAX_REPLACEMENT_TRIES = 64
 
 
+IMAGENET_ENV = "SIAMBENCH_IMAGENET"
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit greyscale (and 32-bit int) images
+
+
 class CorruptDataError(RuntimeError):
-    """Too many unreadable images (or one, in strict mode)."""
+    """Too many unreadable images (or one, in strict mode).
+
+    A DataLoader worker's exception is re-raised in the main process as
+    ``CorruptDataError("Caught CorruptDataError in DataLoader worker process 0.\n
+    Original Traceback ...")``; the constructor keeps only the original one-line
+    message, so the user sees the path and the fix, not 38 lines of traceback.
+    """
+
+    def __init__(self, message: str = "", *args: Any) -> None:
+        marker = f"{type(self).__name__}: "
+        if isinstance(message, str) and message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message, *args)
+
+
+class DataRootError(ConfigError):
+    """``DATA.ROOT`` is missing, empty or not an ImageFolder; the message names the path and the fix."""
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit int) greyscale -> 8-bit "L" by scaling the full range, not clipping it."""
+    a = np.asarray(img).astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if img.mode == "I" and (hi > 65535 or lo < 0):  # real 32-bit data: min-max scale
+        a = (a - lo) * (255.0 / max(hi - lo, 1.0))
+    elif img.mode != "I" or hi > 255:  # 16-bit: 0..65535 -> 0..255 (x * 255 / 65535)
+        a = a * (255.0 / 65535.0)
+    # else: an "I" image holding 8-bit values (e.g. some PGMs): keep them
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
 
 
 def pil_loader(path: str) -> Image.Image:
-    """Decode fully (``convert`` forces the lazy decode) so corrupt files fail here."""
+    """Decode fully (``convert`` forces the lazy decode) so corrupt files fail here.
+
+    16-bit greyscale PNGs decode as ``I;16``; ``convert("RGB")`` would clip them at 255
+    (a 0..65535 ramp comes out 99.6 % white), so they are scaled to 8 bits first.
+    """
     with open(path, "rb") as f:
         img = Image.open(f)
+        if img.mode in _HIGH_DEPTH_MODES:
+            img = _to_8bit(img)
         return img.convert("RGB")
 
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _class_dirs(root: Path) -> list[str]:
+    """The class sub-directories of ``root``, or an error naming what is wrong with its layout.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist. ValueError: not ``root/<class>/<image>``.
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist (set DATA.ROOT to a directory "
+                                "with train/<class>/*.jpg and val/<class>/*.jpg)")
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
+    if loose and not classes:
+        raise ValueError(f"{root} holds images directly ({loose[0]}, ...); expected ImageNet layout "
+                         f"{root}/<class>/<image>: put the images in one sub-directory per class")
+    if not classes:
+        raise ValueError(f"{root} has no class sub-directories; expected {root}/<class>/<image>")
+    if len(classes) >= 2 and set(classes) <= {"train", "val", "test"}:
+        raise ValueError(f"{root} holds {classes}: that is the dataset root (DATA.ROOT); "
+                         f"pass the split directory, e.g. {root}/train")
+    return classes
+
+
+def _has_image(directory: Path) -> bool:
+    """Whether any image lies under ``directory`` (stops at the first one: cheap on ImageNet)."""
+    for _dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        if any(_is_image(f) for f in filenames):
+            return True
+        dirnames.sort()
+    return False
+
+
+def imagenet_root() -> Path:
+    """``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else ``datasets/imagenet``."""
+    if os.environ.get(IMAGENET_ENV):
+        return Path(os.environ[IMAGENET_ENV]).expanduser()
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
+
+
+def resolve_data_root(root: str) -> str:
+    """``DATA.ROOT``, or :func:`imagenet_root` when it is empty."""
+    return root if root else str(imagenet_root())
+
+
+def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",), key: str = "DATA.ROOT") -> None:
+    """Check that ``root/<split>/<class>/<image>`` exists for every split, without a full scan.
+
+    Run it before a command creates its OUTPUT_DIR, so bad input creates nothing.
+
+    Raises:
+        DataRootError: naming the path that is missing or malformed and the fix.
+    """
+    fix = (f"set {key} (or ${IMAGENET_ENV} when {key} is \"\") to a directory laid out as "
+           "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataRootError(f"{key} {root} does not exist; {fix}")
+    for split in splits:
+        d = root / split
+        try:
+            classes = _class_dirs(d)
+        except FileNotFoundError:
+            raise DataRootError(f"{key} {root} has no {split}/ directory ({d} does not exist); {fix}") from None
+        except ValueError as e:
+            raise DataRootError(f"{key}: {e}") from None
+        if not any(_has_image(d / c) for c in classes):
+            raise DataRootError(f"{key}: no images ({', '.join(IMG_EXTENSIONS)}) under {d}/<class>/ "
+                                f"({len(classes)} class folders, all empty); {fix}")
+
+
+def resolve_cfg_data_root(cfg, splits: Iterable[str] = ("train",)):
+    """``cfg`` with ``DATA.ROOT`` resolved (empty -> ImageNet) and checked; unchanged for in-memory data.
+
+    Returns the same (frozen) config, or a frozen copy whose ``DATA.ROOT`` is the resolved
+    path, so that ``config.yaml`` records the directory that was read.
+    """
+    if cfg.DATA.get("DATASET", "imagefolder") != "imagefolder":
+        return cfg
+    root = resolve_data_root(cfg.DATA.ROOT)
+    if not cfg.DATA.ROOT and not os.environ.get(IMAGENET_ENV) and not Path(root).is_dir():
+        raise DataRootError(f"DATA.ROOT is empty, ${IMAGENET_ENV} is unset and the default {root} does not exist; "
+                            "set DATA.ROOT to a directory with train/<class>/*.jpg (e.g. `siambench pretrain "
+                            "--config-file C DATA.ROOT /data/imagenet`) or export SIAMBENCH_IMAGENET")
+    check_data_root(root, splits)
+    if root == cfg.DATA.ROOT:
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATA.ROOT = root
+    cfg.freeze()
+    return cfg
 
 
 class SafeImageFolder(torch.utils.data.Dataset):
@@ -76,20 +220,7 @@ class SafeImageFolder(torch.utils.data.Dataset):
 
     @staticmethod
     def _scan(root: Path) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist (set DATA.ROOT to a directory "
-                                    "with train/<class>/*.jpg and val/<class>/*.jpg)")
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-        classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-        loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
-        if loose and not classes:
-            raise ValueError(f"{root} holds images directly ({loose[0]}, ...); expected ImageNet layout "
-                             f"{root}/<class>/<image>: put the images in one sub-directory per class")
-        if not classes:
-            raise ValueError(f"{root} has no class sub-directories; expected {root}/<class>/<image>")
-        if len(classes) >= 2 and set(classes) <= {"train", "val", "test"}:
-            raise ValueError(f"{root} holds {classes}: that is the dataset root (DATA.ROOT); "
-                             f"pass the split directory, e.g. {root}/train")
+        classes = _class_dirs(root)
         class_to_idx = {c: i for i, c in enumerate(classes)}
         samples: list[tuple[str, int]] = []
         for c in classes:

@@ -34,8 +34,11 @@ class IndexedDataset(Dataset):
         return sample, index
 
 
-def build_dataset(cfg, split: str, transform: Callable | None, strict: bool = False) -> Dataset:
+def build_dataset(cfg, split: str, transform: Callable | None, strict: bool = False,
+                  image_loader: Callable[[str], Any] | None = None) -> Dataset:
     """The ``split`` ("train" or "val") dataset named by ``cfg.DATA``.
+
+    ``image_loader`` (imagefolder only) replaces PIL decoding (e.g. ``gpu_decode.read_encoded``).
 
     Raises:
         ValueError: unknown ``DATA.DATASET`` or bad layout; FileNotFoundError: missing root.
@@ -45,8 +48,9 @@ def build_dataset(cfg, split: str, transform: Callable | None, strict: bool = Fa
         if not cfg.DATA.ROOT:
             raise ValueError("DATA.ROOT is empty: set it to a directory with train/<class>/*.jpg "
                              "(e.g. `siambench pretrain --config-file C DATA.ROOT /data/imagenet`)")
+        extra = {"loader": image_loader} if image_loader is not None else {}
         folder = SafeImageFolder(os.path.join(cfg.DATA.ROOT, split), transform, strict=strict,
-                                 max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION)
+                                 max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION, **extra)
         return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder
     if kind == "synthetic":
         s = cfg.DATA.SYNTHETIC
@@ -62,7 +66,8 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def build_pretrain_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int = 0, world_size: int = 1,
-                          seed: int = 0, pin_memory: bool = False, persistent_workers: bool = False) -> DataLoader:
+                          seed: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
+                          collate_fn: Callable | None = None, prefetch_factor: int = 4) -> DataLoader:
     """Shuffled, drop-last loader of this rank's shard; call ``set_loader_epoch`` before each epoch.
 
     Args:
@@ -75,7 +80,8 @@ def build_pretrain_loader(dataset: Dataset, batch_size: int, num_workers: int, r
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
                       pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
-                      generator=torch.Generator(), prefetch_factor=4 if num_workers > 0 else None)
+                      generator=torch.Generator(), prefetch_factor=prefetch_factor if num_workers > 0 else None,
+                      collate_fn=collate_fn)
 
 
 def set_loader_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0, stream: int = 0) -> None:

@@ -7,6 +7,10 @@ Two pretraining paths produce the same distribution of views:
 * ``build_crop_transform`` + ``data.gpu_aug.BatchAugment`` -- the fast path: the
   workers only decode, random-resized-crop and flip (cheap on PIL, uint8 out);
   colour jitter, grayscale, blur and normalisation run batched on the device.
+  With ``DATA.DECODE gpu_jpeg`` even the decoding and the crop move there
+  (``data.gpu_decode``; the crop boxes are still drawn in the workers).
+
+``data.views.build_view_pipeline`` picks among them from the config.
 """
 from __future__ import annotations
 

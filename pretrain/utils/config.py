@@ -14,6 +14,7 @@ from typing import Sequence
 from fvcore.common.config import CfgNode
 
 from .io import atomic_write_text
+from .paths import resolve
 
 __all__ = ["CfgNode", "add_config_args", "load_config", "merge_overrides", "save_config", "ConfigError"]
 
@@ -22,14 +23,23 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the file/key and the fix."""
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
-    parser.add_argument("--config-file", metavar="FILE", required=required, help="path to a yacs YAML config")
+def add_config_args(parser: argparse.ArgumentParser, example: str = "OUTPUT_DIR runs/x",
+                    required: bool = False) -> argparse.ArgumentParser:
+    """``--config-file FILE`` and trailing ``KEY VALUE`` overrides, as detectron2's ``train_net.py``.
+
+    The config file is optional for every command (without it the command's defaults, the
+    paper's recipe, apply); ``example`` is shown in ``--help`` and must be valid overrides of
+    that command (a test runs every help example).
+    """
+    parser.add_argument("--config-file", metavar="FILE", required=required,
+                        help="yacs YAML config (_BASE_ inheritance; configs/... also from an installed wheel); "
+                             "default: the built-in defaults")
     parser.add_argument(
         "opts",
         metavar="KEY VALUE",
         nargs=argparse.REMAINDER,
         default=[],
-        help="config overrides, e.g. OUTPUT_DIR runs/x SOLVER.EPOCHS 2",
+        help=f"config overrides, e.g. {example}",
     )
     return parser
 
@@ -43,7 +53,7 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
     cfg = defaults.clone()
     cfg.set_new_allowed(False)
     if config_file is not None:
-        path = Path(config_file)
+        path = resolve(config_file)  # as given, else the shipped configs/ (also from a wheel)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (configs live under configs/)")
         try:

@@ -7,8 +7,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def siambench_version() -> str:
     try:
@@ -30,6 +28,7 @@ def git_revision() -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions and devices; small enough to store in every results file."""
+    import torch  # lazy: importing this module must not cost torch's ~0.6 GB (light commands)
     import torchvision
 
     env: dict[str, Any] = {

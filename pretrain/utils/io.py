@@ -1,7 +1,8 @@
 """Atomic file writes: a crash never leaves a partial file where a good one was.
 
 Every file is written to a temporary sibling, flushed and fsynced, then moved over
-the destination with ``os.replace`` (atomic on POSIX and Windows).
+the destination with ``os.replace`` (atomic on POSIX and Windows). torch is imported
+only by ``atomic_torch_save``, so light commands (tables, ``--help``) do not pay for it.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
-
-import torch
 
 
 @contextlib.contextmanager
@@ -57,5 +56,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # lazy: table/report/--help/--dry-run import this module and must stay light
+
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)

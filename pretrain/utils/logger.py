@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ class SmoothedValue:
 
     @property
     def median(self) -> float:
-        return float(torch.tensor(list(self.deque)).median()) if self.deque else math.nan
+        return statistics.median_low(self.deque) if self.deque else math.nan  # as torch.median: the lower middle
 
     @property
     def avg(self) -> float:

@@ -53,6 +53,9 @@ def test_quick_demo_pipeline_end_to_end(synth_root: Path, tmp_path: Path, capsys
     row = next(line for line in printed.splitlines() if line.startswith("| SimSiam (ours) | ours |"))
     assert row.split("|")[3].strip() == f"**{ap50:.1f}** (n=1)"  # the only row: bold
     assert "synthetic data: not comparable to paper rows" in printed
+    # the verdict follows: no scratch / random-init / no-stop-grad rows here, so those claims are not tested
+    assert "### Verdict: the paper's claims on these runs" in printed and "not tested" in printed
+    assert json.loads((out / "tables.json").read_text())["verdict"]
     for name in ("tables.md", "tables.csv", "tables.tex", "tables.json", "report.md", "report.html",
                  "pipeline.yaml", "plots/pretraining_curves.png"):
         assert (out / name).is_file(), name

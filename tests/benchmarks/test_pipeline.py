@@ -123,12 +123,6 @@ def test_run_twice_does_no_work_the_second_time(pipeline_file: Path) -> None:
     assert second.calls == [] and set(status.values()) == {"skipped"}
     assert "todo" not in lines[0] and "done" in lines[0]  # the plan shows every step done
     assert not any("warning" in line for line in lines)
-    # changed settings: results are kept (nothing reruns) but the runner says so
-    changed = load_pipeline(pipeline_file, ["TRANSFER.OPTS", "['SOLVER.MAX_ITER', 7]"])
-    lines.clear()
-    assert run_pipeline(changed, second, log=lines.append)["simsiam/transfer/synth_coco"] == "skipped"
-    warned = [line for line in lines if line.startswith("warning:")]
-    assert len(warned) == 6 and "sup/transfer/synth_voc07 is done but was run with different arguments" in warned[2]
 
 
 def test_interrupted_pipeline_resumes(pipeline_file: Path) -> None:
@@ -175,7 +169,7 @@ def test_step_that_exits_zero_without_output_fails(pipeline_file: Path) -> None:
 
 @pytest.mark.parametrize("yaml_text, match", [
     ("ENTRIES: {}", "ENTRIES is empty"),
-    ("ENTRIES: {a: {KIND: byol}}", r"ENTRIES.a.KIND is 'byol'"),
+    ("ENTRIES: {a: {KIND: dino}}", r"ENTRIES.a.KIND is 'dino'"),
     ("ENTRIES: {a: {KIND: simsiam}}", r"ENTRIES.a.CONFIG is empty"),
     ("ENTRIES: {a: {KIND: checkpoint}}", r"ENTRIES.a.CHECKPOINT is empty"),
     ("ENTRIES: {a: {KIND: scratch, EPOCHS: 3}}", r"ENTRIES.a: unknown key"),
@@ -235,9 +229,16 @@ def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
     cfg = load_pipeline(REPO_ROOT / "configs" / "benchmarks" / f"{name}.yaml")
     assert check_files(cfg) == []
     kinds = {e.KIND for e in cfg.ENTRIES.values()}
-    assert kinds == {"simsiam", "supervised", "scratch"}
+    assert kinds == ({"simsiam", "supervised", "scratch", "random_init"} if name == "demo" else
+                     {"simsiam", "supervised", "scratch"})
     if name == "demo":
         assert cfg.SYNTH.ENABLED and all(t.startswith("synth_") for t in cfg.TRANSFER.TASKS)
+        # issue 10 rows: the collapse ablation (kNN / linear only) and the untrained reference
+        steps = {s.key: s for s in build_steps(cfg)}
+        assert "no_stop_grad/lincls" in steps and not any(k.startswith("no_stop_grad/transfer") for k in steps)
+        assert "--trials" in steps["simsiam/transfer/synth_voc07"].argv
+        assert _opt(steps["simsiam/transfer/synth_voc07"].argv, "--trials") == "3"  # VOC07: mean of 3 trials
+        assert _opt(steps["random_init/transfer/synth_voc07"].argv, "--trials") == "1"
     else:  # the paper's protocol: R50, 8 GPUs, VOC x5 trials, COCO, linear eval
         assert (cfg.MODEL.ARCH, cfg.NUM_GPUS, cfg.EVAL.LINCLS.ENABLED) == ("resnet50", 8, True)
         assert list(cfg.TRANSFER.TASKS) == ["voc07:5", "voc0712:5", "coco:1"]
@@ -260,3 +261,123 @@ def test_checkpoint_entries_skip_pretraining(tmp_path: Path) -> None:
     assert steps["official/knn"].deps == () and steps["official/transfer/voc07"].deps == ("official/convert",)
     assert _opt(steps["ready/transfer/voc07"].argv, "--weights") == str(tmp_path / "ready.pkl")
     assert _opt(steps["ready/transfer/voc07"].argv, "--trials") == "5"  # the paper's VOC protocol by default
+
+
+def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    """issue 11 item 2: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
+    from benchmarks.pipeline_guard import PipelineChanged
+
+    cfg = load_pipeline(pipeline_file)
+    run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    changed = load_pipeline(pipeline_file, ["ENTRIES.simsiam.OPTS", "['SOLVER.EPOCHS', 30]"])
+    before = (Path(cfg.OUTPUT_DIR) / "pipeline.yaml").read_text()
+    with pytest.raises(PipelineChanged, match=r"simsiam/pretrain: done with other settings: SOLVER.EPOCHS 2 -> 30"):
+        run_pipeline(changed, FakeSteps(), log=lambda *_: None)
+    assert (Path(cfg.OUTPUT_DIR) / "pipeline.yaml").read_text() == before  # nothing written
+    # the CLI: one error naming the step, the key and the fix; exit 2
+    assert main([str(pipeline_file), "ENTRIES.simsiam.OPTS", "['SOLVER.EPOCHS', 30]"]) == 2
+    err = capsys.readouterr().err
+    assert "SOLVER.EPOCHS 2 -> 30" in err and "--force simsiam/pretrain" in err
+    # --force: that step and what depends on it run again, nothing else
+    fake = FakeSteps()
+    lines: list[str] = []
+    status = run_pipeline(changed, fake, log=lines.append, force=["simsiam/pretrain"])
+    assert [s.key for s in fake.calls] == ["simsiam/pretrain", "simsiam/knn", "simsiam/lincls", "simsiam/convert",
+                                           "simsiam/transfer/synth_voc07", "simsiam/transfer/synth_coco"]
+    assert fake.calls[0].resumed_from is None  # a fresh run, not a resume of the old checkpoints
+    assert status["sup/pretrain"] == "skipped" and any("--force: removing" in line for line in lines)
+    assert run_pipeline(changed, FakeSteps(), log=lambda *_: None)["simsiam/pretrain"] == "skipped"
+
+
+def test_edited_config_file_and_stale_downstream_are_refused(tmp_path: Path) -> None:
+    from benchmarks.pipeline_guard import PipelineChanged
+
+    conf = tmp_path / "pre.yaml"
+    conf.write_text("_BASE_: base.yaml\n")
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  EPOCHS: 2\n")
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"OUTPUT_DIR: {tmp_path / 'runs'}\nENTRIES: {{a: {{KIND: simsiam, CONFIG: {conf}}}}}\n"
+                    "MODEL: {ARCH: resnet18}\nDATA: {IMAGE_SIZE: 32}\n"
+                    "TRANSFER: {TASKS: []}\nEVAL: {LINCLS: {ENABLED: False}}\nREPORT: False\n")
+    cfg = load_pipeline(pipe)
+    run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  EPOCHS: 3\n")  # the _BASE_ of the entry's config
+    with pytest.raises(PipelineChanged, match=r"a/pretrain: done with other settings: .*base.yaml content changed"):
+        run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  EPOCHS: 2\n")
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "a" / "pretrain")  # the model is gone: its kNN result describes nothing
+    with pytest.raises(PipelineChanged, match=r"a/knn: done, but its input a/pretrain will run again"):
+        run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="--force nope: no such step or entry"):
+        run_pipeline(cfg, FakeSteps(), log=lambda *_: None, force=["nope"])
+    assert [s.key for s in _calls(cfg, force=["a"])] == ["a/pretrain", "a/knn"]
+
+
+def _calls(cfg, **kw) -> list[Step]:
+    fake = FakeSteps()
+    run_pipeline(cfg, fake, log=lambda *_: None, **kw)
+    return fake.calls
+
+
+def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"OUTPUT_DIR: {tmp_path / 'r'}\nTRANSFER: {{TASKS: ['voc07:5', coco], TRIALS: 2}}\nENTRIES:\n"
+                    "  rnd: {KIND: random_init, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TRIALS: 1,"
+                    " OPTS: [SEED, 3]}\n"
+                    "  nsg: {KIND: simsiam, CONFIG: configs/pretrain/ablations/synth_no_stop_grad.yaml,"
+                    " TRANSFER: False}\n"
+                    "  sim: {KIND: simsiam, CONFIG: configs/pretrain/synth_r18.yaml, TRANSFER_TASKS: ['voc0712:3']}\n")
+    cfg = load_pipeline(path)
+    steps = {s.key: s for s in build_steps(cfg)}
+    pre = steps["rnd/pretrain"].argv
+    # the untrained encoder: the SimSiam config through `siambench pretrain` with 0 epochs, after the entry's OPTS
+    assert pre[0] == "pretrain" and pre.index("SEED") < pre.index("SOLVER.EPOCHS")
+    assert _opt(pre, "SOLVER.EPOCHS") == "0" and _opt(pre, "MONITOR.KNN_PERIOD") == "0"
+    # a few seconds of 0-epoch "pretraining" must not make the ETA of SimSiam's pretraining
+    assert steps["rnd/pretrain"].family == "pretrain:random_init" != steps["sim/pretrain"].family
+    assert [_opt(steps[f"rnd/transfer/{t}"].argv, "--trials") for t in ("voc07", "coco")] == ["1", "1"]
+    assert [k for k in steps if k.startswith("nsg/")] == ["nsg/pretrain", "nsg/knn", "nsg/lincls"]  # no convert
+    assert [k for k in steps if k.startswith("sim/transfer")] == ["sim/transfer/voc0712"]
+    assert _opt(steps["sim/transfer/voc0712"].argv, "--trials") == "3"
+    state = PipelineState(tmp_path / "s.json", cfg, "")
+    assert state.data["entries"]["rnd"]["kind"] == "random_init"
+    path.write_text(path.read_text() + "  bad: {KIND: random_init}\n")
+    with pytest.raises(ConfigError, match="ENTRIES.bad.CONFIG is empty"):
+        load_pipeline(path)
+
+
+def test_console_is_one_line_per_step(pipeline_file: Path) -> None:
+    """issue 11 item 22: ~3,000 console lines for the demo; now the plan, then a line per step."""
+    cfg = load_pipeline(pipeline_file)
+    lines: list[str] = []
+    run_pipeline(cfg, FakeSteps(), log=lines.append)
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == 15 + 1  # one per step, plus "running" for the first
+    assert progress[1].startswith("[1/15] synth: done in") and "ETA" in progress[1]
+    assert progress[1].endswith("| next: simsiam/pretrain") and "next:" not in progress[-1]
+    assert not any("siambench pretrain" in line for line in lines)  # commands only with --verbose
+    lines.clear()
+    run_pipeline(cfg, FakeSteps(), log=lines.append, force=["scr"], verbose=True)
+    assert any("siambench transfer --task synth_voc07 --weights scratch" in line for line in lines)
+
+
+def test_deleted_synthetic_data_is_regenerated_without_refusing(pipeline_file: Path) -> None:
+    import shutil
+
+    cfg = load_pipeline(pipeline_file)
+    run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    shutil.rmtree(Path(cfg.OUTPUT_DIR) / "synth")  # to save disk; the same arguments regenerate the same data
+    assert [s.key for s in _calls(cfg)] == ["synth"]
+
+
+def test_bad_entry_transfer_keys_name_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    for text, match in (("TRANSFER_TASKS: ['voc07:0']", r"ENTRIES.a.TRANSFER_TASKS: bad task 'voc07:0'"),
+                        ("TRANSFER_TASKS: [voc07, voc07]", "ENTRIES.a.TRANSFER_TASKS lists a task twice"),
+                        ("TRANSFER_TRIALS: -1", "ENTRIES.a.TRANSFER_TRIALS must be >= 0")):
+        path.write_text(f"ENTRIES: {{a: {{KIND: scratch, {text}}}}}\n")
+        with pytest.raises(ConfigError, match=match):
+            load_pipeline(path)

@@ -50,3 +50,38 @@ def test_read_metrics_dedups_resumed_steps_and_skips_bad_lines(tmp_path: Path) -
     steps, epochs = read_metrics(path)
     assert [s["loss"] for s in steps] == [1.0, 3.0]
     assert epochs == [{"type": "epoch", "epoch": 0, "knn_top1": 40.0}]
+
+
+def test_report_steps_in_run_order_with_total_scroll_boxes_and_verdict(synth_runs: Path) -> None:
+    """issue 11 item 22: steps were listed alphabetically, with no total; 14-column tables overflowed."""
+    import json
+
+    state = json.loads((synth_runs / "pipeline_state.json").read_text())
+    state["order"] = ["synth", "simsiam/pretrain", "simsiam/knn", "scr/transfer/synth_voc07"]
+    state["steps"] = {k: {"status": "done", "wall_s": w, "cpu_s": w * 2} for k, w in
+                      (("scr/transfer/synth_voc07", 30), ("simsiam/knn", 5), ("simsiam/pretrain", 90), ("synth", 5))}
+    (synth_runs / "pipeline_state.json").write_text(json.dumps(state, sort_keys=True))
+    assert main([str(synth_runs)]) == 0
+    md = (synth_runs / "report.md").read_text()
+    steps = md[md.index("## Pipeline steps"):]
+    pos = [steps.index(k) for k in state["order"]]
+    assert pos == sorted(pos)  # run order, not alphabetical
+    assert "| total (4 steps)" in steps and "2m10s" in steps and "4m20s" in steps
+    assert md.index("## Verdict") < md.index("## Tables") and "SimSiam beats training from scratch" in md
+    html = (synth_runs / "report.html").read_text()
+    assert html.count('<div class="scroll"><table>') == html.count("<table>") - 1  # all but the steps table
+    assert ".scroll{overflow-x:auto" in html and "<h2>Verdict</h2>" in html
+
+
+def test_transfer_plot_says_points_and_shows_ap50(synth_runs: Path, monkeypatch) -> None:
+    from benchmarks import plots
+    from benchmarks.results import collect
+    from benchmarks.table import build_tables
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))
+    table = next(t for t in build_tables(collect(synth_runs)) if t.name == "table5_synthetic")
+    assert plots.plot_transfer(table, synth_runs / "x.png") is not None
+    axes = [ax for ax in figs[0].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["AP50", "AP"]
+    assert all("points, 0-100" in ax.get_ylabel() for ax in axes)

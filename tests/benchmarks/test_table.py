@@ -106,11 +106,13 @@ def test_nan_and_malformed_results_are_missing_with_notes(tmp_path: Path, result
     ap = _cell(t5, "mine", "VOC 07", "AP")
     assert (ap.mean, ap.n) == (42.0, 2)
     assert _cell(t5, "mine", "VOC 07", "AP50").n == 3
-    assert any("NaN" in n and "trial1" in n for n in res.notes)
+    assert ap.invalid == 1  # NaN is not finite: invalid, counted, never averaged
+    assert any("invalid bbox.AP = nan" in n and "trial1" in n for n in res.notes)
     assert any("trial3" in n and "unreadable" in n for n in res.notes)
     assert _cell(t5, "mine", "VOC 07+12", "AP").mean is None
     text = render(build_tables(res), "md", res.notes)
-    assert "| mine | ours | 68.0 ± 7.2 (n=3) | 42.0 ± 2.8 (n=2) | 45.0 ± 2.8 (n=2) | – |" in text
+    assert ("| mine | ours | 68.0 ± 7.2 (n=3) | 42.0 ± 2.8 (n=2, 1 invalid) | 45.0 ± 2.8 (n=2, 1 invalid) | – |"
+            in text)
 
 
 def test_real_rows_are_bolded_against_paper_rows(tmp_path: Path, results_files) -> None:
@@ -203,3 +205,47 @@ def test_nan_in_metrics_the_tables_do_not_show_is_not_noted(tmp_path: Path, resu
     data["results"]["bbox"]["APl"] = math.nan  # COCO: no large objects in the val set
     path.write_text(json.dumps(data))
     assert collect(tmp_path).notes == []
+
+
+def test_out_of_range_values_are_invalid_never_averaged_and_never_crash(tmp_path: Path, results_files) -> None:
+    """issue 11 item 8: an AP of 1e308 was averaged into a 1,923-character cell and crashed the report."""
+    import json
+
+    from benchmarks.report import write_report
+
+    root = tmp_path / "runs"
+    results_files.write_state(root, {"a": ("simsiam", "mine"), "b": ("scratch", "scr")}, synthetic=False)
+    results_files.write_trial(root, "a", "voc07", 0, "mine", 40.0)
+    results_files.write_trial(root, "a", "voc07", 1, "mine", 1e308)
+    results_files.write_trial(root, "a", "voc07", 2, "mine", -3.0, ap50=101.0)
+    only_bad = results_files.write_trial(root, "b", "voc07", 0, "scr", math.inf, weights="scratch")
+    malformed = json.loads(only_bad.read_text().replace("Infinity", "1"))
+    malformed["results"] = {"bbox": 5}
+    results_files.write_trial(root, "b", "coco", 0, "scr", 1.0, weights="scratch").write_text(json.dumps(malformed))
+    results_files.write_eval(root, "a", "lincls", 250.0, 100)
+    res = collect(root)
+    tables = _by_name(build_tables(res))
+    ap = _cell(tables["table5"], "mine", "VOC 07", "AP")
+    assert (ap.mean, ap.n, ap.invalid) == (40.0, 1, 2)
+    ap50 = _cell(tables["table5"], "mine", "VOC 07", "AP50")
+    assert (ap50.mean, ap50.n, ap50.invalid) == (70.0, 1, 2)  # 1e308 + 30 and 101 are out of range
+    scr = _cell(tables["table5"], "scr", "VOC 07", "AP")
+    assert scr.mean is None and scr.invalid == 1
+    lin = _cell(tables["table4"], "mine", "100 ep", "top-1")
+    assert lin.mean is None and lin.invalid == 1
+    assert any("results.bbox is 5, not a mapping" in n for n in res.notes)
+    assert any("invalid bbox.AP = 1e+308" in n for n in res.notes)
+    assert any("invalid top1 = 250.0" in n for n in res.notes)
+    text = render(list(tables.values()), "md", res.notes)
+    assert "| scr | ours | invalid | invalid |" in text  # AP50 inf + 30, AP inf: both shown as invalid
+    assert "40.0 (n=1, 2 invalid)" in text
+    assert max(len(cell) for line in text.splitlines() for cell in line.split("|")) < 200
+    for t in tables.values():  # round trip of the new cells
+        for row in t.rows:
+            for c in row.cells:
+                if c.invalid and c.mean is not None and row.source == "ours" and not t.delta:
+                    from benchmarks.table_format import format_cell, parse_cell
+
+                    assert parse_cell(format_cell(c, "md", True), "md").invalid == c.invalid
+    md, html = write_report(root)  # matplotlib sees no 1e308
+    assert "invalid" in md.read_text() and html.is_file()

@@ -20,7 +20,6 @@ STEP = textwrap.dedent(f"""
     import torch.distributed as dist
     from pretrain.config import get_cfg
     from pretrain.engine import TrainContext, train_one_epoch
-    from pretrain.losses import SimSiamLoss
     from pretrain.main import build_model_and_optimizer
     from pretrain.utils.dist import DistInfo
 
@@ -37,7 +36,7 @@ STEP = textwrap.dedent(f"""
     model, bare, optimizer, _ = build_model_and_optimizer(cfg, info)
     init = bare.encoder.conv1.weight.detach().clone()
     ctx = TrainContext(device=info.device, init_lr=0.1, epochs=1, print_freq=100)
-    train_one_epoch(model, SimSiamLoss(), optimizer, [([v[shard] for v in views], torch.arange({BATCH})[shard])], 0, ctx)
+    train_one_epoch(model, optimizer, [([v[shard] for v in views], torch.arange({BATCH})[shard])], 0, ctx, bare)
     assert not torch.equal(init, bare.encoder.conv1.weight), "the step did not move the weights"
     if rank == 0:
         torch.save(bare.state_dict(), out_file)

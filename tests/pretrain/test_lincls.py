@@ -15,6 +15,7 @@ from pretrain.eval_config import get_lincls_defaults
 from pretrain.lars import LARS
 from pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
 from pretrain.lincls import main as lincls_main
+from pretrain.run_dir import RunDirError
 from pretrain.supervised import main as supervised_main
 from pretrain.utils.config import load_config
 
@@ -111,7 +112,8 @@ def test_lincls_from_supervised_checkpoint_beats_chance_and_resumes(colour_run, 
     assert res["top5"] == 100.0 and res["num_classes"] == 3 and res["num_val"] == 18
     assert res["epochs"] == 6 and res["pretrain_epochs"] == 2 and res["arch"] == "resnet18"
     assert res["checkpoint_format"] == "siambench" and res["checkpoint"] == str(weights.resolve())
-    assert res["lr"] == pytest.approx(0.2 * 12 / 256) and res["best_top1"] >= res["top1"]
+    base_lr = load_config(get_lincls_defaults(), CONFIGS / "lincls/synth_r18.yaml").SOLVER.BASE_LR
+    assert res["lr"] == pytest.approx(base_lr * 12 / 256) and res["best_top1"] >= res["top1"]
     assert {"torch", "torchvision", "git"} <= res["env"].keys()
 
     # --resume auto continues from the saved classifier: only the new epochs are trained.
@@ -127,8 +129,10 @@ def test_lincls_resume_refuses_another_checkpoint(colour_run, tmp_path):
     _lincls(data, weights, out, "SOLVER.EPOCHS", "1")
     other = tmp_path / "moco.pth"
     _save_moco_checkpoint(other)
-    with pytest.raises(SystemExit, match="different MODEL.WEIGHTS"):
+    with pytest.raises(RunDirError, match="another config; changed keys: MODEL.WEIGHTS"):  # before anything is written
         _lincls(data, other, out, "SOLVER.EPOCHS", "2", resume=True)
+    with pytest.raises(RunDirError, match="holds a finished run"):  # and a new run into it without --resume
+        _lincls(data, weights, out, "SOLVER.EPOCHS", "1")
 
 
 def test_lincls_runs_the_lars_recipe_on_synth(synth_root, colour_run, tmp_path):

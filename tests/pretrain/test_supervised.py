@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path):
     assert ckpt["state_dict"]["module.encoder.fc.weight"].shape == (6, 512)  # 6 synthetic classes
     assert "ARCH: resnet18" in ckpt["config"]
     files = {p.name for p in (tmp_path / "straight").iterdir()}
-    assert {"checkpoint_0001.pth", "checkpoint_0003.pth", "config.yaml", "metrics.jsonl"} <= files
+    assert {"checkpoint_0002.pth", "checkpoint_0003.pth", "config.yaml", "metrics.jsonl"} <= files
+    assert "checkpoint_0001.pth" not in files  # retention: TRAIN.KEEP_LAST 2
     assert (tmp_path / "straight/last_checkpoint").read_text().strip() == "checkpoint_0003.pth"
     records = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3] and all(r["type"] == "epoch" for r in records)
@@ -61,9 +63,13 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path):
     assert info["format"] == "siambench" and info["arch"] == "resnet18" and info["epoch"] == 3
     assert not any(k.startswith("fc.") for k in backbone)
 
-    # 2 epochs, then --resume auto to 3: same weights as the straight run, bit for bit (CPU,
-    # in-process loading: the restored RNG replays the same shuffles and crops).
-    _run(data, tmp_path / "resumed", epochs=2)
+    # Interrupted after epoch 2 (its checkpoint is the last one), then --resume auto: same weights as
+    # the straight run, bit for bit (CPU, in-process loading: the restored RNG replays the same
+    # shuffles and crops). The same SOLVER.EPOCHS: the lr schedule (warm-up, cosine) depends on it.
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    for name in ("model_final.pth", "checkpoint_0003.pth"):
+        (tmp_path / "resumed" / name).unlink()
+    (tmp_path / "resumed" / "last_checkpoint").write_text("checkpoint_0002.pth\n")
     _run(data, tmp_path / "resumed", epochs=3, resume=True)
     resumed = torch.load(tmp_path / "resumed/model_final.pth", weights_only=True)
     for k, v in ckpt["state_dict"].items():

@@ -16,7 +16,6 @@ PIXEL_STD = [58.395, 57.120, 57.375]
 # Keys every real task shares: the "BN fine-tuned" protocol.
 PROTOCOL = {
     "MODEL.RESNETS.DEPTH": 50,
-    "MODEL.RESNETS.NORM": "SyncBN",
     "MODEL.RESNETS.STRIDE_IN_1X1": False,
     "MODEL.BACKBONE.FREEZE_AT": 0,
     "TEST.PRECISE_BN.ENABLED": True,
@@ -28,11 +27,13 @@ PROTOCOL = {
     "MODEL.DEVICE": "cuda",
 }
 C4 = {
+    "MODEL.RESNETS.NORM": "naiveSyncBN",  # MoCo's final Base-RCNN-C4-BN.yaml (2020-11-04)
     "MODEL.BACKBONE.NAME": "build_resnet_backbone",
     "MODEL.RESNETS.OUT_FEATURES": ["res4"],
     "MODEL.ROI_HEADS.NAME": "Res5ROIHeadsExtraNorm",
 }
 FPN = {
+    "MODEL.RESNETS.NORM": "SyncBN",
     "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
     "MODEL.FPN.NORM": "SyncBN",
     "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
@@ -205,4 +206,4 @@ def test_dry_run_of_a_multi_gpu_plan_works_without_gpus(weights: Path, capsys: p
                  "--machine-rank", "1", "--dist-url", "tcp://host0:29500", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "processes: 16 (2 machine(s) x 8 GPU(s))" in out and "batch: 16 images total, 1 per process" in out
-    assert "norm: SyncBN" in out and "dry run planned for GPUs" in out
+    assert "norm: naiveSyncBN" in out and "dry run planned for GPUs" in out

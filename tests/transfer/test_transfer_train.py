@@ -63,7 +63,7 @@ def test_faster_rcnn_r18_c4_on_synthetic_voc(voc_run: Path, r18_weights: Path) -
     assert record["weights_sha256"] is not None and record["wall_time_s"] > 0
     assert set(record["results"]) == {"bbox"}
     _assert_finite_ap(record["results"]["bbox"], ("AP", "AP50", "AP75"))
-    assert (voc_run / "trial0" / "model_final.pth").is_file()
+    assert sorted(p.name for p in (voc_run / "trial0").glob("*.pth")) == ["model_0000001.pth", "model_final.pth"]
     assert (voc_run / "trial0" / "config.yaml").is_file() and (voc_run / "config.yaml").is_file()
     # A rerun of the same command finds the trial complete and trains nothing.
     model_mtime = (voc_run / "trial0" / "model_final.pth").stat().st_mtime_ns
@@ -88,9 +88,11 @@ def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weigh
     shutil.copytree(voc_run, out)
     tdir = out / "trial0"
     first = _results(tdir / "results.json")
-    # Simulate a kill after iteration 1's checkpoint: detectron2's pointer and a running record.
+    # Simulate a kill after iteration 1's checkpoint while the next one was written in place (as stock
+    # detectron2 does): a truncated newest checkpoint, the pointer naming it, and a running record.
     (tdir / "model_final.pth").unlink()
-    (tdir / "last_checkpoint").write_text("model_0000001.pth")
+    (tdir / "model_0000002.pth").write_bytes((tdir / "model_0000001.pth").read_bytes()[:1000])
+    (tdir / "last_checkpoint").write_text("model_0000002.pth")
     (tdir / "results.json").write_text(json.dumps({**first, "status": "running"}))
     (out / "log.txt").unlink()
     argv = ["--task", "synth_voc07", "--weights", str(r18_weights), "OUTPUT_DIR", str(out), *TINY]
@@ -98,7 +100,9 @@ def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weigh
     resumed = _results(tdir / "results.json")
     assert resumed["status"] == "complete" and resumed["resumed"] is True and first["resumed"] is False
     assert (tdir / "model_final.pth").is_file()
-    assert "Starting training from iteration 2" in (out / "log.txt").read_text()  # not from 0
+    log = (out / "log.txt").read_text()
+    assert "Starting training from iteration 2" in log  # not from 0
+    assert "resuming from model_0000001.pth instead of the damaged model_0000002.pth" in log
 
 
 def test_mask_rcnn_r18_c4_on_synthetic_coco(synth_root: Path, r18_weights: Path, tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""Where siambench's own files are: the shipped ``configs/`` tree, from a checkout or a wheel.
+
+Commands take config paths as the README writes them (``configs/benchmarks/demo.yaml``)
+and tasks by name (``--task voc07`` = ``configs/transfer/voc07.yaml``). In a source
+checkout (editable install, or ``PYTHONPATH``) ``configs/`` sits next to the packages; a
+wheel (``pip install .``) ships the same tree as package data ``siambench/configs``
+(``setup.py``). :func:`resolve` tries the path as given first, so a user's own
+``configs/...`` in the working directory always wins over ours.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CONFIG_ROOT", "PACKAGE_ROOT", "config_root", "resolve"]
+
+# The folder holding the packages: the repository root in a checkout, site-packages
+# (or the namespace folder ``siambench/``) in an installed wheel.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_root() -> Path:
+    """The shipped ``configs/`` folder: the installed package data, else the checkout's."""
+    for candidate in (PACKAGE_ROOT / "siambench" / "configs", PACKAGE_ROOT / "configs"):
+        if (candidate / "transfer").is_dir():
+            return candidate
+    return PACKAGE_ROOT / "configs"  # not found: error messages then name the expected place
+
+
+CONFIG_ROOT = config_root()
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """``path`` as given when it exists (absolute, or relative to the working directory);
+    else ``configs/...`` inside the shipped config tree, else relative to the checkout.
+    A path found nowhere is returned unchanged, so the caller's error names what was given.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    parts = p.parts
+    if parts and parts[0] == "configs" and (CONFIG_ROOT.joinpath(*parts[1:])).exists():
+        return CONFIG_ROOT.joinpath(*parts[1:])
+    if (PACKAGE_ROOT / p).exists():
+        return PACKAGE_ROOT / p
+    return p
