@@ -36,11 +36,9 @@ MIN_KNN_GAIN = 4.0  # points of kNN top-1 over the untrained encoder
 
 @pytest.fixture(scope="module")
 def imagefolder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic ImageFolder alone, at the demo's 32 px (detection layouts are not needed)."""
+    """The synthetic ImageFolder at the demo's 32 px (the detection layouts: as few as allowed)."""
     root = tmp_path_factory.mktemp("learn") / "synth"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synth, "SPLITS", {k: v for k, v in synth.SPLITS.items() if v[0] == "imagefolder"})
-        synth.generate(root, seed=0, num_images=TRAIN_IMAGES, size=32)
+    synth.generate(root, seed=0, num_images=TRAIN_IMAGES, size=32, det_num_images=1, det_size=32)
     return root / "imagefolder"
 
 
