@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     steps = build_steps(cfg)
-    env_for_checks(cfg)
-    lacking = preflight_problems(cfg, steps)
+    with env_for_checks(cfg):
+        lacking = preflight_problems(cfg, steps)
     if args.dry_run:
         state = PipelineState(Path(cfg.OUTPUT_DIR) / STATE_FILE, cfg, args.pipeline)
         print(format_plan(steps, state))

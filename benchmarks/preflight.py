@@ -24,9 +24,10 @@ measured times of earlier steps instead.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from fvcore.common.config import CfgNode
 
@@ -232,7 +233,17 @@ def format_estimates(steps: Sequence[Step], cfg: CfgNode) -> str:
         "estimates of the order of magnitude, not measurements of this machine"
 
 
-def env_for_checks(cfg: CfgNode) -> None:
-    """Point $SIAMBENCH_SYNTH at the pipeline's synthetic root, as the steps will see it."""
+@contextlib.contextmanager
+def env_for_checks(cfg: CfgNode) -> Iterator[None]:
+    """Point $SIAMBENCH_SYNTH at the pipeline's synthetic root, as the steps will see it,
+    for the checks inside the block only (the caller's environment is restored after)."""
+    before = os.environ.get("SIAMBENCH_SYNTH")
     if cfg.SYNTH.ENABLED:
         os.environ["SIAMBENCH_SYNTH"] = str(synth_root(cfg).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SIAMBENCH_SYNTH", None)
+        else:
+            os.environ["SIAMBENCH_SYNTH"] = before

@@ -66,6 +66,14 @@ CLS_BG_GREY = ((0.05, 0.35), (0.65, 0.95))  # background grey: dark or light (th
 CLS_STRIPES = 0.05  # stripe texture on the object (relative amplitude; detection images: 0.12)
 CLS_NOISE = 0.04  # pixel noise std (detection images: 0.02): differs between crops, shared by none
 CLS_DISTRACTOR_P = 0.5  # probability of one small distractor (any class, <= 1/3 of the main area)
+# Detection layouts (VOC, COCO): objects per image and radius as a fraction of the short
+# side. Few, large objects so that an R-CNN C4 detector (stride 16) learns them in a few
+# hundred CPU iterations on ~64 px images (see configs/transfer/Base-Synth-C4.yaml).
+DET_OBJECTS = (1, 3)  # inclusive range
+DET_RADIUS = (0.15, 0.35)
+# Detection images look like ImageFolder images (grey levels, upright shapes, the same
+# textures), as VOC/COCO photos look like ImageNet's: pretraining on one transfers to the other.
+DET_IMAGEFOLDER_LOOK = True
 
 
 def _regular(n: int, radii: tuple[float, ...] = (1.0,), phase: float = np.pi / 2) -> np.ndarray:
@@ -241,14 +249,16 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     Args:
         main_label: ImageFolder mode: one large, untruncated object of this class plus
             smaller distractors, so the largest object's class is ``main_label``.
-            ``None``: detection mode, 1-5 objects of random classes and sizes.
+            ``None``: detection mode, :data:`DET_OBJECTS` objects of random classes and
+            sizes (radius :data:`DET_RADIUS` of the short side).
     """
     short = min(width, height)
+    cls_look = main_label is not None or DET_IMAGEFOLDER_LOOK  # ImageFolder colours, rotations, textures
     objects: list[SynthObject] = []
     if main_label is None:
-        wanted = int(rng.integers(1, 6))
+        wanted = int(rng.integers(DET_OBJECTS[0], DET_OBJECTS[1] + 1))
         # (label, radius, is_main)
-        specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(0.08, 0.3) * short, False)
+        specs = [(int(rng.integers(len(SYNTH_CLASSES))), rng.uniform(*DET_RADIUS) * short, False)
                  for _ in range(wanted)]
     else:  # one dominant shape near the centre (crops rarely cut it away), at most one small distractor
         main_r = rng.uniform(*CLS_MAIN_RADIUS) * short
@@ -262,7 +272,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
         for _ in range(20):  # rejection sampling: valid shape, nobody hidden too much
             obj = _place(rng, label, radius, width, height, allow_truncation=not is_main,
                          centre_jitter=CLS_CENTRE_JITTER if is_main else None,
-                         max_angle=np.pi if main_label is None else np.deg2rad(CLS_MAX_ROTATION))
+                         max_angle=np.pi if not cls_look else np.deg2rad(CLS_MAX_ROTATION))
             if obj is None:
                 continue
             new = np.insert(masks, z, _rasterise([obj.polygon], height, width)[0], axis=0)
@@ -276,7 +286,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     for obj, m, v in zip(objects, masks, _visible_fractions(masks)):
         obj.area, obj.visible = float(m.sum()), float(v)
 
-    if main_label is None:
+    if not cls_look:
         bg0, bg1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     else:
         bg0 = _cls_colour(rng, rng.uniform(*CLS_BG_GREY[int(rng.integers(len(CLS_BG_GREY)))]))
@@ -284,16 +294,16 @@ def render_scene(rng: np.random.Generator, width: int, height: int,
     image = _texture(rng, height, width, bg0, bg1)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     for obj, m in zip(objects, masks):
-        colour = rng.uniform(0, 1, 3) if main_label is None else _cls_object_colour(rng, (bg0 + bg1) / 2)
+        colour = rng.uniform(0, 1, 3) if not cls_look else _cls_object_colour(rng, (bg0 + bg1) / 2)
         for _ in range(10):  # keep objects distinguishable from the background
             if np.abs(colour - (bg0 + bg1) / 2).sum() > 0.45:
                 break
-            colour = rng.uniform(0, 1, 3) if main_label is None else _cls_object_colour(rng, (bg0 + bg1) / 2)
+            colour = rng.uniform(0, 1, 3) if not cls_look else _cls_object_colour(rng, (bg0 + bg1) / 2)
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.2, 0.8)
         stripes = np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)))[..., None]
-        amplitude = 0.12 if main_label is None else CLS_STRIPES
+        amplitude = 0.12 if not cls_look else CLS_STRIPES
         image[m] = np.clip(colour * (1 + amplitude * stripes), 0, 1)[m]
-    image += rng.normal(0, 0.02 if main_label is None else CLS_NOISE, image.shape)
+    image += rng.normal(0, 0.02 if not cls_look else CLS_NOISE, image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), objects
 
 
@@ -403,11 +413,13 @@ def _validate(num_images: int, size: int) -> None:
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
+             det_num_images: int | None = None, det_size: int | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
     Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
-    others half as many. The dataset is built in a temporary sibling directory and
+    others half as many; ``det_num_images`` and ``det_size`` (default: ``num_images``
+    and ``size``) set them for the detection layouts (VOC, COCO) alone. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
     arguments regenerate a previous synthetic dataset but never delete anything else.
@@ -417,8 +429,15 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         FileExistsError: ``out`` is a non-empty directory that is not a synthetic dataset.
     """
     _validate(num_images, size)
+    det_num_images = num_images if det_num_images is None else det_num_images
+    det_size = size if det_size is None else det_size
+    if det_num_images < 1:
+        raise ValueError(f"--det-num-images must be >= 1, got {det_num_images}")
+    if det_size < 32:
+        raise ValueError(f"--det-size must be >= 32 pixels, got {det_size}")
     out = Path(out)
-    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size}
+    params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size,
+              "det_num_images": det_num_images, "det_size": det_size}
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -439,9 +458,11 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         summary: dict[str, Any] = {**params, "classes": list(SYNTH_CLASSES), "splits": {}}
         next_id: dict[str, int] = {}
         for split, (layout, rel, fraction) in SPLITS.items():
-            count = max(1, int(num_images * fraction))
+            det = layout != "imagefolder"
+            count = max(1, int((det_num_images if det else num_images) * fraction))
             first = next_id.get(rel, 1)  # image ids are unique within each VOC/COCO root
-            summary["splits"][split] = _write_split(tmp, split, count, seed, size, first, progress)
+            summary["splits"][split] = _write_split(tmp, split, count, seed, det_size if det else size,
+                                                    first, progress)
             next_id[rel] = first + count
         (tmp / MARKER).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():
@@ -462,9 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--num-images", type=int, default=64,
                        help="images per train/trainval split; val/test splits get half (default 64)")
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
+    synth.add_argument("--det-num-images", type=int, default=None,
+                       help="images per VOC/COCO train split, tests get half (default: --num-images)")
+    synth.add_argument("--det-size", type=int, default=None,
+                       help="longest VOC/COCO image side in pixels (default: --size)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,
+                           det_num_images=args.det_num_images, det_size=args.det_size,
                            progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as e:
         print(f"siambench data synth: error: {e}", file=sys.stderr)

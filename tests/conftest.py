@@ -7,6 +7,7 @@ detectron2 names to it. Treat it as read-only: other tests share it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +30,19 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """``siambench run`` exports ``$SIAMBENCH_SYNTH`` in its own process (benchmarks/preflight.py);
+    a test that runs it in-process would leave it pointing at its tmp dir for every later test.
+    Restored after the test body (fixtures, like ``synth_root``, set it during setup)."""
+    before = os.environ.get("SIAMBENCH_SYNTH")
+    yield
+    if before is None:
+        os.environ.pop("SIAMBENCH_SYNTH", None)
+    else:
+        os.environ["SIAMBENCH_SYNTH"] = before
 
 
 @pytest.fixture(scope="session")

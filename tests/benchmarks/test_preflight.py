@@ -64,3 +64,15 @@ def test_missing_checkpoint_and_weights_are_named(tmp_path: Path, no_gpus) -> No
     found = preflight.problems(cfg, build_steps(cfg))
     assert found == [f"a/knn: weights {tmp_path / 'gone.pth'} not found",
                      f"a/lincls: weights {tmp_path / 'gone.pth'} not found"]
+
+
+def test_checks_leave_the_callers_environment_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    # the pre-flight checks point $SIAMBENCH_SYNTH at the pipeline's synthetic root; that must not
+    # leak into the caller (it made later tests in the same process look in a deleted directory)
+    monkeypatch.setenv("SIAMBENCH_SYNTH", "/somewhere/else")
+    demo = str(REPO_ROOT / "configs" / "benchmarks" / "demo.yaml")
+    assert main([demo, "OUTPUT_DIR", str(tmp_path / "d"), "--dry-run"]) == 0
+    assert preflight.os.environ["SIAMBENCH_SYNTH"] == "/somewhere/else"
+    monkeypatch.delenv("SIAMBENCH_SYNTH")
+    assert main([demo, "OUTPUT_DIR", str(tmp_path / "d"), "--dry-run"]) == 0
+    assert "SIAMBENCH_SYNTH" not in preflight.os.environ

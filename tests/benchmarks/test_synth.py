@@ -153,3 +153,22 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "8"]) == 2
     assert "--size must be >= 32" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_detection_layouts_have_their_own_count_and_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    generate(tmp_path / "base", seed=0, num_images=12, size=48)
+    summary = generate(tmp_path / "det", seed=0, num_images=12, size=48, det_num_images=8, det_size=40)
+    base, det = _digests(tmp_path / "base"), _digests(tmp_path / "det")
+    folder = [k for k in base if k.startswith("imagefolder")]
+    assert folder and all(base[k] == det.get(k) for k in folder)  # the ImageFolder part is untouched
+    counts = {s: v["images"] for s, v in summary["splits"].items()}
+    assert counts == {"imagefolder_train": 12, "imagefolder_val": 6, "voc_2007_trainval": 8, "voc_2007_test": 4,
+                      "voc_2012_trainval": 8, "coco_train": 8, "coco_val": 4}
+    assert (summary["det_num_images"], summary["det_size"]) == (8, 40)
+    sizes = [Image.open(p).size for p in (tmp_path / "det").glob("VOC20*/JPEGImages/*.jpg")]
+    assert len(sizes) == 20 and max(max(s) for s in sizes) <= 40
+    for xml in (tmp_path / "det" / "VOC2007" / "Annotations").glob("*.xml"):
+        assert synth.DET_OBJECTS[0] <= len(ET.parse(xml).findall("object")) <= synth.DET_OBJECTS[1]
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--num-images", "12", "--det-size", "16"]) == 2
+    assert "--det-size must be >= 32" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
