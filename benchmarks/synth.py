@@ -413,13 +413,14 @@ def _validate(num_images: int, size: int) -> None:
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
-             det_num_images: int | None = None, det_size: int | None = None,
+             det_num_images: int = 256, det_size: int = 64,
              progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
     Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
-    others half as many; ``det_num_images`` and ``det_size`` (default: ``num_images``
-    and ``size``) set them for the detection layouts (VOC, COCO) alone. The dataset is built in a temporary sibling directory and
+    others half as many; ``det_num_images`` and ``det_size`` set them for the detection
+    layouts (VOC, COCO), whose transfer configs (``configs/transfer/Base-Synth-C4.yaml``)
+    are sized for the defaults. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
     arguments regenerate a previous synthetic dataset but never delete anything else.
@@ -429,8 +430,6 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         FileExistsError: ``out`` is a non-empty directory that is not a synthetic dataset.
     """
     _validate(num_images, size)
-    det_num_images = num_images if det_num_images is None else det_num_images
-    det_size = size if det_size is None else det_size
     if det_num_images < 1:
         raise ValueError(f"--det-num-images must be >= 1, got {det_num_images}")
     if det_size < 32:
@@ -483,10 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--num-images", type=int, default=64,
                        help="images per train/trainval split; val/test splits get half (default 64)")
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
-    synth.add_argument("--det-num-images", type=int, default=None,
-                       help="images per VOC/COCO train split, tests get half (default: --num-images)")
-    synth.add_argument("--det-size", type=int, default=None,
-                       help="longest VOC/COCO image side in pixels (default: --size)")
+    synth.add_argument("--det-num-images", type=int, default=256,
+                       help="images per VOC/COCO train split; test/val get half (default 256)")
+    synth.add_argument("--det-size", type=int, default=64,
+                       help="longest VOC/COCO image side in pixels (default 64, what the synth_* transfer tasks expect)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,

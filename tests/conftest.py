@@ -51,7 +51,8 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from benchmarks.synth import generate
 
     root = tmp_path_factory.mktemp("synth") / "siambench_synth"
-    generate(root, seed=SYNTH_SEED, num_images=SYNTH_NUM_IMAGES, size=SYNTH_SIZE)
+    generate(root, seed=SYNTH_SEED, num_images=SYNTH_NUM_IMAGES, size=SYNTH_SIZE,
+             det_num_images=SYNTH_NUM_IMAGES, det_size=SYNTH_SIZE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIAMBENCH_SYNTH", str(root))
         yield root

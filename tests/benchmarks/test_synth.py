@@ -16,6 +16,9 @@ from benchmarks import cli, synth
 from benchmarks.synth import SYNTH_CLASSES, generate, render_scene
 
 
+SMALL_DET = {"det_num_images": 12, "det_size": 48}  # small detection layouts: fast tests
+
+
 def _digests(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -131,9 +134,9 @@ def test_imagefolder_shapes_stand_upright() -> None:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    a = generate(tmp_path / "a", seed=7, num_images=12, size=48)
-    b = generate(tmp_path / "b", seed=7, num_images=12, size=48)
-    c = generate(tmp_path / "c", seed=8, num_images=12, size=48)
+    a = generate(tmp_path / "a", seed=7, num_images=12, size=48, **SMALL_DET)
+    b = generate(tmp_path / "b", seed=7, num_images=12, size=48, **SMALL_DET)
+    c = generate(tmp_path / "c", seed=8, num_images=12, size=48, **SMALL_DET)
     da, db, dc = _digests(tmp_path / "a"), _digests(tmp_path / "b"), _digests(tmp_path / "c")
     assert da == db and len(da) > 100
     assert a["splits"] == b["splits"]
@@ -144,8 +147,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_more_images_only_appends(tmp_path: Path) -> None:
-    generate(tmp_path / "small", seed=0, num_images=12, size=48)
-    generate(tmp_path / "big", seed=0, num_images=14, size=48)
+    generate(tmp_path / "small", seed=0, num_images=12, size=48, **SMALL_DET)
+    generate(tmp_path / "big", seed=0, num_images=14, size=48, **SMALL_DET)
     small, big = _digests(tmp_path / "small"), _digests(tmp_path / "big")
     jpgs = [k for k in small if k.endswith(".jpg") and k.startswith("imagefolder")]
     assert jpgs and all(small[k] == big[k] for k in jpgs)
@@ -153,23 +156,24 @@ def test_more_images_only_appends(tmp_path: Path) -> None:
 
 def test_regenerate_is_idempotent_and_never_deletes_foreign_dirs(tmp_path: Path) -> None:
     root = tmp_path / "ds"
-    generate(root, seed=0, num_images=12, size=48)
+    generate(root, seed=0, num_images=12, size=48, **SMALL_DET)
     marker_mtime = (root / "synth.json").stat().st_mtime_ns
-    assert generate(root, seed=0, num_images=12, size=48)["num_images"] == 12
+    assert generate(root, seed=0, num_images=12, size=48, **SMALL_DET)["num_images"] == 12
     assert (root / "synth.json").stat().st_mtime_ns == marker_mtime  # not rewritten
-    generate(root, seed=1, num_images=12, size=48)  # a previous synthetic dataset is replaced
+    generate(root, seed=1, num_images=12, size=48, **SMALL_DET)  # a previous synthetic dataset is replaced
     assert json.loads((root / "synth.json").read_text())["seed"] == 1
     foreign = tmp_path / "home"
     (foreign / "thesis").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not a siambench synthetic dataset"):
-        generate(foreign, num_images=12, size=48)
+        generate(foreign, num_images=12, size=48, **SMALL_DET)
     assert (foreign / "thesis").is_dir()
     assert not list(tmp_path.glob(".*tmp*")), "temporary build directories must be cleaned up"
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    assert cli.main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "40", "--seed", "3"]) == 0
+    assert cli.main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "40", "--seed", "3",
+                     "--det-num-images", "12", "--det-size", "40"]) == 0
     assert "voc_2007_trainval" in capsys.readouterr().out
     summary = json.loads((out / "synth.json").read_text())
     assert (summary["seed"], summary["num_images"], summary["size"]) == (3, 12, 40)
@@ -182,7 +186,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_detection_layouts_have_their_own_count_and_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    generate(tmp_path / "base", seed=0, num_images=12, size=48)
+    generate(tmp_path / "base", seed=0, num_images=12, size=48, **SMALL_DET)
     summary = generate(tmp_path / "det", seed=0, num_images=12, size=48, det_num_images=8, det_size=40)
     base, det = _digests(tmp_path / "base"), _digests(tmp_path / "det")
     folder = [k for k in base if k.startswith("imagefolder")]

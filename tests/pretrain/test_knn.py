@@ -15,7 +15,9 @@ import torchvision
 from torch import nn
 
 from pretrain.knn import extract_features, knn_accuracy, knn_predict, knn_scores
+from pretrain.eval_config import get_knn_defaults
 from pretrain.knn import main as knn_main
+from pretrain.utils.config import load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/knn/synth_r18.yaml")
 
@@ -109,7 +111,8 @@ def test_knn_command_writes_results(synth_root, tmp_path):
                    "DATA.IMAGE_SIZE", "32", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(out)])
     assert rc == 0
     res = json.loads((out / "knn_results.json").read_text())
-    assert res["k"] == 20 and res["temperature"] == 0.1 and res["pretrain_epochs"] == 3
+    cfg = load_config(get_knn_defaults(), CONFIG)
+    assert res["k"] == cfg.KNN.K and res["temperature"] == cfg.KNN.TEMPERATURE and res["pretrain_epochs"] == 3
     assert res["num_train"] == len(list((synth_root / "imagefolder/train").rglob("*.jpg")))
     assert res["num_val"] == len(list((synth_root / "imagefolder/val").rglob("*.jpg")))
     assert 0.0 <= res["top1"] <= res["top5"] <= 100.0

@@ -111,7 +111,7 @@ def test_synth_tasks_are_tiny_r18_c4(task: str, weights: Path) -> None:
     assert plan.trials == 1
     assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS) == (18, 64)
     assert cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeadsExtraNorm"
-    assert cfg.SOLVER.MAX_ITER <= 100 and cfg.INPUT.MIN_SIZE_TEST <= 128
+    assert cfg.SOLVER.MAX_ITER <= 200 and cfg.INPUT.MIN_SIZE_TEST <= 128
     assert all(name.startswith("synth_") for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))
     assert cfg.MODEL.MASK_ON == (task == "synth_coco")
     assert (cfg.INPUT.FORMAT, list(cfg.MODEL.PIXEL_MEAN), cfg.MODEL.RESNETS.STRIDE_IN_1X1) == ("RGB", PIXEL_MEAN, False)
