@@ -99,12 +99,38 @@ def test_object_pixels_are_drawn_where_the_mask_is() -> None:
     assert np.abs(inside.mean(0) - image[ring].astype(float).mean(0)).sum() > 30
 
 
-def test_imagefolder_label_is_the_largest_object() -> None:
+def test_imagefolder_label_is_the_one_dominant_central_upright_object() -> None:
+    """The class is unambiguous: one large, whole, near-central, upright shape, at least
+    3x the area of the (optional) distractor; grey levels, so colour carries no label."""
+    distractors = 0
     for i in range(60):
         label = i % len(SYNTH_CLASSES)
-        _, objects = render_scene(np.random.default_rng(i), 64, 64, main_label=label)
-        largest = max(objects, key=lambda o: o.area)
-        assert largest.label == label and not largest.truncated
+        size = (32, 64)[i % 2]
+        image, objects = render_scene(np.random.default_rng(i), size, size, main_label=label)
+        main = max(objects, key=lambda o: o.area)
+        assert main.label == label and not main.truncated and len(objects) <= 2
+        x0, y0, x1, y1 = main.box
+        assert abs((x0 + x1) / 2 - size / 2) <= 0.2 * size and abs((y0 + y1) / 2 - size / 2) <= 0.2 * size
+        assert (x1 - x0) * (y1 - y0) >= 0.2 * size * size  # large: a random 20 % crop still sees part of it
+        for other in objects:
+            if other is not main:
+                distractors += 1
+                assert other.area <= main.area / 3
+        rgb = image.reshape(-1, 3).astype(float)
+        assert np.abs(rgb - rgb.mean(1, keepdims=True)).mean() < 0.1 * 255  # near-grey pixels
+    assert 10 <= distractors <= 50
+
+
+def test_imagefolder_shapes_stand_upright() -> None:
+    """Shapes are rotated by at most CLS_MAX_ROTATION: the square's corners then stay off
+    the axes through its centre (a 45-degree square would put them there)."""
+    square = SYNTH_CLASSES.index("square")
+    for i in range(20):
+        _, objects = render_scene(np.random.default_rng(i), 64, 64, main_label=square)
+        poly = max(objects, key=lambda o: o.area).polygon
+        centre = poly.mean(0)
+        angles = np.degrees(np.arctan2(poly[:, 1] - centre[1], poly[:, 0] - centre[0])) % 90
+        assert np.all(np.abs(angles - 45) <= synth.CLS_MAX_ROTATION + 15)  # + anisotropic stretch
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:

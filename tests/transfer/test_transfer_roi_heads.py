@@ -52,9 +52,9 @@ def test_r18_c4_head_has_basicblock_res5_and_extra_norm() -> None:
     assert isinstance(heads.res5.norm, nn.BatchNorm2d) and heads.res5.norm.num_features == 512
     assert heads.box_predictor.cls_score.in_features == 512 and heads.box_predictor.cls_score.out_features == 7
     heads.eval()
-    feats = {"res4": torch.randn(1, 256, 8, 8)}  # 1x256x8x8: a 128 px image at stride 16
-    x = heads._shared_roi_transform([feats["res4"]], [Boxes(torch.tensor([[0.0, 0.0, 64.0, 64.0]]))])
-    assert x.shape == (1, 512, 4, 4)  # 7x7 regions -> res5 (stride 2) -> extra norm
+    feats = {"res4": torch.randn(1, 256, 4, 4)}  # 1x256x4x4: a 64 px image at stride 16
+    x = heads._shared_roi_transform([feats["res4"]], [Boxes(torch.tensor([[0.0, 0.0, 32.0, 32.0]]))])
+    assert x.shape == (1, 512, 2, 2)  # 4x4 regions -> res5 (stride 2) -> extra norm
 
 
 def test_r50_res5_is_three_bottlenecks_with_torchvision_stride() -> None:

@@ -47,7 +47,7 @@ def test_results_json_schema(tmp_path: Path) -> None:
     assert DESIGN_FIELDS <= set(record)
     assert record["status"] == "complete" and record["task"] == "synth_voc07" and record["label"] == "w"
     assert record["seed"] == 0 and record["iterations"] == plan.cfg.SOLVER.MAX_ITER
-    assert record["norm"] == "BN" and record["ims_per_batch"] == 2 and record["base_lr"] == 0.01
+    assert record["norm"] == "BN" and record["ims_per_batch"] == 8 and record["base_lr"] == 0.02
     assert len(record["weights_sha256"]) == 64 and record["lr_scaled"] is False
     # NaN (e.g. no small objects) is stored as null, per-class AP kept apart from the summary.
     assert record["results"] == {"bbox": {"AP": 50.0, "AP50": 80.0, "AP75": None}}
@@ -68,7 +68,7 @@ def test_changed_config_is_refused_with_the_changed_key(tmp_path: Path) -> None:
     with pytest.raises(TrialConfigMismatch) as e:
         trial_state(changed, 0)
     msg = str(e.value)
-    assert "SOLVER.BASE_LR: 0.01 -> 0.05" in msg and "new OUTPUT_DIR" in msg
+    assert "SOLVER.BASE_LR: 0.02 -> 0.05" in msg and "new OUTPUT_DIR" in msg
 
 
 def test_changed_weights_are_refused(tmp_path: Path) -> None:
