@@ -23,6 +23,8 @@ from typing import Callable
 
 from tabulate import tabulate
 
+from pretrain.utils.paths import imagenet_root  # the rule pretraining uses for an empty DATA.ROOT
+
 __all__ = ["Check", "DATASET_GROUPS", "collect", "imagenet_root", "main"]
 
 # package (import name) -> required; optional ones are reported but never fail the check.
@@ -158,13 +160,6 @@ def _devices() -> list[Check]:
     rows.append(Check("devices", "gloo", None, "available" if dist.is_available() and dist.is_gloo_available()
                       else "not available"))
     return rows
-
-
-def imagenet_root() -> Path:
-    """``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else ``datasets/imagenet``."""
-    if os.environ.get("SIAMBENCH_IMAGENET"):
-        return Path(os.environ["SIAMBENCH_IMAGENET"]).expanduser()
-    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
 
 
 def _imagenet(required: bool) -> Check:

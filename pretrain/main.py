@@ -37,6 +37,7 @@ from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
 from .utils.config import ConfigError, add_config_args, load_config, save_config
+from .utils.io import atomic_link
 from .utils.dist import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed_mode
 from .utils.logger import JSONLinesWriter, TensorboardWriter, setup_logger
 
@@ -294,8 +295,11 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
 
     if info.is_main:
         check_finite(bare, cfg.SOLVER.EPOCHS - 1)
-        ckpt_io.save_checkpoint(out, cfg.SOLVER.EPOCHS, bare, optimizer, ctx.scaler, cfg, extra_state(),
-                                name="model_final.pth")
+        if start_epoch < cfg.SOLVER.EPOCHS:  # the last epoch just wrote this state: link it, not a 2nd copy
+            atomic_link(out / ckpt_io.checkpoint_name(cfg.SOLVER.EPOCHS), out / "model_final.pth")
+        else:  # resumed from a checkpoint of the final epoch: nothing trained, nothing written yet
+            ckpt_io.save_checkpoint(out, cfg.SOLVER.EPOCHS, bare, optimizer, ctx.scaler, cfg, extra_state(),
+                                    name="model_final.pth")
         logger.info("done: %s", out / "model_final.pth")
     barrier()
     return 0

@@ -17,8 +17,6 @@ import argparse
 import contextlib
 import logging
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ from .eval_config import get_supervised_defaults
 from .run_dir import RUN_MARKERS
 from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
 from .utils.config import CfgNode, add_config_args
+from .utils.io import atomic_link
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
 
@@ -67,18 +66,6 @@ class SupervisedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)  # NxC logits
-
-
-def _publish(src: Path, dst: Path) -> None:
-    """Make ``dst`` the same file as ``src``: a hard link (no second copy of the weights
-    and optimizer state), or a copy where links are unsupported; atomic either way."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def _amp_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
@@ -190,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.close()
     if run.is_main:
         last = out / (out / LAST_CHECKPOINT).read_text(encoding="utf-8").strip()
-        _publish(last, out / "model_final.pth")
+        atomic_link(last, out / "model_final.pth")
         logger.info("supervised: wrote %s", out / "model_final.pth")
     run.close()
     return 0

@@ -56,3 +56,59 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIAMBENCH_SYNTH", str(root))
         yield root
+
+
+# --- Disk written per test (opt-in): SIAMBENCH_TEST_IO=1 python -m pytest ... -------------------
+# Linux /proc/self/io counters of the pytest process; a reaped child's (torchrun, subprocess,
+# DataLoader worker) are added to its parent's on wait, so they are included. ``write_bytes``
+# is what reached the page cache for a disk (what fills a disk; tmpfs excluded), ``wchar``
+# every byte passed to write(). Session-scoped fixtures count towards the first test using them.
+# SIAMBENCH_TEST_IO=<file.tsv> also writes the per-test table there.
+_IO_ENV = "SIAMBENCH_TEST_IO"
+_io_rows: list[tuple[str, int, int]] = []
+
+
+def _proc_io() -> dict[str, int]:
+    with open("/proc/self/io") as f:
+        return {k: int(v) for k, v in (line.split(": ") for line in f)}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem) -> Iterator[None]:
+    if not os.environ.get(_IO_ENV):
+        yield
+        return
+    before = _proc_io()
+    yield
+    after = _proc_io()
+    _io_rows.append((item.nodeid, after["write_bytes"] - before["write_bytes"],
+                     after["wchar"] - before["wchar"]))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    dest = os.environ.get(_IO_ENV)
+    if not dest or not _io_rows:
+        return
+    mb = 1e6
+    rows = sorted(_io_rows, key=lambda r: -r[1])
+    tr = terminalreporter
+    tr.section("disk written per test (write_bytes, MB)")
+    for nodeid, wb, wc in rows[:25]:
+        tr.write_line(f"{wb / mb:9.1f} {wc / mb:9.1f}  {nodeid}")
+    per_file: dict[str, list[int]] = {}
+    for nodeid, wb, wc in _io_rows:
+        acc = per_file.setdefault(nodeid.split("::")[0], [0, 0, 0])
+        acc[0] += wb
+        acc[1] += wc
+        acc[2] += 1
+    tr.section("disk written per file (write_bytes MB, wchar MB, tests)")
+    for path, (wb, wc, n) in sorted(per_file.items(), key=lambda kv: -kv[1][0]):
+        if wb >= mb:
+            tr.write_line(f"{wb / mb:9.1f} {wc / mb:9.1f} {n:4d}  {path}")
+    total_wb = sum(r[1] for r in _io_rows)
+    total_wc = sum(r[2] for r in _io_rows)
+    tr.write_line(f"{total_wb / mb:9.1f} {total_wc / mb:9.1f} {len(_io_rows):4d}  TOTAL")
+    if dest not in ("1", "true", "yes"):
+        with open(dest, "w") as f:
+            f.write("nodeid\twrite_bytes\twchar\n")
+            f.writelines(f"{n}\t{wb}\t{wc}\n" for n, wb, wc in _io_rows)

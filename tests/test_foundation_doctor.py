@@ -73,6 +73,18 @@ def test_imagenet_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert doctor.imagenet_root() == tmp_path / "imagenet"
 
 
+def test_doctor_uses_pretrainings_imagenet_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from pretrain.data import folder
+
+    assert doctor.imagenet_root is folder.imagenet_root  # one rule, not a copy that can drift
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
+    monkeypatch.setenv("SIAMBENCH_IMAGENET", str(tmp_path / "in1k"))  # wins over DETECTRON2_DATASETS
+    assert folder.resolve_data_root("") == str(tmp_path / "in1k")  # where an empty DATA.ROOT trains from
+    assert doctor.main(["--quiet", "--require-datasets", "imagenet"]) == 1
+    assert f"{tmp_path / 'in1k'}: no train/val" in capsys.readouterr().err
+
+
 def test_bad_choice_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as e:
         doctor.main(["--require-datasets", "imagenet21k"])

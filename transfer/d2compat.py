@@ -5,8 +5,20 @@ Import this module before any ``detectron2`` import::
     from transfer import d2compat  # noqa: F401  (patches a pure-Python detectron2 first)
     from detectron2.config import get_cfg
 
-On an official compiled build of detectron2 it changes nothing. On the pure-Python
-v0.6 that ``make setup`` installs where GitHub is unreachable (see
+On every detectron2 it fixes one behaviour, the same way pretraining's loader does:
+
+* ``detection_utils.read_image`` clips 16-bit greyscale images (Pillow modes
+  ``I;16``/``I``) at 255 when converting them to RGB/BGR (a 0..65535 ramp comes out
+  99.6 % white) -> ``convert_PIL_to_numpy``, which ``read_image`` calls (so the
+  ``DatasetMapper``'s ``utils.read_image`` and every ``from ... import read_image``
+  binding see it), scales them to 8 bits first with
+  :func:`pretrain.utils.images.to_8bit`. 8-bit images take the original path
+  unchanged; ``format=None`` (raw array) and ``"L"`` (what the mapper uses for
+  semantic-segmentation labels, whose values are class ids, not intensities) keep
+  detectron2's behaviour.
+
+Otherwise, on an official compiled build of detectron2 it changes nothing. On the
+pure-Python v0.6 that ``make setup`` installs where GitHub is unreachable (see
 ``transfer/install_d2.py``) it fixes, narrowly and in one place:
 
 * ``detectron2._C`` is missing -> a stand-in module whose every op raises
@@ -27,6 +39,7 @@ v0.6 that ``make setup`` installs where GitHub is unreachable (see
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -38,6 +51,8 @@ from typing import Any
 
 import numpy as _np
 from PIL import Image as _Image
+
+from pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +150,29 @@ _PATCHED: list[str] = []
 _TORCH_LIBRARY: Any = None  # keeps the stand-in torch.ops.detectron2 registration alive
 
 
+def _patch_high_depth_images() -> None:
+    """Make ``detection_utils.read_image`` scale 16-bit greyscale images to 8 bits, not clip them.
+
+    ``read_image`` looks ``convert_PIL_to_numpy`` up in its module at call time, so wrapping
+    that one function covers ``read_image`` however it was imported.
+    """
+    from detectron2.data import detection_utils
+
+    original = detection_utils.convert_PIL_to_numpy
+    if getattr(original, "_siambench", False):
+        return
+
+    @functools.wraps(original)
+    def convert_PIL_to_numpy(image: _Image.Image, format: str | None) -> _np.ndarray:
+        if format not in (None, "L") and image.mode in HIGH_DEPTH_MODES:
+            image = to_8bit(image)  # "L"; the original then converts it to RGB/BGR/YUV as usual
+        return original(image, format)
+
+    convert_PIL_to_numpy._siambench = True  # type: ignore[attr-defined]
+    detection_utils.convert_PIL_to_numpy = convert_PIL_to_numpy
+    _PATCHED.append("read_image scales 16-bit images to 8 bits")
+
+
 def _install_source() -> str:
     try:
         dist = importlib.metadata.distribution("detectron2")
@@ -170,6 +208,7 @@ def _patch() -> None:
 
     import detectron2
 
+    _patch_high_depth_images()
     if detectron2.__version__.startswith("0.6") and not hasattr(_np, "int"):
         proxy = _NumpyWithOldAliases("numpy")
         patched = []

@@ -28,11 +28,12 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..utils.config import ConfigError
+from ..utils.images import HIGH_DEPTH_MODES, to_8bit
+from ..utils.paths import IMAGENET_ENV, imagenet_root
 
 __all__ = ["SafeImageFolder", "CorruptDataError", "DataRootError", "IMG_EXTENSIONS", "IMAGENET_ENV", "pil_loader",
            "imagenet_root", "resolve_data_root", "check_data_root", "resolve_cfg_data_root"]
@@ -43,10 +44,6 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 # Exceptions PIL raises on truncated/corrupt files (SyntaxError and ValueError from some plugins).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _MAX_REPLACEMENT_TRIES = 64
-
-
-IMAGENET_ENV = "SIAMBENCH_IMAGENET"
-_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit greyscale (and 32-bit int) images
 
 
 class CorruptDataError(RuntimeError):
@@ -69,18 +66,6 @@ class DataRootError(ConfigError):
     """``DATA.ROOT`` is missing, empty or not an ImageFolder; the message names the path and the fix."""
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit (or 32-bit int) greyscale -> 8-bit "L" by scaling the full range, not clipping it."""
-    a = np.asarray(img).astype(np.float64)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if img.mode == "I" and (hi > 65535 or lo < 0):  # real 32-bit data: min-max scale
-        a = (a - lo) * (255.0 / max(hi - lo, 1.0))
-    elif img.mode != "I" or hi > 255:  # 16-bit: 0..65535 -> 0..255 (x * 255 / 65535)
-        a = a * (255.0 / 65535.0)
-    # else: an "I" image holding 8-bit values (e.g. some PGMs): keep them
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
-
-
 def pil_loader(path: str) -> Image.Image:
     """Decode fully (``convert`` forces the lazy decode) so corrupt files fail here.
 
@@ -89,8 +74,8 @@ def pil_loader(path: str) -> Image.Image:
     """
     with open(path, "rb") as f:
         img = Image.open(f)
-        if img.mode in _HIGH_DEPTH_MODES:
-            img = _to_8bit(img)
+        if img.mode in HIGH_DEPTH_MODES:
+            img = to_8bit(img)
         return img.convert("RGB")
 
 
@@ -128,13 +113,6 @@ def _has_image(directory: Path) -> bool:
             return True
         dirnames.sort()
     return False
-
-
-def imagenet_root() -> Path:
-    """``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else ``datasets/imagenet``."""
-    if os.environ.get(IMAGENET_ENV):
-        return Path(os.environ[IMAGENET_ENV]).expanduser()
-    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
 
 
 def resolve_data_root(root: str) -> str:

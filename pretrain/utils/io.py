@@ -60,3 +60,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
+
+
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` the same file as ``src`` atomically: a hard link (no second copy of a
+    checkpoint's weights and optimizer state on disk), or a copy where links are unsupported."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

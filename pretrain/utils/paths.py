@@ -6,13 +6,16 @@ checkout (editable install, or ``PYTHONPATH``) ``configs/`` sits next to the pac
 wheel (``pip install .``) ships the same tree as package data ``siambench/configs``
 (``setup.py``). :func:`resolve` tries the path as given first, so a user's own
 ``configs/...`` in the working directory always wins over ours.
+
+:func:`imagenet_root` is where ImageNet is looked for when ``DATA.ROOT`` is empty: the one
+rule shared by pretraining (``pretrain/data/folder.py``) and ``siambench doctor``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["CONFIG_ROOT", "PACKAGE_ROOT", "config_root", "resolve"]
+__all__ = ["CONFIG_ROOT", "IMAGENET_ENV", "PACKAGE_ROOT", "config_root", "imagenet_root", "resolve"]
 
 # The folder holding the packages: the repository root in a checkout, site-packages
 # (or the namespace folder ``siambench/``) in an installed wheel.
@@ -44,3 +47,13 @@ def resolve(path: str | os.PathLike) -> Path:
     if (PACKAGE_ROOT / p).exists():
         return PACKAGE_ROOT / p
     return p
+
+
+IMAGENET_ENV = "SIAMBENCH_IMAGENET"
+
+
+def imagenet_root() -> Path:
+    """``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else ``datasets/imagenet``."""
+    if os.environ.get(IMAGENET_ENV):
+        return Path(os.environ[IMAGENET_ENV]).expanduser()
+    return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
