@@ -26,12 +26,16 @@ PRETRAIN = ROOT / "configs" / "pretrain" / "synth_r18.yaml"
 NO_STOP_GRAD = ROOT / "configs" / "pretrain" / "ablations" / "synth_no_stop_grad.yaml"
 KNN = ROOT / "configs" / "knn" / "synth_r18.yaml"
 
-TRAIN_IMAGES = 960  # 160 per class; val gets 480 (one point of top-1 = ~5 images)
-# A shorter run of the demo recipe: 3 epochs of 30 steps (the demo: 10 epochs of 37 steps).
-SHORT = ["MODEL.DEVICE", "cpu", "SOLVER.BATCH_SIZE", "32", "SOLVER.EPOCHS", "3", "MONITOR.KNN_PERIOD", "0",
-         "MONITOR.TENSORBOARD", "False", "TRAIN.PRINT_FREQ", "1000"]
-# Measured (torch 2.14 CPU, one thread): random init 17.7, SimSiam 25.0 kNN top-1 (see below).
-MIN_KNN_GAIN = 4.0  # points of kNN top-1 over the untrained encoder
+TRAIN_IMAGES = 1200  # 200 per class; val gets 600
+COMMON = ["MODEL.DEVICE", "cpu", "MONITOR.KNN_PERIOD", "0", "MONITOR.TENSORBOARD", "False", "TRAIN.PRINT_FREQ", "1000"]
+# A shorter run of the demo recipe (lr 0.2, batch 64): 5 epochs of 18 steps (the demo: 12 of 37).
+SHORT_SIMSIAM = ["SOLVER.EPOCHS", "5"]
+# Without stop-grad: the same lr (0.2 = 1.6 x 32/256) on batches of 32, 3 epochs of 37 steps
+# (the collapse monitor fires after ~60 steps; smaller batches keep the test short).
+SHORT_NO_STOP_GRAD = ["SOLVER.EPOCHS", "3", "SOLVER.BATCH_SIZE", "32", "SOLVER.BASE_LR", "1.6"]
+# Measured (torch 2.14 CPU, one thread, ~90 CPU-s for both tests): kNN top-1 18.0 untrained,
+# 25.0 after the short run; without stop-grad loss -0.997, z_std 3.0e-3 (threshold 4.4e-3).
+MIN_KNN_GAIN = 4.0  # points of kNN top-1 (k = 20) over the untrained encoder (lr 0: no gain, fails)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def imagefolder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _pretrain(config: Path, data: Path, out: Path, *opts: str) -> list[dict]:
     assert pretrain_main(["--config-file", str(config), "DATA.ROOT", str(data), "OUTPUT_DIR", str(out),
-                          *SHORT, *opts]) == 0
+                          *COMMON, *opts]) == 0
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -55,21 +59,25 @@ def _knn(data: Path, weights: Path, out: Path) -> float:
 
 
 @pytest.mark.slow
-def test_simsiam_learns_and_collapses_without_stop_grad(imagefolder: Path, tmp_path: Path, caplog) -> None:
+def test_simsiam_lifts_knn_above_the_untrained_encoder(imagefolder: Path, tmp_path: Path) -> None:
     _pretrain(PRETRAIN, imagefolder, tmp_path / "init", "SOLVER.EPOCHS", "0")  # the untrained encoder
     random_init = _knn(imagefolder, tmp_path / "init" / "model_final.pth", tmp_path / "knn_init")
-
-    records = _pretrain(PRETRAIN, imagefolder, tmp_path / "simsiam")
+    records = _pretrain(PRETRAIN, imagefolder, tmp_path / "simsiam", *SHORT_SIMSIAM)
     simsiam = _knn(imagefolder, tmp_path / "simsiam" / "model_final.pth", tmp_path / "knn_simsiam")
-    steps = [r for r in records if r["type"] == "step"]
-    assert steps[-1]["loss"] < steps[0]["loss"] - 0.3, "the SimSiam loss must fall"
-    assert steps[-1]["z_std"] > 0.5 * steps[0]["z_std"], "with stop-grad the output must not collapse"
+    print(f"kNN top-1: untrained {random_init:.2f}, SimSiam {simsiam:.2f}")
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert epochs[-1]["loss"] < epochs[0]["loss"] - 0.2, "the SimSiam loss must fall"
+    assert epochs[-1]["z_std"] > 0.5 / 512 ** 0.5, "with stop-grad the output must not collapse"
     assert simsiam >= random_init + MIN_KNN_GAIN, (
         f"SimSiam kNN top-1 {simsiam:.1f} is not {MIN_KNN_GAIN} points above the untrained encoder's "
         f"{random_init:.1f}: learning is broken")
 
+
+@pytest.mark.slow
+def test_no_stop_grad_collapses(imagefolder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        records = _pretrain(NO_STOP_GRAD, imagefolder, tmp_path / "no_stop_grad")
-    last = [r for r in records if r["type"] == "step"][-1]
+        records = _pretrain(NO_STOP_GRAD, imagefolder, tmp_path / "no_stop_grad", *SHORT_NO_STOP_GRAD)
+    last = [r for r in records if r["type"] == "epoch"][-1]
+    print(f"no stop-grad, last epoch: loss {last['loss']:.4f}, z_std {last['z_std']:.2e}")
     assert "representation collapse" in caplog.text, "the collapse monitor must fire without stop-grad"
-    assert last["loss"] < -0.97 and last["z_std"] < 0.1 / 512 ** 0.5  # monitor threshold 0.1 / sqrt(d)
+    assert last["loss"] < -0.97 and last["z_std"] < 0.1 / 512 ** 0.5  # the monitor's threshold 0.1 / sqrt(d)
