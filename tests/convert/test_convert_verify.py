@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 
 import pytest
 import torch
@@ -145,7 +144,7 @@ def test_stride_in_1x1_matters_for_bottlenecks(r50, tmp_path):
 
 def test_cli_summary_and_failed_verification_writes_nothing(r18, tmp_path, capsys, monkeypatch):
     _, src, _, _ = r18
-    shutil.copy(src, tmp_path / "ckpt.pth")
+    os.link(src, tmp_path / "ckpt.pth")  # read only: shares the module checkpoint, no 46 MB copy
     assert main([str(tmp_path / "ckpt.pth"), str(tmp_path / "ok.pkl")]) == 0
     printed = capsys.readouterr().out
     assert "format   siambench (prefix 'module.encoder.')" in printed

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
 
 import pytest
 import torch
@@ -30,17 +28,8 @@ ENCODER_PREFIX = {"moco_v2": "module.encoder_q.", "simclr": "module.encoder.", "
                   "swav": "module.encoder."}
 
 
-def _link_checkpoints(src: str, dst: str) -> None:
-    """copytree's copy_function: hard-link checkpoints (written atomically, never changed in
-    place, so safe to share; saves ~100 MB a test), copy the rest (metrics.jsonl is appended)."""
-    if src.endswith(".pth"):
-        os.link(src, dst)
-    else:
-        shutil.copy2(src, dst)
-
-
 @pytest.mark.parametrize("method", sorted(METHOD_OPTS))
-def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, method):
+def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, copy_run_dir, method):
     opts = [*tiny_opts, "MODEL.METHOD", method, "MODEL.ZERO_INIT_RESIDUAL", "False", *METHOD_OPTS[method]]
     full = tmp_path / "full"
     assert main(["OUTPUT_DIR", str(full), *opts]) == 0
@@ -59,8 +48,7 @@ def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, metho
 
     # epoch 2 interrupted: resume from checkpoint_0001 reproduces the weights (queues, EMA, ...) bit for bit
     half = tmp_path / "half"
-    shutil.copytree(full, half, ignore=shutil.ignore_patterns("model_final.pth", "checkpoint_0002.pth"),
-                    copy_function=_link_checkpoints)
+    copy_run_dir(full, half, drop=("model_final.pth", "checkpoint_0002.pth"))
     (half / "last_checkpoint").write_text("checkpoint_0001.pth\n")
     assert main(["--resume", "auto", "OUTPUT_DIR", str(half), *opts]) == 0
     resumed = load_checkpoint(half / "model_final.pth")["state_dict"]

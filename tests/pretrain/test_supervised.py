@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ def _run(data: Path, out: Path, epochs: int, resume: bool = False) -> None:
     assert supervised_main(argv) == 0
 
 
-def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path):
+def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, copy_run_dir):
     data = synth_root / "imagefolder"
     _run(data, tmp_path / "straight", epochs=3)
     ckpt = torch.load(tmp_path / "straight/model_final.pth", weights_only=True)
@@ -66,9 +65,7 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path):
     # Interrupted after epoch 2 (its checkpoint is the last one), then --resume auto: same weights as
     # the straight run, bit for bit (CPU, in-process loading: the restored RNG replays the same
     # shuffles and crops). The same SOLVER.EPOCHS: the lr schedule (warm-up, cosine) depends on it.
-    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
-    for name in ("model_final.pth", "checkpoint_0003.pth"):
-        (tmp_path / "resumed" / name).unlink()
+    copy_run_dir(tmp_path / "straight", tmp_path / "resumed", drop=("model_final.pth", "checkpoint_0003.pth"))
     (tmp_path / "resumed" / "last_checkpoint").write_text("checkpoint_0002.pth\n")
     _run(data, tmp_path / "resumed", epochs=3, resume=True)
     resumed = torch.load(tmp_path / "resumed/model_final.pth", weights_only=True)

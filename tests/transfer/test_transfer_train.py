@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -83,14 +82,14 @@ def test_eval_only_reproduces_the_trial_ap(voc_run: Path, tmp_path: Path) -> Non
         assert evaluated["results"]["bbox"][key] == pytest.approx(trained["results"]["bbox"][key], abs=1e-6)
 
 
-def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weights: Path, tmp_path: Path) -> None:
+def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weights: Path, tmp_path: Path,
+                                                        copy_run_dir) -> None:
     out = tmp_path / "run"
-    shutil.copytree(voc_run, out)
+    copy_run_dir(voc_run, out, drop=("model_final.pth",))  # checkpoints hard-linked, written atomically
     tdir = out / "trial0"
     first = _results(tdir / "results.json")
     # Simulate a kill after iteration 1's checkpoint while the next one was written in place (as stock
     # detectron2 does): a truncated newest checkpoint, the pointer naming it, and a running record.
-    (tdir / "model_final.pth").unlink()
     (tdir / "model_0000002.pth").write_bytes((tdir / "model_0000001.pth").read_bytes()[:1000])
     (tdir / "last_checkpoint").write_text("model_0000002.pth")
     (tdir / "results.json").write_text(json.dumps({**first, "status": "running"}))
