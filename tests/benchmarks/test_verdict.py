@@ -1,6 +1,8 @@
 """The verdict of hand-made runs: a claim that holds, one that fails, one not tested, the test numbers."""
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -90,6 +92,13 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     assert minutes.mark == "fails" and minutes.values["minutes"] == pytest.approx(16.0)  # 600 s + 360 s
     disk = _claim(claims, "the demo keeps <= 1 GB on disk")
     assert disk.mark == "holds" and 0 < disk.values["gb"] < 0.001
+    # a hard-linked file (pretraining's model_final.pth is a link to the last checkpoint) counts once
+    big = demo_runs / "sim" / "pretrain" / "checkpoint_0001.pth"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    big.write_bytes(b"\0" * 2_000_000)
+    os.link(big, big.with_name("model_final.pth"))
+    disk = _claim(build_verdict(collect(demo_runs)), "the demo keeps <= 1 GB on disk")
+    assert 0.002 <= disk.values["gb"] < 0.0021
 
 
 def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, results_files) -> None:

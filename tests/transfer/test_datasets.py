@@ -17,13 +17,6 @@ from transfer import datasets  # noqa: E402
 from transfer.datasets import DatasetLayoutError, check_dataset_root, check_datasets  # noqa: E402
 
 
-@pytest.fixture
-def synth_copy(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private, writable copy of the session dataset, active via $SIAMBENCH_SYNTH."""
-    root = tmp_path / "synth"
-    shutil.copytree(synth_root, root)
-    monkeypatch.setenv("SIAMBENCH_SYNTH", str(root))
-    return root
 
 
 def test_classes_match_generator() -> None:

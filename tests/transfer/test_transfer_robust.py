@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ class _RunsCode:
         return (os.system, ("echo pwned > /dev/null",))
 
 
-@pytest.fixture
-def synth_copy(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "synth"
-    shutil.copytree(synth_root, root)
-    monkeypatch.setenv("SIAMBENCH_SYNTH", str(root))
-    return root
 
 
 def _one_line_error(capsys: pytest.CaptureFixture) -> str:
