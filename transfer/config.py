@@ -51,7 +51,8 @@ CONFIG_DIR = CONFIG_ROOT / "transfer"  # the checkout's or the installed wheel's
 
 # Keys that differ between trials of one experiment by design, or do not change what is computed
 # (checkpoint retention); excluded from the config hash.
-_PER_TRIAL_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", "SIAMBENCH.TRIALS", "SIAMBENCH.KEEP_CHECKPOINTS")
+_PER_TRIAL_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", "SIAMBENCH.TRIALS", "SIAMBENCH.KEEP_CHECKPOINTS",
+                   "SIAMBENCH.KEEP_FINAL_MODEL")
 
 # Every norm key that may name SyncBN in our configs (backbone, FPN, R-CNN heads).
 _NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
@@ -86,6 +87,10 @@ def add_siambench_config(cfg: CfgNode) -> CfgNode:
     # always kept and is the only file written at the last iteration. A disk policy (COCO 1x: 18 periodic
     # files of ~0.5 GB each otherwise), not part of the protocol.
     cfg.SIAMBENCH.KEEP_CHECKPOINTS = 2
+    # False: delete a trial's model_final.pth once the trial is complete (the model was checked to load
+    # and was evaluated, results.json written), for runs that only need the numbers (the CPU demo's disk
+    # budget: 16 trials x 47 MB). `--eval-only` on such a trial needs it trained again. Disk policy only.
+    cfg.SIAMBENCH.KEEP_FINAL_MODEL = True
     return cfg
 
 

@@ -185,6 +185,15 @@ def _logging_to(output_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def _drop_models(tdir: Path) -> None:
+    """SIAMBENCH.KEEP_FINAL_MODEL False: remove the trial's weights (model_final.pth and any periodic
+    model_*.pth) and ``last_checkpoint``, which would name a file that is gone."""
+    removed = [p for p in (*tdir.glob("model_*.pth"), tdir / "last_checkpoint") if p.is_file()]
+    for path in removed:
+        path.unlink()
+    logger.info("SIAMBENCH.KEEP_FINAL_MODEL False: removed %s", ", ".join(p.name for p in removed) or "nothing")
+
+
 def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
     """Train + evaluate trial ``k`` (in every process); the record on rank 0, None if skipped."""
     state = trial_state(plan, k)
@@ -220,6 +229,8 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
             record = trial_record(plan, k, "complete", results, time.perf_counter() - start, resumed=resumed)
             write_results(tdir / "results.json", record)
             logger.info("trial %d: %s", k, _summary(record))
+            if not cfg.SIAMBENCH.KEEP_FINAL_MODEL:  # after "complete" is on disk: a kill in between keeps the model
+                _drop_models(tdir)
     except BaseException as e:
         if comm.is_main_process():  # never leave "running" behind an error
             reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:500]}"
