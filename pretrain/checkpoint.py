@@ -126,6 +126,7 @@ def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module,
     ckpt = {
         "state_dict": official_state_dict(model),
         "arch": cfg.MODEL.ARCH,
+        "width": cfg.MODEL.WIDTH,
         "epoch": epoch,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
