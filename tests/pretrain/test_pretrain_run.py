@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from pretrain import losses
 from pretrain.checkpoint import encoder_state_dict, load_checkpoint
 from pretrain.main import main
+from pretrain.methods.encoders import build_encoder
 from pretrain.utils.config import ConfigError
 
 
@@ -38,10 +38,10 @@ def test_run_outputs_and_bit_exact_resume(run, tmp_path):
 
     ckpt = load_checkpoint(full / "model_final.pth")
     assert {"state_dict", "arch", "epoch", "optimizer", "scaler", "rng", "config", "siambench_version"} <= set(ckpt)
-    assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18"
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18" and ckpt["width"] == 8
     assert all(k.startswith(("module.encoder.", "module.predictor.")) for k in ckpt["state_dict"])
-    # the encoder loads into a plain torchvision resnet (only fc is missing)
-    resnet = torchvision.models.resnet18()
+    # the encoder loads into a torchvision resnet of that width (only fc is missing)
+    resnet = build_encoder("resnet18", width=8)
     missing, unexpected = resnet.load_state_dict(encoder_state_dict(ckpt), strict=False)
     assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
     torch.testing.assert_close(resnet.conv1.weight, ckpt["state_dict"]["module.encoder.conv1.weight"])
