@@ -36,10 +36,10 @@ def _random_resnet_state(arch: str, seed: int, width: int = 64) -> dict[str, tor
 
 @pytest.fixture(scope="session")
 def resnet_state() -> Callable[..., dict[str, torch.Tensor]]:
-    """``resnet_state(arch, seed=0, width=64)``: a random torchvision state dict (fc and counters
-    included); ``width`` < 64 gives the narrow ResNet of ``MODEL.WIDTH``."""
+    """``resnet_state(arch, seed=0, width=TINY_WIDTH)``: a random torchvision-named state dict (fc and
+    counters included) of the narrow ResNet of ``MODEL.WIDTH`` (tiny files); ``width=64`` is torchvision's."""
 
-    def make(arch: str = "resnet18", seed: int = 0, width: int = 64) -> dict[str, torch.Tensor]:
+    def make(arch: str = "resnet18", seed: int = 0, width: int = TINY_WIDTH) -> dict[str, torch.Tensor]:
         return dict(_random_resnet_state(arch, seed, width))
 
     return make

@@ -100,7 +100,7 @@ def test_synth_config_on_disk_dataset_with_knn_monitor(tmp_path, synth_root):
     cfg = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "synth_r18.yaml"
     rc = main(["--config-file", str(cfg), "OUTPUT_DIR", str(tmp_path), "DATA.ROOT", str(synth_root / "imagefolder"),
                "MODEL.DEVICE", "cpu", "DATA.IMAGE_SIZE", "32", "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8",
-               "DATA.NUM_WORKERS", "0", "MONITOR.TENSORBOARD", "False"])
+               "DATA.NUM_WORKERS", "0", "MONITOR.TENSORBOARD", "False", "MODEL.WIDTH", "8"])
     assert rc == 0
     epoch = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert epoch["type"] == "epoch" and 0.0 <= epoch["knn_top1"] <= 100.0 and epoch["bad_images"] == 0
