@@ -30,7 +30,8 @@ KNN = ROOT / "configs" / "knn" / "synth_r18.yaml"
 TRAIN_IMAGES = 1200  # 200 per class; val gets 600
 # Width 16 (not 64): the disk written; measured at 16 and 32 it learns more than the margin needs (below).
 TINY = ["MODEL.WIDTH", "16"]
-COMMON = [*TINY, "TRAIN.CHECKPOINT_PERIOD", "1000", "MODEL.DEVICE", "cpu", "MONITOR.KNN_PERIOD", "0", "MONITOR.TENSORBOARD", "False", "TRAIN.PRINT_FREQ", "1000"]
+COMMON = [*TINY, "TRAIN.CHECKPOINT_PERIOD", "1000",  # one checkpoint per run: the final one
+          "MODEL.DEVICE", "cpu", "MONITOR.KNN_PERIOD", "0", "MONITOR.TENSORBOARD", "False", "TRAIN.PRINT_FREQ", "1000"]
 # A shorter run of the demo recipe (lr 0.2, batch 64): 5 epochs of 18 steps (the demo: 12 of 37).
 SHORT_SIMSIAM = ["SOLVER.EPOCHS", "5"]
 # Without stop-grad: the same lr (0.2 = 1.6 x 32/256) on batches of 32, 3 epochs of 37 steps
