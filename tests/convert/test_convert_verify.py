@@ -16,7 +16,8 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from convert.arch import spec_for
 from convert.cli import main
 from convert.errors import UnsafeCheckpointError, VerificationError
-from convert.export import convert_checkpoint
+from convert.export import convert_checkpoint, to_detectron2, write_detectron2_pkl
+from convert.naming import is_resnet_key
 from convert.safe_pickle import SafeDetectionCheckpointer
 from convert.verify import check_loads_into, d2_config, verify_weights
 
@@ -26,15 +27,16 @@ _FRESH = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head
 
 
 @pytest.fixture(scope="module")
-def r18(resnet_state, simsiam_factory, tmp_path_factory):
-    """A siambench resnet18 checkpoint (torchvision's width: Detectron2 builds BasicBlock ResNets at
-    width 64 only) converted with verification (all layouts, 64 px). The only full-size one here."""
+def r18(resnet_state, tmp_path_factory):
+    """torchvision resnet18 weights at width 64 (Detectron2 builds BasicBlock ResNets at width 64
+    only: the one full-size network here) written as convert's ``.pkl`` and verified in all layouts
+    at 64 px. Only the 45 MB ``.pkl`` is written: reading checkpoints is tested on ``tiny``."""
     tmp = tmp_path_factory.mktemp("r18")
     tv = resnet_state("resnet18", width=64)
-    src = tmp / "ckpt.pth"
-    torch.save(simsiam_factory(tv, siambench=True), src)
-    prov, report = convert_checkpoint(src, tmp / "r18.pkl", verify=True, verify_size=64)
-    return tv, src, tmp / "r18.pkl", report
+    backbone = {k: v for k, v in tv.items() if is_resnet_key(k)}  # what load_backbone_state_dict returns
+    out = write_detectron2_pkl(tmp / "r18.pkl", to_detectron2(backbone), {"arch": "resnet18", "width": 64})
+    report = verify_weights(out, backbone, image_size=64)
+    return tv, out, report
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def tiny(resnet_state, simsiam_factory, tmp_path_factory):
 
 
 def test_resnet18_all_layouts(r18):
-    tv, _, out, report = r18
+    tv, out, report = r18
     assert report.ok and report.arch == "resnet18" and report.weights == str(out)
     assert [r.layout for r in report.layouts] == ["backbone", "c4", "fpn"]
     for r in report.layouts:
@@ -58,12 +60,19 @@ def test_resnet18_all_layouts(r18):
         assert all(k.startswith(_FRESH) for k in r.unfilled), r.unfilled
     assert report.layouts[0].unfilled == []  # the bare backbone is filled completely
     assert any(k.startswith("roi_heads.mask_head.") for k in report.layouts[1].unfilled)
+
+
+def test_convert_with_verify_reports_dropped_keys_and_leaves_no_staged_copy(tiny):
+    _, _, out, report = tiny
+    assert report.ok and report.arch == "resnet50-w8" and report.weights == str(out)
+    assert [r.layout for r in report.layouts] == ["backbone", "c4", "fpn"]
+    assert max(max(r.rel_err.values()) for r in report.layouts) < 1e-4
     assert set(report.source_unused) >= {"module.predictor.0.weight", "module.encoder.fc.0.weight"}
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pth", "r18.pkl"]  # staged copy gone
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pth", "tiny.pkl"]  # staged copy gone
 
 
 def test_res5_weights_land_in_the_c4_roi_head(r18):
-    tv, _, out, _ = r18
+    tv, out, _ = r18
     model = build_model(d2_config(spec_for("resnet18"), "c4"))
     report = check_loads_into(model, out)
     assert report.problems == []

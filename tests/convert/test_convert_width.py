@@ -34,7 +34,7 @@ def test_detectron2_settings_of_a_narrow_bottleneck_resnet():
 def test_narrow_resnet50_converts_and_verifies_in_every_layout(resnet_state, simsiam_factory, tmp_path, capsys):
     src = tmp_path / "ckpt.pth"
     torch.save(simsiam_factory(resnet_state("resnet50", width=16), siambench=True, arch="resnet50"), src)
-    out = tmp_path / "r50w16.pkl"
+    out = tmp_path / "r50w16.pkl"  # width 16: 6 MB, two of them (the rest of the convert tests use width 8)
     assert main([str(src), str(out), "--verify", "--verify-size", "64"]) == 0
     text = capsys.readouterr().out
     assert "arch     resnet50, width 16, epoch 100" in text

@@ -9,8 +9,9 @@ import torch
 # Tiny synthetic run: resnet18 narrowed to width 8 (0.18M parameters, checkpoints < 2 MB) at 32 px,
 # small heads, 2 steps of 16 images per epoch.
 TINY_WIDTH = ["MODEL.WIDTH", "8"]
-# A convertible tiny encoder: Detectron2 builds narrow bottleneck ResNets only (not narrow R18/R34).
-TINY_CONVERTIBLE = ["MODEL.ARCH", "resnet50", *TINY_WIDTH]
+# A convertible tiny encoder: Detectron2 builds narrow bottleneck ResNets only (not narrow R18/R34);
+# width 4 (0.1M parameters) as it is saved with optimizer state, EMA/key encoders and queues.
+TINY_CONVERTIBLE = ["MODEL.ARCH", "resnet50", "MODEL.WIDTH", "4"]
 TINY_OPTS = [
     "MODEL.ARCH", "resnet18", *TINY_WIDTH, "MODEL.DEVICE", "cpu", "MODEL.DIM", "64", "MODEL.PRED_DIM", "16",
     "DATA.DATASET", "synthetic", "DATA.SYNTHETIC.TRAIN_SIZE", "32", "DATA.SYNTHETIC.VAL_SIZE", "16",

@@ -57,7 +57,7 @@ def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, tiny_
         assert torch.equal(v, resumed[k]), k
 
     backbone, info = load_backbone_state_dict(full / "model_final.pth")
-    assert info["format"] == ("moco" if method == "moco_v2" else "siambench") and (info["arch"], info["width"]) == ("resnet50", 8)
+    assert info["format"] == ("moco" if method == "moco_v2" else "siambench") and (info["arch"], info["width"]) == ("resnet50", 4)
     torch.testing.assert_close(backbone["conv1.weight"], sd[ENCODER_PREFIX[method] + "conv1.weight"])
     assert convert_main([str(full / "model_final.pth"), str(tmp_path / "model.pkl")]) == 0
     with open(tmp_path / "model.pkl", "rb") as f:
