@@ -67,7 +67,8 @@ class Provenance(TypedDict):
     pixel_std: list[float]  # MODEL.PIXEL_STD
     input_format: str  # INPUT.FORMAT (channel order)
     stride_in_1x1: bool  # MODEL.RESNETS.STRIDE_IN_1X1 (torchvision: stride in the 3x3)
-    detectron2_resnets: dict[str, int]  # MODEL.RESNETS.{DEPTH, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP}
+    # MODEL.RESNETS.{DEPTH, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP} of this backbone
+    detectron2_resnets: dict[str, int]
     siambench_version: str
 
 

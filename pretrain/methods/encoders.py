@@ -8,6 +8,7 @@ checkpoints convert like any ResNet. ``width = 64`` is torchvision's own constru
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torchvision
 from torchvision.models import resnet as tv_resnet
@@ -18,20 +19,6 @@ __all__ = ["RESNET_ARCHS", "TORCHVISION_WIDTH", "build_encoder", "feature_dim"]
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                 "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 TORCHVISION_WIDTH = 64  # stem channels of every torchvision ResNet (res2's planes)
-
-# block type, blocks per stage, groups, width per group (torchvision's resnet.py builders)
-_LAYOUT = {
-    "resnet18": (tv_resnet.BasicBlock, (2, 2, 2, 2), 1, 64),
-    "resnet34": (tv_resnet.BasicBlock, (3, 4, 6, 3), 1, 64),
-    "resnet50": (tv_resnet.Bottleneck, (3, 4, 6, 3), 1, 64),
-    "resnet101": (tv_resnet.Bottleneck, (3, 4, 23, 3), 1, 64),
-    "resnet152": (tv_resnet.Bottleneck, (3, 8, 36, 3), 1, 64),
-    "resnext50_32x4d": (tv_resnet.Bottleneck, (3, 4, 6, 3), 32, 4),
-    "resnext101_32x8d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 32, 8),
-    "resnext101_64x4d": (tv_resnet.Bottleneck, (3, 4, 23, 3), 64, 4),
-    "wide_resnet50_2": (tv_resnet.Bottleneck, (3, 4, 6, 3), 1, 128),
-    "wide_resnet101_2": (tv_resnet.Bottleneck, (3, 4, 23, 3), 1, 128),
-}
 
 
 class NarrowResNet(tv_resnet.ResNet):
@@ -52,7 +39,8 @@ class NarrowResNet(tv_resnet.ResNet):
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.fc = nn.Linear(8 * width * block.expansion, num_classes)
 
-    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1,
+                    dilate: bool = False) -> nn.Sequential:
         if planes == TORCHVISION_WIDTH:  # layer1: its input is the narrow stem
             self.inplanes = self._width
         return super()._make_layer(block, planes * self._width // TORCHVISION_WIDTH, blocks, stride, dilate)
@@ -78,10 +66,14 @@ def build_encoder(arch: str, num_classes: int = 1000, zero_init_residual: bool =
     if width == TORCHVISION_WIDTH:
         return torchvision.models.__dict__[arch](weights=None, num_classes=num_classes,
                                                  zero_init_residual=zero_init_residual)
-    block, layers, groups, width_per_group = _LAYOUT[arch]
+    with torch.device("meta"):  # torchvision's own layout of ``arch``: block, blocks per stage, groups, width
+        ref = torchvision.models.__dict__[arch]()
+    block, groups, width_per_group = type(ref.layer1[0]), ref.groups, ref.base_width
+    layers = tuple(len(stage) for stage in (ref.layer1, ref.layer2, ref.layer3, ref.layer4))
     if width < 1 or (width * width_per_group) % TORCHVISION_WIDTH:
+        step = TORCHVISION_WIDTH // min(width_per_group, TORCHVISION_WIDTH)
         raise ValueError(f"MODEL.WIDTH {width} does not fit {arch} (its 3x3 convs have {width_per_group} "
-                         f"channels per group at width 64); use a multiple of {TORCHVISION_WIDTH // min(width_per_group, 64)}")
+                         f"channels per group at width 64); use a multiple of {step}")
     return NarrowResNet(block, layers, width, num_classes=num_classes, zero_init_residual=zero_init_residual,
                         groups=groups, width_per_group=width_per_group)
 

@@ -33,21 +33,21 @@ def test_detectron2_settings_of_a_narrow_bottleneck_resnet():
 
 def test_narrow_resnet50_converts_and_verifies_in_every_layout(resnet_state, simsiam_factory, tmp_path, capsys):
     src = tmp_path / "ckpt.pth"
-    torch.save(simsiam_factory(resnet_state("resnet50", width=16), siambench=True, arch="resnet50"), src)
-    out = tmp_path / "r50w16.pkl"  # width 16: 6 MB, two of them (the rest of the convert tests use width 8)
+    torch.save(simsiam_factory(resnet_state("resnet50", width=8), siambench=True, arch="resnet50"), src)
+    out = tmp_path / "r50w8.pkl"
     assert main([str(src), str(out), "--verify", "--verify-size", "64"]) == 0
     text = capsys.readouterr().out
-    assert "arch     resnet50, width 16, epoch 100" in text
-    assert "STEM_OUT_CHANNELS 16, RES2_OUT_CHANNELS 64, NUM_GROUPS 1, WIDTH_PER_GROUP 16" in text
-    assert "(resnet50-w16, tolerance" in text
+    assert "arch     resnet50, width 8, epoch 100" in text
+    assert "STEM_OUT_CHANNELS 8, RES2_OUT_CHANNELS 32, NUM_GROUPS 1, WIDTH_PER_GROUP 8" in text
+    assert "(resnet50-w8, tolerance" in text
     for layout in ("backbone", "c4", "fpn"):
         assert any(line.split()[:2] == [layout, "OK"] for line in text.splitlines()), text
     with open(out, "rb") as f:
         payload = pickle.load(f)
-    assert payload["provenance"]["width"] == 16
-    assert payload["provenance"]["detectron2_resnets"]["STEM_OUT_CHANNELS"] == 16
-    assert payload["model"]["stem.conv1.weight"].shape == (16, 3, 7, 7)
-    assert payload["model"]["res5.2.conv3.weight"].shape == (512, 128, 1, 1)
+    assert payload["provenance"]["width"] == 8
+    assert payload["provenance"]["detectron2_resnets"]["STEM_OUT_CHANNELS"] == 8
+    assert payload["model"]["stem.conv1.weight"].shape == (8, 3, 7, 7)
+    assert payload["model"]["res5.2.conv3.weight"].shape == (256, 64, 1, 1)
 
 
 def test_narrow_basicblock_resnet_is_refused_in_one_line(resnet_state, simsiam_factory, tmp_path):

@@ -129,7 +129,8 @@ def test_knn_command_names_arch_mismatch(synth_root, tmp_path):
         knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
                   "MODEL.ARCH", "resnet34", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
-        knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"), "OUTPUT_DIR", str(tmp_path / "o")])
+        knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
+                  "OUTPUT_DIR", str(tmp_path / "o")])
 
 
 @pytest.mark.dist
