@@ -37,8 +37,8 @@ from .data.cache import cache_in_memory
 from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
-from .methods.encoders import TORCHVISION_WIDTH, build_encoder
 from .lars import LARS
+from .methods.encoders import TORCHVISION_WIDTH, build_encoder
 from .run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
