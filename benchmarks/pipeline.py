@@ -20,6 +20,7 @@ import resource
 import shlex
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -86,6 +87,7 @@ class PipelineState:
             "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),
+            "wall_s": old.get("wall_s", 0.0),  # all `siambench run`s of this OUTPUT_DIR, steps running
         }
 
     def step(self, key: str) -> dict[str, Any]:
@@ -95,6 +97,11 @@ class PipelineState:
         rec = self.data["steps"].setdefault(step.key, {})
         rec.update(entry=step.entry, name=step.name, family=step.family, **fields)
         self.data["updated"] = _now()
+        atomic_write_json(self.path, self.data)
+
+    def add_wall(self, seconds: float) -> None:
+        """Add the wall time of one ``siambench run`` (steps run at once count once)."""
+        self.data["wall_s"] = round(float(self.data.get("wall_s", 0.0)) + seconds, 1)
         atomic_write_json(self.path, self.data)
 
     def estimate(self, family: str) -> float | None:
@@ -157,53 +164,113 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
             status[s.key] = "skipped"
             if state.step(s.key).get("status") != "done":  # produced outside this runner, or by an older one
                 state.update(s, status="done")
-    start, remaining = time.time(), list(todo)
-    for i, step in enumerate(todo, 1):
-        remaining.remove(step)
-        missing = [d for d in step.deps if status.get(d) not in ("done", "skipped")]
-        if missing:
-            status[step.key] = "blocked"
-            state.update(step, status="blocked", blocked_by=missing)
-            log(f"[{i}/{len(todo)}] {step.key}: blocked, needs {', '.join(missing)}")
-            continue
-        log_path = out / "logs" / f"{step.key.replace('/', '.')}.log"
-        was = state.step(step.key).get("status")
-        resuming = " (resuming)" if was in ("running", "interrupted") else ""
-        if verbose or i == 1:
-            log(f"[{i}/{len(todo)}] {step.key}{resuming}: {describe(step) if verbose else 'running'}")
-        t0, cpu0 = time.time(), _children_cpu_s()
-        state.update(step, status="running", started=_now(), log=str(log_path), command=["siambench", *step.argv],
-                     fingerprint=fingerprint(step))
-        try:
-            rc = runner(step, log_path, env)
-        except KeyboardInterrupt:
-            state.update(step, status="interrupted", wall_s=round(time.time() - t0, 1))
-            log(f"\ninterrupted: {step.key}; run the same command again to resume")
-            raise
+    jobs = max(1, int(cfg.JOBS))
+    if jobs > 1:  # share the cores: each step gets cores/JOBS threads (torch would take them all)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    _Scheduler(todo, status, state, runner, env, out, log, verbose, jobs).run()
+    return status
+
+
+class _Scheduler:
+    """Runs the steps of ``todo`` (in plan order) as soon as the steps they need are done, at
+    most ``jobs`` at once; the runner's calls run in threads that only wait on subprocesses.
+    All bookkeeping (``pipeline_state.json``, the console) happens in the calling thread."""
+
+    def __init__(self, todo: Sequence[Step], status: dict[str, str], state: PipelineState, runner: StepRunner,
+                 env: dict[str, str], out: Path, log: Callable[[str], Any], verbose: bool, jobs: int) -> None:
+        self.pending, self.status, self.state, self.runner = list(todo), status, state, runner
+        self.env, self.out, self.log, self.verbose, self.jobs = env, out, log, verbose, jobs
+        self.total, self.finished = len(todo), 0
+        self.running: dict[Future, tuple[Step, float, float, Path, str]] = {}
+
+    def run(self) -> None:
+        start = time.time()
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="siambench-step") as pool:
+            try:
+                while self.pending or self.running:
+                    self._start_ready(pool)
+                    if not self.running:
+                        continue  # everything left was just marked blocked
+                    # A timeout, so that Ctrl-C / SIGTERM is seen at once while steps run in threads.
+                    finished, _ = wait(self.running, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in sorted(finished, key=lambda f: self.running[f][1]):
+                        self._finish(future, start)
+            except KeyboardInterrupt:
+                stop = getattr(self.runner, "stop_all", None)
+                if stop is not None:
+                    stop()  # end the steps' process trees; their threads then return
+                for step, t0, *_ in self.running.values():
+                    self.state.update(step, status="interrupted", wall_s=round(time.time() - t0, 1))
+                names = ", ".join(step.key for step, *_ in self.running.values())
+                self.log(f"\ninterrupted: {names}; run the same command again to resume")
+                raise
+            finally:
+                self.state.add_wall(time.time() - start)
+
+    def _start_ready(self, pool: ThreadPoolExecutor) -> None:
+        for step in list(self.pending):
+            if len(self.running) >= self.jobs:
+                return
+            needs = [self.status.get(d) for d in step.deps]
+            if any(s not in ("done", "skipped", None) for s in needs) or any(
+                    s is None and not self._scheduled(d) for s, d in zip(needs, step.deps)):
+                missing = [d for d, s in zip(step.deps, needs) if s not in ("done", "skipped")]
+                self.pending.remove(step)
+                self.finished += 1
+                self.status[step.key] = "blocked"
+                self.state.update(step, status="blocked", blocked_by=missing)
+                self.log(f"[{self.finished}/{self.total}] {step.key}: blocked, needs {', '.join(missing)}")
+                continue
+            if None in needs:
+                continue  # a step it needs is still pending or running
+            self.pending.remove(step)
+            log_path = self.out / "logs" / f"{step.key.replace('/', '.')}.log"
+            was = self.state.step(step.key).get("status")
+            resuming = " (resuming)" if was in ("running", "interrupted") else ""
+            if self.verbose or self.finished == 0 and not self.running:
+                self.log(f"[{self.finished + 1}/{self.total}] {step.key}{resuming}: "
+                         f"{describe(step) if self.verbose else 'running'}")
+            self.state.update(step, status="running", started=_now(), log=str(log_path),
+                              command=["siambench", *step.argv], fingerprint=fingerprint(step))
+            future = pool.submit(self.runner, step, log_path, self.env)
+            self.running[future] = (step, time.time(), _children_cpu_s(), log_path, resuming)
+
+    def _scheduled(self, key: str) -> bool:
+        return any(s.key == key for s in self.pending) or any(s.key == key for s, *_ in self.running.values())
+
+    def _finish(self, future: Future, start: float) -> None:
+        step, t0, cpu0, log_path, resuming = self.running[future]
+        rc = future.result()  # a runner's exception (Ctrl-C inside it, a bug) propagates; the step stays running
+        del self.running[future]
         wall = time.time() - t0
         if rc == 0 and not step.done():
             rc, why = -1, f"exited 0 but {', '.join(map(str, step.outputs))} is missing or incomplete"
         else:
             why = f"exit status {rc}, see {log_path}"
-        status[step.key] = "done" if rc == 0 else "failed"
-        # CPU seconds too: on a shared machine they tell what the step costs on an idle one.
-        state.update(step, status=status[step.key], returncode=rc, wall_s=round(wall, 1),
-                     cpu_s=round(_children_cpu_s() - cpu0, 1), finished=_now())
-        eta = _eta(remaining, state)
-        log(f"[{i}/{len(todo)}] {step.key}{resuming}: {'done' if rc == 0 else 'FAILED (' + why + ')'} in "
-            f"{fmt_duration(wall)} | elapsed {fmt_duration(time.time() - start)} | "
-            f"{len(remaining)} left, ETA {eta}" + (f" | next: {remaining[0].key}" if remaining else ""))
-    return status
+        self.status[step.key] = "done" if rc == 0 else "failed"
+        self.finished += 1
+        # CPU seconds too: on a shared machine they tell what the step costs on an idle one (with
+        # JOBS > 1 they are those of every step that ended meanwhile: children are counted when reaped).
+        cpu = {"cpu_s": round(_children_cpu_s() - cpu0, 1)} if self.jobs == 1 else {}
+        self.state.update(step, status=self.status[step.key], returncode=rc, wall_s=round(wall, 1),
+                          finished=_now(), jobs=self.jobs, **cpu)
+        left = self.pending + [s for s, *_ in self.running.values()]
+        nxt = f" | next: {self.pending[0].key}" if self.pending else ""
+        self.log(f"[{self.finished}/{self.total}] {step.key}{resuming}: "
+                 f"{'done' if rc == 0 else 'FAILED (' + why + ')'} in {fmt_duration(wall)} | "
+                 f"elapsed {fmt_duration(time.time() - start)} | {len(left)} left, "
+                 f"ETA {_eta(left, self.state, self.jobs)}{nxt}")
 
 
-def _eta(remaining: Sequence[Step], state: PipelineState) -> str:
-    """Sum over the remaining steps of their family's mean time (this and earlier runs).
+def _eta(remaining: Sequence[Step], state: PipelineState, jobs: int = 1) -> str:
+    """Sum over the remaining steps of their family's mean time (this and earlier runs),
+    divided by ``jobs`` (steps run at once; an estimate).
 
     Families never timed yet (say, the first transfer while only pretraining has run)
     make the estimate a lower bound, shown as ``>= X``.
     """
     known = [state.estimate(s.family) for s in remaining]
-    total = fmt_duration(sum(t for t in known if t is not None))
+    total = fmt_duration(sum(t for t in known if t is not None) / jobs)
     untimed = sum(t is None for t in known)
     return f">= {total} ({untimed} step{'s' * (untimed > 1)} not timed yet)" if untimed else total
 

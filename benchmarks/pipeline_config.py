@@ -69,6 +69,9 @@ def get_pipeline_defaults() -> CfgNode:
     _C = CfgNode()
     _C.OUTPUT_DIR = "runs/pipeline"  # entry <name> writes OUTPUT_DIR/<name>/{pretrain,knn,lincls,convert,transfer}
     _C.NUM_GPUS = 1  # GPUs per training step: > 1 runs pretrain/supervised/lincls under torchrun
+    # Steps run at once when the steps they need are done (each with cores/JOBS torch threads): for
+    # CPU machines, where one step does not keep every core busy (the demo: 2 on 2 cores). Keep 1 on GPUs.
+    _C.JOBS = 1
 
     # Every pretraining/eval command gets these keys, so one pipeline sets them uniformly.
     _C.MODEL = CfgNode()
@@ -162,6 +165,11 @@ def _validate(cfg: CfgNode, source: str) -> None:
     for key, opts in (("EVAL.KNN.OPTS", cfg.EVAL.KNN.OPTS), ("EVAL.LINCLS.OPTS", cfg.EVAL.LINCLS.OPTS),
                       ("TRANSFER.OPTS", cfg.TRANSFER.OPTS)):
         _check_opts(opts, key)
+    if cfg.JOBS < 1:
+        raise ConfigError(f"{source}: JOBS must be >= 1, got {cfg.JOBS}")
+    if cfg.JOBS > 1 and cfg.NUM_GPUS > 1:
+        raise ConfigError(f"{source}: JOBS {cfg.JOBS} with NUM_GPUS {cfg.NUM_GPUS}: parallel steps would share the GPUs; "
+                          "set JOBS 1 (JOBS is for CPU pipelines)")
     if cfg.NUM_GPUS < 1:
         raise ConfigError(f"{source}: NUM_GPUS must be >= 1, got {cfg.NUM_GPUS}")
     if cfg.TRANSFER.TRIALS < 1:

@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,6 +91,15 @@ class SubprocessRunner:
     def __init__(self, echo: bool = False, tail_on_failure: int = 15) -> None:
         self.echo = echo
         self.tail_on_failure = tail_on_failure
+        self._live: set[subprocess.Popen] = set()  # steps running now (``siambench run`` with JOBS > 1: several)
+        self._lock = threading.Lock()
+
+    def stop_all(self) -> None:
+        """Stop every running step's process tree (the runner was interrupted in another thread)."""
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            _stop_group(proc)
 
     @staticmethod
     def command(step: Step) -> list[str]:
@@ -108,6 +118,8 @@ class SubprocessRunner:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                     preexec_fn=child_setup(os.getpid()))
             assert proc.stdout is not None
+            with self._lock:
+                self._live.add(proc)
             try:
                 # Chunks, not lines: progress bars redraw with \r and must show up live.
                 while chunk := proc.stdout.read1(65536):
@@ -120,6 +132,8 @@ class SubprocessRunner:
                 _stop_group(proc)
                 raise
             finally:
+                with self._lock:
+                    self._live.discard(proc)
                 proc.stdout.close()
         if rc != 0 and not self.echo and self.tail_on_failure:
             text = log.read_bytes()[start:].decode("utf-8", errors="replace").replace("\r", "\n")

@@ -366,11 +366,17 @@ def _budget(res: RunResults) -> list[Claim]:
     if not walls:
         return []
     out = []
-    minutes = sum(walls) / 60
+    run_wall = res.state.get("wall_s")  # `siambench run`'s own clock: steps run at once (JOBS > 1) count once
+    if isinstance(run_wall, (int, float)) and run_wall > 0:
+        minutes = run_wall / 60
+        how = (f"wall time of `siambench run` while steps ran (pipeline_state.json wall_s; "
+               f"their own times add up to {sum(walls) / 60:.1f} min; setup and the report not included)")
+    else:
+        minutes = sum(walls) / 60
+        how = "sum of their wall times in pipeline_state.json; setup and the report not included"
     out.append(Claim(f"the demo's steps take <= {THRESHOLDS['demo_minutes']:.0f} min", "issue 10 target (hard cap 20)",
                      "holds" if minutes <= THRESHOLDS["demo_minutes"] else "fails",
-                     f"{len(walls)} steps, {minutes:.1f} min in all (sum of their wall times in pipeline_state.json; "
-                     "setup and the report not included)", "–", {"minutes": minutes}))
+                     f"{len(walls)} steps, {minutes:.1f} min in all ({how})", "–", {"minutes": minutes}))
     inodes = {}  # hard links (model_final.pth -> the last checkpoint) take the disk once
     for p in res.root.rglob("*"):
         if p.is_file() and not p.is_symlink():
