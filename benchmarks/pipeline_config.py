@@ -76,6 +76,9 @@ def get_pipeline_defaults() -> CfgNode:
     # Every pretraining/eval command gets these keys, so one pipeline sets them uniformly.
     _C.MODEL = CfgNode()
     _C.MODEL.ARCH = "resnet50"  # torchvision ResNet of every entry (the paper: ResNet-50)
+    # Stem channels of every entry's ResNet (MODEL.WIDTH of the commands): 64 = torchvision's (the paper's);
+    # less only for tiny test models (narrow bottleneck ResNets then need narrow MODEL.RESNETS in TRANSFER.OPTS)
+    _C.MODEL.WIDTH = 64
     _C.DATA = CfgNode()
     _C.DATA.ROOT = ""  # ImageFolder root (train/, val/); "" = the command configs' own (SYNTH: its imagefolder)
     _C.DATA.IMAGE_SIZE = 0  # crop size; 0 = the command configs' own (224 in the recipes)

@@ -74,6 +74,8 @@ def _str_opts(opts) -> list[str]:
 def _shared_opts(cfg: CfgNode, data_root: str) -> list[str]:
     """Keys every pretraining/eval command shares (docs/design.md), set once by the pipeline."""
     opts = ["MODEL.ARCH", cfg.MODEL.ARCH]
+    if cfg.MODEL.WIDTH != 64:  # only when narrowed: the argv of torchvision-width runs stays as before
+        opts += ["MODEL.WIDTH", str(cfg.MODEL.WIDTH)]
     if data_root:
         opts += ["DATA.ROOT", data_root]
     if cfg.DATA.IMAGE_SIZE > 0:

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence, TypedDict
 
 import torch
 
-from .arch import RESNETS, ResNetSpec, infer_spec, spec_for
+from .arch import RESNETS, TORCHVISION_WIDTH, ResNetSpec, infer_spec, spec_for
 from .errors import ConversionError, UnsafeCheckpointError
 from .naming import is_resnet_key
 
@@ -72,6 +72,7 @@ class BackboneInfo(TypedDict):
     format: str  # one of FORMATS, or "custom" (explicit prefix)
     prefix: str  # encoder prefix stripped from the keys
     arch: str  # torchvision name recognised from the tensors
+    width: int  # stem channels recognised from conv1.weight (64 = torchvision's; less = MODEL.WIDTH narrow)
     checkpoint_arch: str | None  # the "arch" the checkpoint itself records, if any
     epoch: int | None  # pretraining epochs, when recorded
     num_tensors: int  # tensors returned
@@ -233,12 +234,12 @@ def summarize_keys(keys: Sequence[str], prefix: str = "") -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
-    """torchvision names and shapes of ``arch``'s backbone tensors (no fc, no counters)."""
-    import torchvision
+def expected_shapes(arch: str, width: int = TORCHVISION_WIDTH) -> dict[str, tuple[int, ...]]:
+    """torchvision names and shapes of ``arch``'s backbone tensors (no fc, no counters) at ``width``."""
+    from pretrain.methods.encoders import build_encoder
 
     with torch.device("meta"):  # shapes only: no memory, no init cost
-        model = getattr(torchvision.models, arch)()
+        model = build_encoder(arch, width=width)
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if is_resnet_key(k)}
 
 
@@ -256,17 +257,17 @@ def _resolve_spec(
             spec = spec_for(arch)
         except ConversionError as e:
             raise ConversionError(f"{where}: {e}") from None
-        if inferred is not None and inferred != spec:
+        if inferred is not None and inferred.arch != spec.arch:
             raise ConversionError(
                 f"{where}: wrong architecture: --arch {arch} was given but the weights are "
-                f"{inferred.arch}; drop --arch or pass a {arch} checkpoint"
+                f"{inferred.name}; drop --arch or pass a {arch} checkpoint"
             )
-        return spec
+        return inferred or spec
     if inferred is not None:
         if checkpoint_arch in RESNETS and checkpoint_arch != inferred.arch:
             raise ConversionError(
                 f"{where}: the checkpoint records arch {checkpoint_arch!r} but its weights are "
-                f"{inferred.arch}; the file is mislabelled or corrupt"
+                f"{inferred.name}; the file is mislabelled or corrupt"
             )
         return inferred
     if checkpoint_arch in RESNETS:
@@ -323,21 +324,21 @@ def load_backbone_state_dict(
     checkpoint_arch = ckpt.get("arch") if not top_level and isinstance(ckpt.get("arch"), str) else None
     spec = _resolve_spec(backbone, arch, checkpoint_arch, str(path))
 
-    expected = expected_shapes(spec.arch)
+    expected = expected_shapes(spec.arch, spec.width)
     missing = [k for k in expected if k not in backbone]
     if missing:
         stages = sorted({k.split(".")[0] for k in missing})
         raise ConversionError(
             f"{path}: the encoder under prefix {prefix!r} lacks {len(missing)} of {len(expected)} "
-            f"{spec.arch} tensors (in {', '.join(stages)}; e.g. {_sample(missing, 3)}); the file is "
+            f"{spec.name} tensors (in {', '.join(stages)}; e.g. {_sample(missing, 3)}); the file is "
             "truncated or holds another network -- check --format/--prefix/--arch"
         )
     extra = [k for k in backbone if k not in expected]
     if extra:
-        raise ConversionError(f"{path}: tensors {_sample(extra, 3)} do not exist in {spec.arch}; check --arch")
+        raise ConversionError(f"{path}: tensors {_sample(extra, 3)} do not exist in {spec.name}; check --arch")
     wrong = [f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in backbone.items() if tuple(v.shape) != expected[k]]
     if wrong:
-        raise ConversionError(f"{path}: shapes differ from {spec.arch} ({_sample(wrong, 3)}); check --arch")
+        raise ConversionError(f"{path}: shapes differ from {spec.name} ({_sample(wrong, 3)}); check --arch")
 
     state_dict = {k: backbone[k].detach() for k in expected}
     used = {prefix + k for k in state_dict}
@@ -348,6 +349,7 @@ def load_backbone_state_dict(
         "format": fmt,
         "prefix": prefix,
         "arch": spec.arch,
+        "width": spec.width,
         "checkpoint_arch": checkpoint_arch,
         "epoch": int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
         "num_tensors": len(state_dict),

@@ -61,12 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     epoch = f", epoch {prov['epoch']}" if prov["epoch"] is not None else ""
     print(f"converted {args.input} -> {args.output}")
     print(f"  format   {prov['source_format']} (prefix {prov['source_prefix']!r})")
-    print(f"  arch     {prov['arch']}{epoch}")
+    width = f", width {prov['width']}" if prov["width"] != 64 else ""
+    print(f"  arch     {prov['arch']}{width}{epoch}")
     print(f"  tensors  {prov['num_tensors']}")
     print(f"  sha256   {prov['source_sha256']}")
     print(f"  unused   {summarize_keys(prov['dropped_keys'], prov['source_prefix'])}")
     print(f"  expects  {prov['input_format']}, PIXEL_MEAN {prov['pixel_mean']}, PIXEL_STD {prov['pixel_std']}, "
           f"STRIDE_IN_1X1 {prov['stride_in_1x1']}")
+    print("  resnets  " + ", ".join(f"{k} {v}" for k, v in prov["detectron2_resnets"].items()))
     if report is not None:
         print(report.summary())
     return 0

@@ -23,6 +23,7 @@ from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.utils.env import siambench_version
 from pretrain.utils.io import atomic_open
 
+from .arch import check_detectron2_buildable, spec_for
 from .checkpoints import BackboneInfo, load_backbone_state_dict
 from .errors import ConversionError
 from .naming import to_detectron2_name
@@ -57,6 +58,7 @@ class Provenance(TypedDict):
     source_format: str
     source_prefix: str
     arch: str
+    width: int  # stem channels (MODEL.RESNETS.STEM_OUT_CHANNELS); 64 = torchvision's ResNet
     checkpoint_arch: str | None
     epoch: int | None
     num_tensors: int
@@ -65,6 +67,8 @@ class Provenance(TypedDict):
     pixel_std: list[float]  # MODEL.PIXEL_STD
     input_format: str  # INPUT.FORMAT (channel order)
     stride_in_1x1: bool  # MODEL.RESNETS.STRIDE_IN_1X1 (torchvision: stride in the 3x3)
+    # MODEL.RESNETS.{DEPTH, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP} of this backbone
+    detectron2_resnets: dict[str, int]
     siambench_version: str
 
 
@@ -91,6 +95,7 @@ def provenance_from(info: BackboneInfo) -> Provenance:
         "source_format": info["format"],
         "source_prefix": info["prefix"],
         "arch": info["arch"],
+        "width": info["width"],  # stem channels: Detectron2 MODEL.RESNETS.STEM_OUT_CHANNELS (64 = torchvision's)
         "checkpoint_arch": info["checkpoint_arch"],
         "epoch": info["epoch"],
         "num_tensors": info["num_tensors"],
@@ -99,6 +104,8 @@ def provenance_from(info: BackboneInfo) -> Provenance:
         "pixel_std": list(PIXEL_STD),
         "input_format": INPUT_FORMAT,
         "stride_in_1x1": False,
+        # the MODEL.RESNETS keys of a Detectron2 config that builds this backbone (narrow ones differ from R50's)
+        "detectron2_resnets": spec_for(info["arch"]).narrowed(info["width"]).detectron2_resnets(),
         "siambench_version": siambench_version(),
     }
 
@@ -145,6 +152,10 @@ def convert_checkpoint(
     if out.suffix != ".pkl":
         raise ConversionError(f"{out}: the output must end in .pkl (that is how Detectron2 recognises weights)")
     state_dict, info = load_backbone_state_dict(src, fmt=fmt, prefix=prefix, trust_pickle=trust_pickle, arch=arch)
+    try:
+        check_detectron2_buildable(spec_for(info["arch"]).narrowed(info["width"]))
+    except ConversionError as e:
+        raise ConversionError(f"{src}: {e}") from None
     provenance = provenance_from(info)
     model = to_detectron2(state_dict)
     if not verify:
@@ -159,7 +170,8 @@ def convert_checkpoint(
     staged = Path(tmp)
     try:
         write_detectron2_pkl(staged, model, provenance)
-        report = verify_weights(staged, state_dict, info["arch"], info["unused_keys"], image_size=verify_size)
+        report = verify_weights(staged, state_dict, info["arch"], info["unused_keys"], image_size=verify_size,
+                                width=info["width"])
         os.replace(staged, out)
     finally:
         staged.unlink(missing_ok=True)

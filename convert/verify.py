@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .arch import ResNetSpec, spec_for
+from .arch import TORCHVISION_WIDTH, ResNetSpec, check_detectron2_buildable, spec_for
 from .checkpoints import summarize_keys
 from .errors import VerificationError
 from .export import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD
@@ -113,10 +113,8 @@ def d2_config(spec: ResNetSpec, layout: str, provenance: Mapping[str, Any] | Non
     cfg.INPUT.FORMAT = prov.get("input_format", INPUT_FORMAT)
     cfg.MODEL.BACKBONE.FREEZE_AT = 0  # the protocol fine-tunes every layer
     r = cfg.MODEL.RESNETS
-    r.DEPTH = spec.depth
-    r.RES2_OUT_CHANNELS = spec.res2_out_channels
-    r.NUM_GROUPS = spec.num_groups
-    r.WIDTH_PER_GROUP = spec.width_per_group
+    for key, value in spec.detectron2_resnets().items():  # DEPTH, STEM_OUT/RES2_OUT_CHANNELS, groups, width
+        setattr(r, key, value)
     r.STRIDE_IN_1X1 = bool(prov.get("stride_in_1x1", False))  # torchvision: stride in the 3x3
     r.NORM = "BN"  # SyncBN in multi-GPU transfer runs: same tensors, same eval-mode function
     r.OUT_FEATURES = list(STAGES)
@@ -185,13 +183,13 @@ def _image(size: int, seed: int = 0) -> torch.Tensor:
 def _torchvision_features(
     spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], img: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    import torchvision
+    from pretrain.methods.encoders import build_encoder
 
-    tv = getattr(torchvision.models, spec.arch)().eval()
+    tv = build_encoder(spec.arch, width=spec.width).eval()  # torchvision's own constructor at width 64
     missing, unexpected = tv.load_state_dict(dict(state_dict), strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise VerificationError(f"source tensors do not fit torchvision {spec.arch}: {missing[:4]} {unexpected[:4]}")
+        raise VerificationError(f"source tensors do not fit torchvision {spec.name}: {missing[:4]} {unexpected[:4]}")
     mean = torch.tensor(_TV_MEAN)[:, None, None]
     std = torch.tensor(_TV_STD)[:, None, None]
     x = ((img / 255.0 - mean) / std)[None]  # 1x3xHxW
@@ -286,6 +284,7 @@ def verify_weights(
     layouts: Sequence[str] = LAYOUTS,
     image_size: int = 224,
     tolerance: float = 1e-4,
+    width: int | None = None,
 ) -> VerifyReport:
     """Check a converted ``.pkl`` against the torchvision-named ``state_dict`` it came from.
 
@@ -297,6 +296,7 @@ def verify_weights(
         layouts: which Detectron2 layouts to build (see module doc).
         image_size: side of the square test image (a multiple of 32 keeps FPN unpadded).
         tolerance: largest allowed ``max|d2 - torchvision| / max|torchvision|`` per stage.
+        width: stem channels (siambench MODEL.WIDTH); defaults to the file's provenance, else 64.
 
     Returns:
         The report; ``report.ok`` is True.
@@ -306,11 +306,13 @@ def verify_weights(
     """
     provenance = load_weights_pkl(weights).get("provenance", {})
     spec = spec_for(arch or provenance.get("arch", ""))
+    spec = spec.narrowed(int(width or provenance.get("width", TORCHVISION_WIDTH)))
+    check_detectron2_buildable(spec)
     img = _image(image_size)
     with torch.random.fork_rng(devices=[]):  # fresh heads are random: seed them, leave the caller's RNG alone
         torch.manual_seed(0)
         reports = _verify_layouts(weights, state_dict, spec, provenance, layouts, img, tolerance)
-    result = VerifyReport(str(weights), spec.arch, tolerance, list(source_unused), reports)
+    result = VerifyReport(str(weights), spec.name, tolerance, list(source_unused), reports)
     if not result.ok:
         raise VerificationError(result.summary())
     return result

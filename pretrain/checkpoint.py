@@ -75,8 +75,8 @@ def load_official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tenso
     except RuntimeError as e:  # missing/unexpected keys or shape mismatches: another architecture
         first = str(e).splitlines()
         detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
-        raise CheckpointError(f"the checkpoint does not fit this model (another MODEL.ARCH or head config?): "
-                              f"{detail[:300]}; resume with the config it was written with, or start a new "
+        raise CheckpointError("the checkpoint does not fit this model (another MODEL.ARCH, MODEL.WIDTH or head "
+                              f"config?): {detail[:300]}; resume with the config it was written with, or start a new "
                               "OUTPUT_DIR") from None
 
 
@@ -126,6 +126,7 @@ def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module,
     ckpt = {
         "state_dict": official_state_dict(model),
         "arch": cfg.MODEL.ARCH,
+        "width": cfg.MODEL.WIDTH,
         "epoch": epoch,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,

@@ -18,6 +18,9 @@ _C.SEED = 0  # seeds model init, data order (with the epoch) and augmentations (
 _C.MODEL = CN()
 _C.MODEL.METHOD = "simsiam"  # simsiam | moco_v2 | simclr | byol | swav (pretrain/methods/; SimSiam is the paper's)
 _C.MODEL.ARCH = "resnet50"  # any torchvision ResNet: resnet18/34/50/101/152, resnext*, wide_resnet50_2/101_2
+# Stem channels of the ResNet (res2's planes); every stage scales by WIDTH / 64. 64 = torchvision's network
+# (the paper's); smaller is a deviation for tiny test/smoke models only (pretrain/methods/encoders.py)
+_C.MODEL.WIDTH = 64
 _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
 _C.MODEL.DIM = 2048  # d: output dim of projector and predictor
 _C.MODEL.PRED_DIM = 512  # predictor bottleneck width

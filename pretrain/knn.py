@@ -161,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("knn: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")
 
-    encoder = build_backbone(cfg.MODEL.ARCH)
-    info = load_backbone(encoder, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT)
+    encoder = build_backbone(cfg.MODEL.ARCH, width=cfg.MODEL.WIDTH)
+    info = load_backbone(encoder, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.WIDTH)
     encoder.fc = nn.Identity()  # pooled features: NxD, D = 2048 for ResNet-50
     encoder.to(device)
     train_loader, classes = build_eval_loader(cfg, "train", cfg.KNN.BATCH_SIZE)
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "temperature": cfg.KNN.TEMPERATURE,
         "checkpoint": str(Path(cfg.MODEL.WEIGHTS).resolve()),
         "checkpoint_sha256": info["sha256"],
-        "arch": cfg.MODEL.ARCH,
+        "arch": cfg.MODEL.ARCH, "width": cfg.MODEL.WIDTH,
         "pretrain_epochs": info.get("epoch"),
         "num_train": int(train_feats.shape[0]),
         "num_val": int(val_feats.shape[0]),

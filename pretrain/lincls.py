@@ -29,7 +29,6 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import transforms as T
@@ -39,6 +38,7 @@ from .data.folder import SafeImageFolder, resolve_cfg_data_root
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
+from .methods.encoders import TORCHVISION_WIDTH, build_encoder
 from .run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
@@ -151,14 +151,14 @@ def build_eval_loader(cfg: CfgNode, split: str, global_batch: int, shard: bool =
 
 
 # ----------------------------------------------------------------------------- model
-def build_backbone(arch: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """A randomly initialised torchvision ResNet (with its ``fc``); ``kwargs`` go to its constructor."""
-    if not arch.startswith("resn") or arch not in torchvision.models.list_models(torchvision.models):
-        raise ValueError(f"MODEL.ARCH {arch!r} is not a torchvision ResNet (e.g. resnet18, resnet50)")
-    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+def build_backbone(arch: str, num_classes: int = 1000, zero_init_residual: bool = False,
+                   width: int = TORCHVISION_WIDTH) -> nn.Module:
+    """A randomly initialised torchvision ResNet (with its ``fc``), ``width`` stem channels (MODEL.WIDTH)."""
+    return build_encoder(arch, num_classes=num_classes, zero_init_residual=zero_init_residual, width=width)
 
 
-def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "") -> dict[str, Any]:
+def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
+                  width: int = TORCHVISION_WIDTH) -> dict[str, Any]:
     """Load a pretrained encoder's backbone (every tensor but ``fc``) into a torchvision ResNet.
 
     Accepts siambench, official SimSiam (``module.encoder.*``), MoCo (``module.encoder_q.*``),
@@ -169,6 +169,7 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "") -> d
         weights: checkpoint path (MODEL.WEIGHTS).
         arch: MODEL.ARCH, checked against the architecture of the checkpoint's tensors.
         fmt: checkpoint format name; "" detects it from the keys.
+        width: MODEL.WIDTH (stem channels), checked against the checkpoint's tensors.
 
     Returns:
         The loader's provenance (``format``, ``arch``, ``epoch``, ``sha256``, ...).
@@ -185,6 +186,9 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "") -> d
     if info["arch"] != arch:
         raise ValueError(f"MODEL.WEIGHTS {weights} holds a {info['arch']} encoder but MODEL.ARCH is {arch}; "
                          f"set MODEL.ARCH {info['arch']}")
+    if info["width"] != width:
+        raise ValueError(f"MODEL.WEIGHTS {weights} holds a {arch} of width {info['width']} but MODEL.WIDTH is "
+                         f"{width}; set MODEL.WIDTH {info['width']}")
     # The loader returns the complete backbone (no fc, no BatchNorm step counters) for info["arch"].
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
@@ -264,8 +268,8 @@ class LinearEval(nn.Module):
 
 def build_linear_eval(cfg: CfgNode, num_classes: int) -> tuple[LinearEval, dict[str, torch.Tensor], dict]:
     """Backbone loaded from MODEL.WEIGHTS, classifier initialised as in the official code."""
-    backbone = build_backbone(cfg.MODEL.ARCH)
-    info = load_backbone(backbone, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT)
+    backbone = build_backbone(cfg.MODEL.ARCH, width=cfg.MODEL.WIDTH)
+    info = load_backbone(backbone, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.WIDTH)
     reference = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items() if not k.startswith("fc.")}
     linear = nn.Linear(backbone.fc.in_features, num_classes)
     nn.init.normal_(linear.weight, mean=0.0, std=cfg.MODEL.INIT_STD)
@@ -411,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = {
         "top1": val["top1"], "top5": val["top5"], "best_top1": max(best_top1, val["top1"]),
-        "epochs": epochs, "arch": cfg.MODEL.ARCH, "pretrain_epochs": info.get("epoch"),
+        "epochs": epochs, "arch": cfg.MODEL.ARCH, "width": cfg.MODEL.WIDTH, "pretrain_epochs": info.get("epoch"),
         "checkpoint": str(Path(cfg.MODEL.WEIGHTS).resolve()), "checkpoint_sha256": sha,
         "checkpoint_format": info.get("format"), "num_classes": num_classes, "num_val": val["count"],
         "batch_size": cfg.SOLVER.BATCH_SIZE, "lr": init_lr, "optimizer": cfg.SOLVER.OPTIMIZER,

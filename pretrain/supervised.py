@@ -130,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if classes != val_classes:
         raise SystemExit(f"supervised: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
     bare: nn.Module = SupervisedModel(build_backbone(cfg.MODEL.ARCH, num_classes=len(classes),
-                                                     zero_init_residual=cfg.MODEL.ZERO_INIT_RESIDUAL))
+                                                     zero_init_residual=cfg.MODEL.ZERO_INIT_RESIDUAL,
+                                                     width=cfg.MODEL.WIDTH))
     if run.dist.distributed and cfg.MODEL.SYNC_BN:
         bare = nn.SyncBatchNorm.convert_sync_batchnorm(bare)
     bare.to(device)

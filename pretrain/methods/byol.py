@@ -80,5 +80,5 @@ class BYOL(Method):
 
 def build(cfg) -> BYOL:
     m, c = cfg.MODEL, cfg.MODEL.BYOL
-    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL, width=m.WIDTH)
     return BYOL(encoder, hidden_dim=c.HIDDEN_DIM, dim=c.DIM, tau_base=c.TAU_BASE)

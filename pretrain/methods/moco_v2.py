@@ -127,6 +127,6 @@ class MoCoV2(Method):
 
 def build(cfg) -> MoCoV2:
     m, c = cfg.MODEL, cfg.MODEL.MOCO
-    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL, width=m.WIDTH)
     return MoCoV2(encoder, dim=c.DIM, queue_size=c.QUEUE, momentum=c.MOMENTUM, temperature=c.TEMPERATURE,
                   shuffle_bn=c.SHUFFLE_BN, symmetric=c.SYMMETRIC)

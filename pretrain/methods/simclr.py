@@ -86,5 +86,5 @@ class SimCLR(Method):
 
 def build(cfg) -> SimCLR:
     m, c = cfg.MODEL, cfg.MODEL.SIMCLR
-    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL, width=m.WIDTH)
     return SimCLR(encoder, dim=c.DIM, hidden_dim=c.HIDDEN_DIM, proj_layers=c.PROJ_LAYERS, temperature=c.TEMPERATURE)

@@ -92,7 +92,7 @@ class SimSiam(Method):
 def build(cfg) -> SimSiam:
     """SimSiam from ``cfg.MODEL`` / ``cfg.LOSS`` (zero-init residual, as the official code)."""
     m = cfg.MODEL
-    encoder = build_encoder(m.ARCH, num_classes=m.DIM, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    encoder = build_encoder(m.ARCH, num_classes=m.DIM, zero_init_residual=m.ZERO_INIT_RESIDUAL, width=m.WIDTH)
     return SimSiam(encoder, dim=m.DIM, pred_dim=m.PRED_DIM, proj_hidden_dim=m.PROJ_HIDDEN_DIM,
                    proj_layers=m.PROJ_LAYERS, bn_case=m.BN_CASE, predictor=m.PREDICTOR, stop_grad=m.STOP_GRAD,
                    criterion=SimSiamLoss(cfg.LOSS.SIMILARITY, cfg.LOSS.SYMMETRY))

@@ -168,7 +168,7 @@ class SwAV(Method):
 
 def build(cfg) -> SwAV:
     m, c = cfg.MODEL, cfg.MODEL.SWAV
-    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    encoder = build_encoder(m.ARCH, zero_init_residual=m.ZERO_INIT_RESIDUAL, width=m.WIDTH)
     queue = c.QUEUE_LENGTH - c.QUEUE_LENGTH % cfg.SOLVER.BATCH_SIZE  # divisible by the global batch (official)
     return SwAV(encoder, dim=c.DIM, hidden_dim=c.HIDDEN_DIM, proj_layers=c.PROJ_LAYERS,
                 num_prototypes=c.NUM_PROTOTYPES, temperature=c.TEMPERATURE, epsilon=c.EPSILON,

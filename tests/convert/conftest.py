@@ -10,13 +10,17 @@ from typing import Callable
 
 import pytest
 import torch
-import torchvision
+
+from pretrain.methods.encoders import build_encoder
+
+# Stem width of the tiny ResNets most convert tests use (MODEL.WIDTH; 64 = torchvision's).
+TINY_WIDTH = 8
 
 
 @functools.lru_cache(maxsize=None)
-def _random_resnet_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
+def _random_resnet_state(arch: str, seed: int, width: int = 64) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)()
+    model = build_encoder(arch, width=width)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -32,10 +36,11 @@ def _random_resnet_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def resnet_state() -> Callable[..., dict[str, torch.Tensor]]:
-    """``resnet_state(arch, seed=0)``: a random torchvision state dict (fc and counters included)."""
+    """``resnet_state(arch, seed=0, width=TINY_WIDTH)``: a random torchvision-named state dict (fc and
+    counters included) of the narrow ResNet of ``MODEL.WIDTH`` (tiny files); ``width=64`` is torchvision's."""
 
-    def make(arch: str = "resnet18", seed: int = 0) -> dict[str, torch.Tensor]:
-        return dict(_random_resnet_state(arch, seed))
+    def make(arch: str = "resnet18", seed: int = 0, width: int = TINY_WIDTH) -> dict[str, torch.Tensor]:
+        return dict(_random_resnet_state(arch, seed, width))
 
     return make
 

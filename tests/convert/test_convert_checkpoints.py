@@ -93,7 +93,7 @@ def test_wrong_forced_format_suggests_the_right_one(resnet_state, simsiam_factor
 def test_missing_encoder_keys_name_the_stage(resnet_state, simsiam_factory, save):
     ckpt = simsiam_factory(resnet_state("resnet18"))
     del ckpt["state_dict"]["module.encoder.layer3.1.conv2.weight"]
-    with pytest.raises(ConversionError, match=r"lacks 1 of 100 resnet18 tensors \(in layer3"):
+    with pytest.raises(ConversionError, match=r"lacks 1 of 100 resnet18-w8 tensors \(in layer3"):
         load_backbone_state_dict(save(ckpt))
 
 
@@ -126,8 +126,8 @@ def test_zero_matched_keys(resnet_state, simsiam_factory, save):
 
 def test_shape_mismatch_is_refused(resnet_state, save):
     tv = resnet_state("resnet18")
-    tv["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)
-    with pytest.raises(ConversionError, match=r"layer2.0.conv1.weight: \(128, 64, 1, 1\) vs \(128, 64, 3, 3\)"):
+    tv["layer2.0.conv1.weight"] = torch.zeros(16, 8, 1, 1)  # width 8: layer2 has 16 channels
+    with pytest.raises(ConversionError, match=r"layer2.0.conv1.weight: \(16, 8, 1, 1\) vs \(16, 8, 3, 3\)"):
         load_backbone_state_dict(save(tv))
 
 

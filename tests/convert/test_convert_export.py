@@ -36,30 +36,33 @@ def test_name_mapping(tv, d2):
 
 
 def test_pkl_holds_detectron2_names_float32_and_provenance(resnet_state, simsiam_factory, save, tmp_path):
-    tv = resnet_state("resnet18")
-    src = save(simsiam_factory(tv, siambench=True))
-    out = tmp_path / "w" / "simsiam_r18.pkl"
+    tv = resnet_state("resnet50")
+    src = save(simsiam_factory(tv, siambench=True, arch="resnet50"))
+    out = tmp_path / "w" / "simsiam_r50w8.pkl"
     prov, report = convert_checkpoint(src, out)
     assert report is None
     data = load_weights_pkl(out)
     assert pickle.loads(out.read_bytes()).keys() == data.keys()  # detectron2's plain pickle path agrees
     assert data["__author__"] == "siambench" and data["matching_heuristics"] is True
     expected = {to_detectron2_name(k): v for k, v in tv.items() if to_detectron2_name(k)}
-    assert set(data["model"]) == set(expected) and len(expected) == 100
+    assert set(data["model"]) == set(expected) and len(expected) == 265  # resnet50: 53 convs + 53 BNs x 4
     for name, value in data["model"].items():
         assert type(value) is np.ndarray and value.dtype == np.float32
         np.testing.assert_array_equal(value, expected[name].numpy())
     p = data["provenance"]
     assert p == prov
     assert p["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert (p["source_format"], p["arch"], p["epoch"], p["input_format"]) == ("siambench", "resnet18", 100, "RGB")
+    assert (p["source_format"], p["arch"], p["width"], p["epoch"], p["input_format"]) == (
+        "siambench", "resnet50", 8, 100, "RGB")
+    assert p["detectron2_resnets"] == {"DEPTH": 50, "STEM_OUT_CHANNELS": 8, "RES2_OUT_CHANNELS": 32, "NUM_GROUPS": 1,
+                                       "WIDTH_PER_GROUP": 8}
     assert p["pixel_mean"] == list(PIXEL_MEAN) and p["pixel_std"] == list(PIXEL_STD)
     assert p["stride_in_1x1"] is False and p["siambench_version"]
-    assert "module.predictor.0.weight" in p["dropped_keys"] and p["num_tensors"] == 100
+    assert "module.predictor.0.weight" in p["dropped_keys"] and p["num_tensors"] == 265
 
 
 def test_half_precision_checkpoint_becomes_float32(resnet_state, save, tmp_path):
-    tv = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in resnet_state("resnet18").items()}
+    tv = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in resnet_state("resnet50").items()}
     convert_checkpoint(save(tv), tmp_path / "w.pkl")
     model = load_weights_pkl(tmp_path / "w.pkl")["model"]
     assert {v.dtype for v in model.values()} == {np.dtype(np.float32)}
@@ -67,7 +70,7 @@ def test_half_precision_checkpoint_becomes_float32(resnet_state, save, tmp_path)
 
 
 def test_interrupted_write_leaves_no_partial_output(resnet_state, save, tmp_path, monkeypatch):
-    src = save(resnet_state("resnet18"))
+    src = save(resnet_state("resnet50"))
     out = tmp_path / "out.pkl"
     out.write_bytes(b"previous good weights")
 
@@ -87,4 +90,4 @@ def test_interrupted_write_leaves_no_partial_output(resnet_state, save, tmp_path
 
 def test_output_must_be_pkl(resnet_state, save, tmp_path):
     with pytest.raises(ConversionError, match=r"must end in .pkl"):
-        convert_checkpoint(save(resnet_state("resnet18")), tmp_path / "w.pth")
+        convert_checkpoint(save(resnet_state("resnet50")), tmp_path / "w.pth")

@@ -16,7 +16,8 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from convert.arch import spec_for
 from convert.cli import main
 from convert.errors import UnsafeCheckpointError, VerificationError
-from convert.export import convert_checkpoint
+from convert.export import convert_checkpoint, to_detectron2, write_detectron2_pkl
+from convert.naming import is_resnet_key
 from convert.safe_pickle import SafeDetectionCheckpointer
 from convert.verify import check_loads_into, d2_config, verify_weights
 
@@ -26,18 +27,31 @@ _FRESH = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head
 
 
 @pytest.fixture(scope="module")
-def r18(resnet_state, simsiam_factory, tmp_path_factory):
-    """A siambench resnet18 checkpoint converted with verification (all layouts, 64 px)."""
+def r18(resnet_state, tmp_path_factory):
+    """torchvision resnet18 weights at width 64 (Detectron2 builds BasicBlock ResNets at width 64
+    only: the one full-size network here) written as convert's ``.pkl`` and verified in all layouts
+    at 64 px. Only the 45 MB ``.pkl`` is written: reading checkpoints is tested on ``tiny``."""
     tmp = tmp_path_factory.mktemp("r18")
-    tv = resnet_state("resnet18")
+    tv = resnet_state("resnet18", width=64)
+    backbone = {k: v for k, v in tv.items() if is_resnet_key(k)}  # what load_backbone_state_dict returns
+    out = write_detectron2_pkl(tmp / "r18.pkl", to_detectron2(backbone), {"arch": "resnet18", "width": 64})
+    report = verify_weights(out, backbone, image_size=64)
+    return tv, out, report
+
+
+@pytest.fixture(scope="module")
+def tiny(resnet_state, simsiam_factory, tmp_path_factory):
+    """A siambench narrow resnet50 (width 8, 1.6 MB) checkpoint converted with verification."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    tv = resnet_state("resnet50")
     src = tmp / "ckpt.pth"
-    torch.save(simsiam_factory(tv, siambench=True), src)
-    prov, report = convert_checkpoint(src, tmp / "r18.pkl", verify=True, verify_size=64)
-    return tv, src, tmp / "r18.pkl", report
+    torch.save(simsiam_factory(tv, siambench=True, arch="resnet50"), src)
+    prov, report = convert_checkpoint(src, tmp / "tiny.pkl", verify=True, verify_size=64)
+    return tv, src, tmp / "tiny.pkl", report
 
 
 def test_resnet18_all_layouts(r18):
-    tv, _, out, report = r18
+    tv, out, report = r18
     assert report.ok and report.arch == "resnet18" and report.weights == str(out)
     assert [r.layout for r in report.layouts] == ["backbone", "c4", "fpn"]
     for r in report.layouts:
@@ -46,12 +60,19 @@ def test_resnet18_all_layouts(r18):
         assert all(k.startswith(_FRESH) for k in r.unfilled), r.unfilled
     assert report.layouts[0].unfilled == []  # the bare backbone is filled completely
     assert any(k.startswith("roi_heads.mask_head.") for k in report.layouts[1].unfilled)
+
+
+def test_convert_with_verify_reports_dropped_keys_and_leaves_no_staged_copy(tiny):
+    _, _, out, report = tiny
+    assert report.ok and report.arch == "resnet50-w8" and report.weights == str(out)
+    assert [r.layout for r in report.layouts] == ["backbone", "c4", "fpn"]
+    assert max(max(r.rel_err.values()) for r in report.layouts) < 1e-4
     assert set(report.source_unused) >= {"module.predictor.0.weight", "module.encoder.fc.0.weight"}
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pth", "r18.pkl"]  # staged copy gone
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ckpt.pth", "tiny.pkl"]  # staged copy gone
 
 
 def test_res5_weights_land_in_the_c4_roi_head(r18):
-    tv, _, out, _ = r18
+    tv, out, _ = r18
     model = build_model(d2_config(spec_for("resnet18"), "c4"))
     report = check_loads_into(model, out)
     assert report.problems == []
@@ -64,11 +85,11 @@ def test_res5_weights_land_in_the_c4_roi_head(r18):
     assert not hasattr(model.backbone, "res5")  # C4: res5 is only in the head
 
 
-def test_plain_detectron2_checkpointer_loads_the_same(r18):
-    cfg = d2_config(spec_for("resnet18"), "backbone")
+def test_plain_detectron2_checkpointer_loads_the_same(tiny):
+    cfg = d2_config(spec_for("resnet50").narrowed(8), "backbone")
     a, b = (build_resnet_backbone(cfg, ShapeSpec(channels=3)) for _ in range(2))
-    DetectionCheckpointer(a).load(str(r18[2]))
-    SafeDetectionCheckpointer(b).load(str(r18[2]))
+    DetectionCheckpointer(a).load(str(tiny[2]))
+    SafeDetectionCheckpointer(b).load(str(tiny[2]))
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
@@ -109,8 +130,8 @@ def _rewrite(src, dst, edit):
     ],
     ids=["perturbed-weight", "missing-tensor", "stray-tensor", "wrong-pixel-mean"],
 )
-def test_verification_catches_broken_weights(r18, tmp_path, edit, message):
-    tv, _, out, _ = r18
+def test_verification_catches_broken_weights(tiny, tmp_path, edit, message):
+    tv, _, out, _ = tiny
     broken = _rewrite(out, tmp_path / "broken.pkl", edit)
     with pytest.raises(VerificationError, match=message):
         verify_weights(broken, tv, layouts=("backbone",), image_size=64)
@@ -118,7 +139,7 @@ def test_verification_catches_broken_weights(r18, tmp_path, edit, message):
 
 @pytest.fixture(scope="module")
 def r50(resnet_state, tmp_path_factory):
-    """A torchvision resnet50 state dict converted (without verification)."""
+    """A torchvision-layout resnet50 (width 8) state dict converted (without verification)."""
     tmp = tmp_path_factory.mktemp("r50")
     tv = resnet_state("resnet50")
     torch.save(tv, tmp / "resnet50.pth")
@@ -129,7 +150,7 @@ def r50(resnet_state, tmp_path_factory):
 def test_resnet50_features_match_in_backbone_and_c4(r50):
     tv, out = r50
     report = verify_weights(out, tv, layouts=("backbone", "c4"), image_size=64)
-    assert report.arch == "resnet50" and [r.layout for r in report.layouts] == ["backbone", "c4"]
+    assert report.arch == "resnet50-w8" and [r.layout for r in report.layouts] == ["backbone", "c4"]
     assert max(max(r.rel_err.values()) for r in report.layouts) < 1e-4
     assert all(k.startswith(_FRESH) for k in report.layouts[1].unfilled)
 
@@ -142,14 +163,14 @@ def test_stride_in_1x1_matters_for_bottlenecks(r50, tmp_path):
         verify_weights(caffe2, tv, layouts=("backbone",), image_size=64)
 
 
-def test_cli_summary_and_failed_verification_writes_nothing(r18, tmp_path, capsys, monkeypatch):
-    _, src, _, _ = r18
-    os.link(src, tmp_path / "ckpt.pth")  # read only: shares the module checkpoint, no 46 MB copy
+def test_cli_summary_and_failed_verification_writes_nothing(tiny, tmp_path, capsys, monkeypatch):
+    _, src, _, _ = tiny
+    os.link(src, tmp_path / "ckpt.pth")  # read only: shares the module checkpoint
     assert main([str(tmp_path / "ckpt.pth"), str(tmp_path / "ok.pkl")]) == 0
     printed = capsys.readouterr().out
     assert "format   siambench (prefix 'module.encoder.')" in printed
     assert "module.predictor.* (3)" in printed and "module.encoder.fc.* (4)" in printed
-    assert "arch     resnet18, epoch 100" in printed
+    assert "arch     resnet50, width 8, epoch 100" in printed
 
     import convert.export
 

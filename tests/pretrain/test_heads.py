@@ -51,7 +51,8 @@ def test_model_keys_match_official_and_zero_init(tiny_cfg):
         assert k in keys, k
     assert "encoder.fc.7.weight" not in keys  # output BN without affine
     assert not model.encoder.fc[6].bias.requires_grad
-    assert model.encoder.fc[0].in_features == 512 == feature_dim(build_encoder("resnet18"))
+    assert model.encoder.fc[0].in_features == 64 == feature_dim(build_encoder("resnet18", width=8))  # tiny: 8 x 8
+    assert feature_dim(build_encoder("resnet18")) == 512
     # zero-init residual: the last BN of every block starts at gamma = 0
     assert all(float(b.bn2.weight.detach().abs().sum()) == 0 for b in model.encoder.layer1)
     ps, zs = model([torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)])

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from pretrain.knn import extract_features, knn_accuracy, knn_predict, knn_scores
 from pretrain.eval_config import get_knn_defaults
 from pretrain.knn import main as knn_main
+from pretrain.methods.encoders import build_encoder
 from pretrain.utils.config import load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/knn/synth_r18.yaml")
+WIDTH = 8  # MODEL.WIDTH of the tiny encoders saved here (64 = torchvision's)
+TINY = ["MODEL.WIDTH", str(WIDTH)]
 
 
 def _unit(*rows: list[float]) -> torch.Tensor:
@@ -96,7 +98,7 @@ def test_extract_features_normalises_and_restores_training_mode():
 
 def _save_siambench_checkpoint(path, arch: str = "resnet18") -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(num_classes=32)  # fc stands in for the projector
+    model = build_encoder(arch, num_classes=32, width=WIDTH)  # fc stands in for the projector
     state = {f"module.encoder.{k}": v for k, v in model.state_dict().items()}
     state["module.predictor.0.weight"] = torch.zeros(8, 32)
     torch.save({"state_dict": state, "arch": arch, "epoch": 3, "siambench_version": "test"}, path)
@@ -107,7 +109,7 @@ def test_knn_command_writes_results(synth_root, tmp_path):
     ckpt = tmp_path / "model_final.pth"
     _save_siambench_checkpoint(ckpt)
     out = tmp_path / "knn"
-    rc = knn_main(["--config-file", CONFIG, "DATA.ROOT", str(synth_root / "imagefolder"),
+    rc = knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
                    "DATA.IMAGE_SIZE", "32", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(out)])
     assert rc == 0
     res = json.loads((out / "knn_results.json").read_text())
@@ -124,10 +126,11 @@ def test_knn_command_names_arch_mismatch(synth_root, tmp_path):
     ckpt = tmp_path / "r18.pth"
     _save_siambench_checkpoint(ckpt)
     with pytest.raises(ValueError, match="MODEL.ARCH resnet18"):
-        knn_main(["--config-file", CONFIG, "DATA.ROOT", str(synth_root / "imagefolder"),
+        knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
                   "MODEL.ARCH", "resnet34", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
-        knn_main(["--config-file", CONFIG, "DATA.ROOT", str(synth_root / "imagefolder"), "OUTPUT_DIR", str(tmp_path / "o")])
+        knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
+                  "OUTPUT_DIR", str(tmp_path / "o")])
 
 
 @pytest.mark.dist
@@ -137,7 +140,7 @@ def test_two_process_knn_matches_single_process(synth_root, tmp_path):
     ckpt = tmp_path / "model_final.pth"
     _save_siambench_checkpoint(ckpt)
     opts = ["DATA.ROOT", str(synth_root / "imagefolder"), "DATA.IMAGE_SIZE", "32", "MODEL.WEIGHTS", str(ckpt),
-            "KNN.BATCH_SIZE", "8"]
+            "KNN.BATCH_SIZE", "8", *TINY]
     assert knn_main(["--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 
 from pretrain.eval_config import get_lincls_defaults
 from pretrain.lars import LARS
 from pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
 from pretrain.lincls import main as lincls_main
+from pretrain.methods.encoders import build_encoder
 from pretrain.run_dir import RunDirError
 from pretrain.supervised import main as supervised_main
 from pretrain.utils.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+WIDTH = 8  # MODEL.WIDTH of the tiny encoders (64 = torchvision's): checkpoints of < 2 MB
 COLOURS = {"blue": (40, 60, 200), "green": (50, 190, 60), "red": (210, 50, 40)}
 
 
@@ -43,7 +44,7 @@ def colour_run(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp / "supervised"
     supervised_main(["--config-file", str(CONFIGS / "supervised/synth_r18.yaml"), "DATA.ROOT", str(data),
                      "DATA.IMAGE_SIZE", "32", "SOLVER.EPOCHS", "2", "SOLVER.BATCH_SIZE", "12",
-                     "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(out)])
+                     "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(out), "MODEL.WIDTH", str(WIDTH)])
     return data, out / "model_final.pth"
 
 
@@ -54,7 +55,7 @@ def _cfg(**overrides):
 
 def _save_moco_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    query, key = torchvision.models.resnet18(num_classes=128), torchvision.models.resnet18(num_classes=128)
+    query, key = (build_encoder("resnet18", num_classes=128, width=WIDTH) for _ in range(2))
     state = {f"module.encoder_q.{k}": v for k, v in query.state_dict().items()}
     state |= {f"module.encoder_k.{k}": v for k, v in key.state_dict().items()}
     state["module.queue"] = torch.randn(128, 16)
@@ -64,14 +65,15 @@ def _save_moco_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def test_linear_model_loads_moco_encoder_frozen_with_official_classifier_init(tmp_path):
     source = _save_moco_checkpoint(tmp_path / "moco.pth")
-    model, reference, info = build_linear_eval(_cfg(MODEL__ARCH="resnet18", MODEL__WEIGHTS=tmp_path / "moco.pth"), 100)
+    model, reference, info = build_linear_eval(_cfg(MODEL__ARCH="resnet18", MODEL__WIDTH=WIDTH,
+                                                    MODEL__WEIGHTS=tmp_path / "moco.pth"), 100)
     assert info["format"] == "moco" and info["epoch"] == 200
     backbone = model.backbone.state_dict()
     for k, v in source.items():
         if not k.startswith("fc.") and not k.endswith("num_batches_tracked"):
             assert torch.equal(backbone[k], v), k  # the query encoder, not the key encoder
     w, b = model.classifier.weight, model.classifier.bias
-    assert w.shape == (100, 512) and torch.count_nonzero(b) == 0
+    assert w.shape == (100, 8 * WIDTH) and torch.count_nonzero(b) == 0
     assert 0.009 < w.std().item() < 0.011 and abs(w.mean().item()) < 1e-3  # N(0, 0.01^2)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["classifier.weight", "classifier.bias"]
     model.train()
@@ -99,7 +101,7 @@ def test_recipe_defaults_lars_lr_and_cosine_schedule():
 def _lincls(data: Path, weights: Path, out: Path, *opts: str, resume: bool = False) -> dict:
     rc = lincls_main([*(["--resume", "auto"] if resume else []), "--config-file", str(CONFIGS / "lincls/synth_r18.yaml"),
                       "DATA.ROOT", str(data), "DATA.IMAGE_SIZE", "32", "MODEL.WEIGHTS", str(weights),
-                      "OUTPUT_DIR", str(out), "SOLVER.BATCH_SIZE", "12", *opts])
+                      "OUTPUT_DIR", str(out), "SOLVER.BATCH_SIZE", "12", "MODEL.WIDTH", str(WIDTH), *opts])
     assert rc == 0
     return json.loads((out / "lincls_results.json").read_text())
 

@@ -32,7 +32,7 @@ def test_synthetic_config_trains_from_disk(tmp_path, synth_root, method):
                "DATA.ROOT", str(synth_root / "imagefolder"), "MODEL.DEVICE", "cpu", "DATA.IMAGE_SIZE", "32",
                "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "2",
                "DATA.NUM_WORKERS", "0", "MONITOR.TENSORBOARD", "False", "MONITOR.KNN_PERIOD", "0",
-               "MODEL.MOCO.QUEUE", "64"])
+               "MODEL.MOCO.QUEUE", "64", "MODEL.WIDTH", "8"])  # tiny encoder: the test is about the config
     assert rc == 0
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["type"] == "epoch" and records[-1]["loss"] is not None

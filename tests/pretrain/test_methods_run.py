@@ -29,8 +29,9 @@ ENCODER_PREFIX = {"moco_v2": "module.encoder_q.", "simclr": "module.encoder.", "
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_OPTS))
-def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, copy_run_dir, method):
-    opts = [*tiny_opts, "MODEL.METHOD", method, "MODEL.ZERO_INIT_RESIDUAL", "False", *METHOD_OPTS[method]]
+def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, tiny_convertible, copy_run_dir, method):
+    opts = [*tiny_opts, *tiny_convertible, "MODEL.METHOD", method, "MODEL.ZERO_INIT_RESIDUAL", "False",
+            *METHOD_OPTS[method]]
     full = tmp_path / "full"
     assert main(["OUTPUT_DIR", str(full), *opts]) == 0
     records = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
@@ -57,7 +58,8 @@ def test_method_trains_resumes_bit_exact_and_converts(tmp_path, tiny_opts, copy_
         assert torch.equal(v, resumed[k]), k
 
     backbone, info = load_backbone_state_dict(full / "model_final.pth")
-    assert info["format"] == ("moco" if method == "moco_v2" else "siambench") and info["arch"] == "resnet18"
+    assert info["format"] == ("moco" if method == "moco_v2" else "siambench")
+    assert (info["arch"], info["width"]) == ("resnet50", 4)
     torch.testing.assert_close(backbone["conv1.weight"], sd[ENCODER_PREFIX[method] + "conv1.weight"])
     assert convert_main([str(full / "model_final.pth"), str(tmp_path / "model.pkl")]) == 0
     with open(tmp_path / "model.pkl", "rb") as f:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from pretrain import losses
 from pretrain.checkpoint import encoder_state_dict, load_checkpoint
 from pretrain.main import main
+from pretrain.methods.encoders import build_encoder
 from pretrain.utils.config import ConfigError
 
 
@@ -38,10 +38,10 @@ def test_run_outputs_and_bit_exact_resume(run, tmp_path):
 
     ckpt = load_checkpoint(full / "model_final.pth")
     assert {"state_dict", "arch", "epoch", "optimizer", "scaler", "rng", "config", "siambench_version"} <= set(ckpt)
-    assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18"
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18" and ckpt["width"] == 8
     assert all(k.startswith(("module.encoder.", "module.predictor.")) for k in ckpt["state_dict"])
-    # the encoder loads into a plain torchvision resnet (only fc is missing)
-    resnet = torchvision.models.resnet18()
+    # the encoder loads into a torchvision resnet of that width (only fc is missing)
+    resnet = build_encoder("resnet18", width=8)
     missing, unexpected = resnet.load_state_dict(encoder_state_dict(ckpt), strict=False)
     assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
     torch.testing.assert_close(resnet.conv1.weight, ckpt["state_dict"]["module.encoder.conv1.weight"])
@@ -100,7 +100,7 @@ def test_synth_config_on_disk_dataset_with_knn_monitor(tmp_path, synth_root):
     cfg = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "synth_r18.yaml"
     rc = main(["--config-file", str(cfg), "OUTPUT_DIR", str(tmp_path), "DATA.ROOT", str(synth_root / "imagefolder"),
                "MODEL.DEVICE", "cpu", "DATA.IMAGE_SIZE", "32", "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "8",
-               "DATA.NUM_WORKERS", "0", "MONITOR.TENSORBOARD", "False"])
+               "DATA.NUM_WORKERS", "0", "MONITOR.TENSORBOARD", "False", "MODEL.WIDTH", "8"])
     assert rc == 0
     epoch = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert epoch["type"] == "epoch" and 0.0 <= epoch["knn_top1"] <= 100.0 and epoch["bad_images"] == 0

@@ -34,7 +34,8 @@ def test_torchvision_step_schedule_and_cosine_with_warmup():
 def _run(data: Path, out: Path, epochs: int, resume: bool = False) -> None:
     argv = ["--resume", "auto"] if resume else []
     argv += ["--config-file", CONFIG, "DATA.ROOT", str(data), "DATA.IMAGE_SIZE", "32", "SOLVER.EPOCHS", str(epochs),
-             "SOLVER.BATCH_SIZE", "8", "TRAIN.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2", "OUTPUT_DIR", str(out)]
+             "SOLVER.BATCH_SIZE", "8", "TRAIN.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "2", "OUTPUT_DIR", str(out),
+             "MODEL.WIDTH", "8"]  # tiny: checkpoints of < 2 MB instead of 90
     assert supervised_main(argv) == 0
 
 
@@ -43,9 +44,9 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, co
     _run(data, tmp_path / "straight", epochs=3)
     ckpt = torch.load(tmp_path / "straight/model_final.pth", weights_only=True)
     assert {"state_dict", "arch", "epoch", "optimizer", "scaler", "rng", "config", "siambench_version"} <= ckpt.keys()
-    assert ckpt["arch"] == "resnet18" and ckpt["epoch"] == 3
+    assert ckpt["arch"] == "resnet18" and ckpt["width"] == 8 and ckpt["epoch"] == 3
     assert all(k.startswith("module.encoder.") for k in ckpt["state_dict"])
-    assert ckpt["state_dict"]["module.encoder.fc.weight"].shape == (6, 512)  # 6 synthetic classes
+    assert ckpt["state_dict"]["module.encoder.fc.weight"].shape == (6, 64)  # 6 synthetic classes, 8 x 8 features
     assert "ARCH: resnet18" in ckpt["config"]
     files = {p.name for p in (tmp_path / "straight").iterdir()}
     assert {"checkpoint_0002.pth", "checkpoint_0003.pth", "config.yaml", "metrics.jsonl"} <= files
@@ -59,7 +60,7 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, co
     from convert.checkpoints import load_backbone_state_dict
 
     backbone, info = load_backbone_state_dict(tmp_path / "straight/model_final.pth")
-    assert info["format"] == "siambench" and info["arch"] == "resnet18" and info["epoch"] == 3
+    assert info["format"] == "siambench" and (info["arch"], info["width"]) == ("resnet18", 8) and info["epoch"] == 3
     assert not any(k.startswith("fc.") for k in backbone)
 
     # Interrupted after epoch 2 (its checkpoint is the last one), then --resume auto: same weights as

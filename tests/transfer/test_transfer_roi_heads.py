@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from transfer import d2compat  # noqa: F401
@@ -17,6 +16,7 @@ from detectron2.structures import Boxes  # noqa: E402
 
 import transfer.roi_heads  # noqa: E402,F401  (registers the head)
 from convert.naming import to_detectron2_name  # noqa: E402
+from pretrain.methods.encoders import build_encoder  # noqa: E402
 from transfer.config import load_task_config, resolve_runtime, task_config_path  # noqa: E402
 from transfer.roi_heads import build_res5_stage  # noqa: E402
 from transfer.trainer import safe_checkpointer  # noqa: E402
@@ -63,14 +63,21 @@ def test_r50_res5_is_three_bottlenecks_with_torchvision_stride() -> None:
     assert blocks[0].conv1.stride == (1, 1) and blocks[0].conv2.stride == (2, 2)  # STRIDE_IN_1X1 False
 
 
+# A width-8 ResNet-50 in the synthetic task (its ResNet-18 at width 64 is a 45 MB file; the BasicBlock
+# res5 of the C4 head is loaded and checked against torchvision in tests/convert/test_convert_verify.py).
+NARROW_R50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS",
+              "32", "MODEL.RESNETS.WIDTH_PER_GROUP", "8"]
+
+
 def test_converted_weights_load_into_backbone_and_res5(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    state = torchvision.models.resnet18().state_dict()
+    state = build_encoder("resnet50", width=8).state_dict()
     d2 = {to_detectron2_name(k): v.numpy() for k, v in state.items() if to_detectron2_name(k)}
-    path = tmp_path / "r18.pkl"
+    path = tmp_path / "r50w8.pkl"
     with open(path, "wb") as f:
         pickle.dump({"model": d2, "__author__": "siambench", "matching_heuristics": True}, f)
-    model = build_model(_cfg("synth_voc07"))
+    model = build_model(_cfg("synth_voc07", *NARROW_R50))
+    assert [type(b) for n, b in model.roi_heads.res5.named_children() if n != "norm"] == [BottleneckBlock] * 3
     norm_before = model.roi_heads.res5.norm.weight.detach().clone()
     safe_checkpointer(model).load(str(path))
     got = model.state_dict()

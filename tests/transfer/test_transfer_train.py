@@ -1,7 +1,8 @@
 """End to end on CPU: converted siambench weights -> detectron2 fine-tuning -> AP -> results.json.
 
-Tiny on purpose (R18-C4, 64 px, 2-3 iterations): these check that everything is wired,
-loads, trains, resumes and evaluates -- not accuracy.
+Tiny on purpose (a width-8 R50-C4, 64 px, 2-3 iterations): these check that everything is wired,
+loads, trains, resumes and evaluates -- not accuracy. The synthetic configs' ResNet-18 is narrowed
+by overrides: Detectron2 builds BasicBlock ResNets only at width 64, bottleneck ones at any width.
 """
 from __future__ import annotations
 
@@ -11,29 +12,36 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from convert.export import convert_checkpoint
+from pretrain.methods.encoders import build_encoder
 from transfer.main import EVAL_RESULTS, main
+
+WIDTH = 8  # stem channels of the tiny encoder (MODEL.WIDTH; torchvision's: 64)
+# The Detectron2 backbone of that encoder (what `siambench convert` records as provenance "detectron2_resnets").
+NARROW_R50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", str(WIDTH),
+              "MODEL.RESNETS.RES2_OUT_CHANNELS", str(4 * WIDTH), "MODEL.RESNETS.WIDTH_PER_GROUP", str(WIDTH)]
 
 # 3 iterations with a checkpoint after the 2nd (iteration 1), so the resume test can restart from it.
 TINY = ["SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "2",
         "TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "10"]
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "10", *NARROW_R50]
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def r18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A siambench/SimSiam-layout resnet18 checkpoint converted with `siambench convert`'s code."""
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A siambench/SimSiam-layout resnet50 (width 8) checkpoint converted with `siambench convert`'s code."""
     root = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    state = torchvision.models.resnet18().state_dict()
-    ckpt = {"state_dict": {f"module.encoder.{k}": v for k, v in state.items()}, "arch": "resnet18", "epoch": 1}
+    state = build_encoder("resnet50", width=WIDTH).state_dict()
+    ckpt = {"state_dict": {f"module.encoder.{k}": v for k, v in state.items()}, "arch": "resnet50", "epoch": 1}
     torch.save(ckpt, root / "checkpoint.pth")
-    convert_checkpoint(root / "checkpoint.pth", root / "r18.pkl")
-    return root / "r18.pkl"
+    prov, _ = convert_checkpoint(root / "checkpoint.pth", root / "r50w8.pkl")
+    overrides = dict(zip(NARROW_R50[::2], map(int, NARROW_R50[1::2])))
+    assert overrides == {f"MODEL.RESNETS.{k}": v for k, v in prov["detectron2_resnets"].items() if k != "NUM_GROUPS"}
+    return root / "r50w8.pkl"
 
 
 def _results(path: Path) -> dict:
@@ -48,16 +56,16 @@ def _assert_finite_ap(metrics: dict, keys: tuple[str, ...]) -> None:
 
 
 @pytest.fixture(scope="module")
-def voc_run(synth_root: Path, r18_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def voc_run(synth_root: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("voc") / "run"
-    argv = ["--task", "synth_voc07", "--weights", str(r18_weights), "OUTPUT_DIR", str(out), *TINY]
+    argv = ["--task", "synth_voc07", "--weights", str(tiny_weights), "OUTPUT_DIR", str(out), *TINY]
     assert main(argv) == 0
     return out
 
 
-def test_faster_rcnn_r18_c4_on_synthetic_voc(voc_run: Path, r18_weights: Path) -> None:
+def test_faster_rcnn_c4_on_synthetic_voc(voc_run: Path, tiny_weights: Path) -> None:
     record = _results(voc_run / "trial0" / "results.json")
-    assert record["status"] == "complete" and record["task"] == "synth_voc07" and record["label"] == "r18"
+    assert record["status"] == "complete" and record["task"] == "synth_voc07" and record["label"] == "r50w8"
     assert record["iterations"] == 3 and record["seed"] == 0 and record["norm"] == "BN"
     assert record["weights_sha256"] is not None and record["wall_time_s"] > 0
     assert set(record["results"]) == {"bbox"}
@@ -66,7 +74,7 @@ def test_faster_rcnn_r18_c4_on_synthetic_voc(voc_run: Path, r18_weights: Path) -
     assert (voc_run / "trial0" / "config.yaml").is_file() and (voc_run / "config.yaml").is_file()
     # A rerun of the same command finds the trial complete and trains nothing.
     model_mtime = (voc_run / "trial0" / "model_final.pth").stat().st_mtime_ns
-    assert main(["--task", "synth_voc07", "--weights", str(r18_weights), "OUTPUT_DIR", str(voc_run), *TINY]) == 0
+    assert main(["--task", "synth_voc07", "--weights", str(tiny_weights), "OUTPUT_DIR", str(voc_run), *TINY]) == 0
     assert _results(voc_run / "trial0" / "results.json") == record
     assert (voc_run / "trial0" / "model_final.pth").stat().st_mtime_ns == model_mtime
 
@@ -82,7 +90,7 @@ def test_eval_only_reproduces_the_trial_ap(voc_run: Path, tmp_path: Path) -> Non
         assert evaluated["results"]["bbox"][key] == pytest.approx(trained["results"]["bbox"][key], abs=1e-6)
 
 
-def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weights: Path, tmp_path: Path,
+def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, tiny_weights: Path, tmp_path: Path,
                                                         copy_run_dir) -> None:
     out = tmp_path / "run"
     copy_run_dir(voc_run, out, drop=("model_final.pth",))  # checkpoints hard-linked, written atomically
@@ -94,7 +102,7 @@ def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weigh
     (tdir / "last_checkpoint").write_text("model_0000002.pth")
     (tdir / "results.json").write_text(json.dumps({**first, "status": "running"}))
     (out / "log.txt").unlink()
-    argv = ["--task", "synth_voc07", "--weights", str(r18_weights), "OUTPUT_DIR", str(out), *TINY]
+    argv = ["--task", "synth_voc07", "--weights", str(tiny_weights), "OUTPUT_DIR", str(out), *TINY]
     assert main(argv) == 0
     resumed = _results(tdir / "results.json")
     assert resumed["status"] == "complete" and resumed["resumed"] is True and first["resumed"] is False
@@ -104,9 +112,9 @@ def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, r18_weigh
     assert "resuming from model_0000001.pth instead of the damaged model_0000002.pth" in log
 
 
-def test_mask_rcnn_r18_c4_on_synthetic_coco(synth_root: Path, r18_weights: Path, tmp_path: Path) -> None:
+def test_mask_rcnn_c4_on_synthetic_coco(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["--task", "synth_coco", "--weights", str(r18_weights), "OUTPUT_DIR", str(out), *TINY]) == 0
+    assert main(["--task", "synth_coco", "--weights", str(tiny_weights), "OUTPUT_DIR", str(out), *TINY]) == 0
     record = _results(out / "trial0" / "results.json")
     assert record["status"] == "complete" and record["coco_eval_backend"] == "faster_coco_eval"
     assert set(record["results"]) == {"bbox", "segm"}
