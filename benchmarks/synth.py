@@ -413,13 +413,14 @@ def _validate(num_images: int, size: int) -> None:
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, size: int = 96,
-             det_num_images: int = 256, det_size: int = 64,
+             det_num_images: int = 256, det_size: int = 64, det_test_images: int = 0,
              progress: bool = False) -> dict[str, Any]:
     """Write the synthetic dataset under ``out`` and return its summary.
 
     Splits with a fraction of 1.0 in :data:`SPLITS` get ``num_images`` images, the
     others half as many; ``det_num_images`` and ``det_size`` set them for the detection
-    layouts (VOC, COCO), whose transfer configs (``configs/transfer/Base-Synth-C4.yaml``)
+    layouts (VOC, COCO; ``det_test_images`` > 0: that many test/val images instead of half,
+    so a small fine-tuning set keeps a large test set), whose transfer configs (``configs/transfer/Base-Synth-C4.yaml``)
     are sized for the defaults. The dataset is built in a temporary sibling directory and
     moved into place, so ``out`` is either complete (``out/synth.json`` exists) or
     untouched. Calling again with the same arguments returns at once; different
@@ -434,9 +435,11 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         raise ValueError(f"--det-num-images must be >= 1, got {det_num_images}")
     if det_size < 32:
         raise ValueError(f"--det-size must be >= 32 pixels, got {det_size}")
+    if det_test_images < 0:
+        raise ValueError(f"--det-test-images must be >= 0 (0: half of --det-num-images), got {det_test_images}")
     out = Path(out)
     params = {"format": FORMAT_VERSION, "seed": seed, "num_images": num_images, "size": size,
-              "det_num_images": det_num_images, "det_size": det_size}
+              "det_num_images": det_num_images, "det_size": det_size, "det_test_images": det_test_images}
     marker = out / MARKER
     if marker.is_file():
         try:
@@ -459,6 +462,8 @@ def generate(out: str | os.PathLike, *, seed: int = 0, num_images: int = 64, siz
         for split, (layout, rel, fraction) in SPLITS.items():
             det = layout != "imagefolder"
             count = max(1, int((det_num_images if det else num_images) * fraction))
+            if det and fraction < 1 and det_test_images:
+                count = det_test_images  # images are drawn one by one: the first N of any larger set
             first = next_id.get(rel, 1)  # image ids are unique within each VOC/COCO root
             summary["splits"][split] = _write_split(tmp, split, count, seed, det_size if det else size,
                                                     first, progress)
@@ -484,13 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--size", type=int, default=96, help="longest image side in pixels (default 96)")
     synth.add_argument("--det-num-images", type=int, default=256,
                        help="images per VOC/COCO train split; test/val get half (default 256)")
+    synth.add_argument("--det-test-images", type=int, default=0,
+                       help="images per VOC/COCO test/val split instead of half of --det-num-images (default 0: half)")
     synth.add_argument("--det-size", type=int, default=64,
                        help="longest VOC/COCO image side in pixels (default 64, what the synth_* transfer tasks expect)")
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, seed=args.seed, num_images=args.num_images, size=args.size,
                            det_num_images=args.det_num_images, det_size=args.det_size,
-                           progress=sys.stderr.isatty())
+                           det_test_images=args.det_test_images, progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as e:
         print(f"siambench data synth: error: {e}", file=sys.stderr)
         return 2

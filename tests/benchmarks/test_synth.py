@@ -202,3 +202,22 @@ def test_detection_layouts_have_their_own_count_and_size(tmp_path: Path, capsys:
     assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--num-images", "12", "--det-size", "16"]) == 2
     assert "--det-size must be >= 32" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_small_fine_tuning_set_keeps_a_large_test_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--det-test-images: 4 trainval images, 6 test images -- the same test images as with 12 trainval."""
+    small = generate(tmp_path / "small", seed=0, num_images=12, size=48, det_num_images=4, det_size=40,
+                     det_test_images=6)
+    big = generate(tmp_path / "big", seed=0, num_images=12, size=48, det_num_images=12, det_size=40)
+    counts = {s: v["images"] for s, v in small["splits"].items()}
+    assert counts["voc_2007_trainval"] == counts["coco_train"] == 4
+    assert counts["voc_2007_test"] == counts["coco_val"] == big["splits"]["voc_2007_test"]["images"] == 6
+
+    def test_images(root: Path) -> list[str]:
+        voc = root / "VOC2007"
+        ids = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+        return [hashlib.sha256((voc / "JPEGImages" / f"{i}.jpg").read_bytes()).hexdigest() for i in ids]
+
+    assert test_images(tmp_path / "small") == test_images(tmp_path / "big")  # drawn per index: a comparable test set
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--det-test-images", "-1"]) == 2
+    assert "--det-test-images must be >= 0" in capsys.readouterr().err and not (tmp_path / "x").exists()
