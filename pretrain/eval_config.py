@@ -30,6 +30,7 @@ def _common(output_dir: str) -> CfgNode:
     # else $DETECTRON2_DATASETS/imagenet, else datasets/imagenet (as `siambench doctor`)
     _C.DATA.ROOT = ""
     _C.DATA.IMAGE_SIZE = 224  # crop size; evaluation resizes to IMAGE_SIZE * 256/224 first
+    _C.DATA.CROP_SCALE = (0.08, 1.0)  # RandomResizedCrop area range of training images (torchvision's default)
     _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
     _C.DATA.STRICT = False  # True: any unreadable image is an error instead of being skipped
     _C.DATA.MAX_BAD_FRACTION = 0.01  # abort if more than this fraction of images is unreadable

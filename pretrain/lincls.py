@@ -106,9 +106,9 @@ def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], c
 
 
 # ----------------------------------------------------------------------------- data
-def build_train_transform(size: int) -> T.Compose:
+def build_train_transform(size: int, scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
     """RandomResizedCrop (default scale 0.08-1) + flip: torchvision's and main_lincls' train aug."""
-    return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(),
+    return T.Compose([T.RandomResizedCrop(size, scale=tuple(scale)), T.RandomHorizontalFlip(), T.ToTensor(),
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
@@ -128,7 +128,7 @@ def _per_rank(global_batch: int, what: str) -> int:
 
 def build_train_loader(cfg: CfgNode, global_batch: int) -> tuple[DataLoader, list[str]]:
     """Shuffled, augmented ``DATA.ROOT/train`` (a DistributedSampler under torchrun)."""
-    dataset = _folder(cfg, "train", build_train_transform(cfg.DATA.IMAGE_SIZE))
+    dataset = _folder(cfg, "train", build_train_transform(cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE))
     batch = _per_rank(global_batch, "SOLVER.BATCH_SIZE")
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.SEED) if dist.is_initialized() else None
     loader = DataLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler,
