@@ -57,6 +57,12 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _children_written() -> int:
+    """Bytes all finished child processes (and theirs) wrote to disk so far (Linux: block output, in
+    512-byte units; what reached the page cache for a disk, also for files deleted since)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock * 512
+
+
 def _now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
 
@@ -88,6 +94,7 @@ class PipelineState:
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),
             "wall_s": old.get("wall_s", 0.0),  # all `siambench run`s of this OUTPUT_DIR, steps running
+            "written_bytes": old.get("written_bytes", 0),  # what their steps wrote to disk
         }
 
     def step(self, key: str) -> dict[str, Any]:
@@ -99,9 +106,11 @@ class PipelineState:
         self.data["updated"] = _now()
         atomic_write_json(self.path, self.data)
 
-    def add_wall(self, seconds: float) -> None:
-        """Add the wall time of one ``siambench run`` (steps run at once count once)."""
+    def add_run(self, seconds: float, written: int) -> None:
+        """Add the wall time of one ``siambench run`` (steps run at once count once) and the bytes its
+        steps wrote to disk (also what they deleted again, e.g. old checkpoints)."""
         self.data["wall_s"] = round(float(self.data.get("wall_s", 0.0)) + seconds, 1)
+        self.data["written_bytes"] = int(self.data.get("written_bytes", 0)) + written
         atomic_write_json(self.path, self.data)
 
     def estimate(self, family: str) -> float | None:
@@ -184,7 +193,7 @@ class _Scheduler:
         self.running: dict[Future, tuple[Step, float, float, Path, str]] = {}
 
     def run(self) -> None:
-        start = time.time()
+        start, written = time.time(), _children_written()
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="siambench-step") as pool:
             try:
                 while self.pending or self.running:
@@ -205,7 +214,7 @@ class _Scheduler:
                 self.log(f"\ninterrupted: {names}; run the same command again to resume")
                 raise
             finally:
-                self.state.add_wall(time.time() - start)
+                self.state.add_run(time.time() - start, _children_written() - written)
 
     def _start_ready(self, pool: ThreadPoolExecutor) -> None:
         for step in list(self.pending):
@@ -255,7 +264,10 @@ class _Scheduler:
         self.state.update(step, status=self.status[step.key], returncode=rc, wall_s=round(wall, 1),
                           finished=_now(), jobs=self.jobs, **cpu)
         left = self.pending + [s for s, *_ in self.running.values()]
-        nxt = f" | next: {self.pending[0].key}" if self.pending else ""
+        if self.jobs > 1:  # what runs now: the next step in plan order may still wait for its inputs
+            nxt = f" | running: {', '.join(s.key for s, *_ in self.running.values())}" if self.running else ""
+        else:
+            nxt = f" | next: {self.pending[0].key}" if self.pending else ""
         self.log(f"[{self.finished}/{self.total}] {step.key}{resuming}: "
                  f"{'done' if rc == 0 else 'FAILED (' + why + ')'} in {fmt_duration(wall)} | "
                  f"elapsed {fmt_duration(time.time() - start)} | {len(left)} left, "

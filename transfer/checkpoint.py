@@ -180,13 +180,21 @@ class AtomicCheckpointer(SafeDetectionCheckpointer):
 
 class RetainingPeriodicCheckpointer(hooks.PeriodicCheckpointer):
     """detectron2's periodic checkpointer hook, keeping the newest ``max_to_keep`` periodic files
-    and writing only ``model_final.pth`` at the last iteration."""
+    and writing only ``model_final.pth`` at the last iteration (nothing there with ``keep_final``
+    False: ``SIAMBENCH.KEEP_FINAL_MODEL``, for runs that keep only their numbers)."""
+
+    def __init__(self, *args: Any, keep_final: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_final = keep_final
 
     def step(self, iteration: int, **kwargs: Any) -> None:
         iteration = int(iteration)
         state = {"iteration": iteration, **kwargs}
         if self.max_iter is not None and iteration >= self.max_iter - 1:
-            self.checkpointer.save(f"{self.file_prefix}_final", **state)
+            if self.keep_final:
+                self.checkpointer.save(f"{self.file_prefix}_final", **state)
+            else:
+                logger.info("SIAMBENCH.KEEP_FINAL_MODEL False: %s_final.pth not written", self.file_prefix)
         elif (iteration + 1) % self.period == 0:
             self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", **state)
             self._prune()

@@ -87,9 +87,9 @@ def add_siambench_config(cfg: CfgNode) -> CfgNode:
     # always kept and is the only file written at the last iteration. A disk policy (COCO 1x: 18 periodic
     # files of ~0.5 GB each otherwise), not part of the protocol.
     cfg.SIAMBENCH.KEEP_CHECKPOINTS = 2
-    # False: delete a trial's model_final.pth once the trial is complete (the model was checked to load
-    # and was evaluated, results.json written), for runs that only need the numbers (the CPU demo's disk
-    # budget: 16 trials x 47 MB). `--eval-only` on such a trial needs it trained again. Disk policy only.
+    # False: do not write a trial's model_final.pth (the model is evaluated in memory) and delete its
+    # periodic checkpoints once results.json says "complete", for runs that only need the numbers (the CPU
+    # demo's disk budget: 16 trials x 47 MB). `--eval-only` on such a trial needs it trained again.
     cfg.SIAMBENCH.KEEP_FINAL_MODEL = True
     return cfg
 

@@ -186,8 +186,8 @@ def _logging_to(output_dir: Path) -> Iterator[None]:
 
 
 def _drop_models(tdir: Path) -> None:
-    """SIAMBENCH.KEEP_FINAL_MODEL False: remove the trial's weights (model_final.pth and any periodic
-    model_*.pth) and ``last_checkpoint``, which would name a file that is gone."""
+    """SIAMBENCH.KEEP_FINAL_MODEL False: remove the trial's periodic weights (model_*.pth; model_final.pth
+    was not written) and ``last_checkpoint``, which would name a file that is gone."""
     removed = [p for p in (*tdir.glob("model_*.pth"), tdir / "last_checkpoint") if p.is_file()]
     for path in removed:
         path.unlink()
@@ -223,13 +223,14 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
         if comm.is_main_process():
             if not results:
                 raise RuntimeError(f"trial {k}: detectron2 produced no evaluation results (DATASETS.TEST empty?)")
-            damaged = unreadable_reason(tdir / "model_final.pth")  # "complete" only when its files load
+            # "complete" only when its files load (KEEP_FINAL_MODEL False: the numbers are the result)
+            damaged = unreadable_reason(tdir / "model_final.pth") if cfg.SIAMBENCH.KEEP_FINAL_MODEL else None
             if damaged:
                 raise RuntimeError(f"trial {k}: the trained model does not load: {damaged}")
             record = trial_record(plan, k, "complete", results, time.perf_counter() - start, resumed=resumed)
             write_results(tdir / "results.json", record)
             logger.info("trial %d: %s", k, _summary(record))
-            if not cfg.SIAMBENCH.KEEP_FINAL_MODEL:  # after "complete" is on disk: a kill in between keeps the model
+            if not cfg.SIAMBENCH.KEEP_FINAL_MODEL:  # periodic checkpoints, once "complete" is on disk
                 _drop_models(tdir)
     except BaseException as e:
         if comm.is_main_process():  # never leave "running" behind an error

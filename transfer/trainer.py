@@ -46,7 +46,8 @@ class TransferTrainer(DefaultTrainer):
                                               **plain.checkpointables)
         built = super().build_hooks()
         keep = self.cfg.get("SIAMBENCH", {}).get("KEEP_CHECKPOINTS", 0) or None  # 0: keep all
-        return [RetainingPeriodicCheckpointer(h.checkpointer, h.period, max_to_keep=keep)
+        keep_final = bool(self.cfg.get("SIAMBENCH", {}).get("KEEP_FINAL_MODEL", True))
+        return [RetainingPeriodicCheckpointer(h.checkpointer, h.period, max_to_keep=keep, keep_final=keep_final)
                 if type(h) is hooks.PeriodicCheckpointer else h for h in built]
 
 

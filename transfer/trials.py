@@ -218,6 +218,7 @@ def trial_record(plan: TrialPlan, k: int | None, status: str, results: dict[str,
         "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
         "eval_only": plan.eval_only,
         "resumed": resumed,
+        "final_model_kept": bool(cfg.SIAMBENCH.KEEP_FINAL_MODEL),  # False: the numbers are the whole result
         "results": to_json_metrics(results or {}),
         "per_class": _per_class(results or {}),
         "wall_time_s": wall_time_s,

@@ -72,7 +72,9 @@ def test_two_jobs_run_at_once_after_their_dependencies(tmp_path: Path) -> None:
     state = json.loads((Path(cfg.OUTPUT_DIR) / "pipeline_state.json").read_text())
     step_sum = sum(s["wall_s"] for s in state["steps"].values())
     assert 0 < state["wall_s"] < step_sum  # the run's wall time counts overlapping steps once
+    assert state["written_bytes"] >= 0  # the fakes run in-process: nothing of children's to count
     assert sum("] " in line and (" done in " in line) for line in lines) == 15
+    assert any("| running: sup/pretrain" in line for line in lines)  # the console says what runs meanwhile
 
 
 def test_one_job_keeps_the_plan_order(tmp_path: Path) -> None:
@@ -166,3 +168,26 @@ def test_bad_jobs_are_refused(tmp_path: Path, extra: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_pipeline(path)
     assert not (tmp_path / "runs").exists()
+
+
+class WritingSteps(SleepingSteps):
+    """Real subprocesses: the data step, then every step writes 2 MB and ends."""
+
+    def command(self, step: Step) -> list[str]:  # type: ignore[override]
+        if step.key == "synth":
+            return super().command(step)
+        path = str(self.pids / step.key.replace("/", "."))
+        code = f"import os\nwith open({path!r}, 'wb') as f:\n    f.write(os.urandom(2_000_000))\nos.remove({path!r})"
+        return [sys.executable, "-c", code]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="block output counters")
+def test_bytes_written_by_the_steps_are_recorded(tmp_path: Path) -> None:
+    cfg = _pipeline(tmp_path, 2)
+    runner = WritingSteps(tail_on_failure=0)
+    runner.pids = tmp_path / "out"
+    runner.pids.mkdir()
+    run_pipeline(cfg, runner, log=lambda *_: None)  # every step but synth "fails" (no outputs): 1 + 2 ran
+    state = json.loads((Path(cfg.OUTPUT_DIR) / "pipeline_state.json").read_text())
+    ran = sum(s["status"] == "failed" for s in state["steps"].values())
+    assert ran >= 2 and state["written_bytes"] >= ran * 2_000_000  # deleted files count: they were written

@@ -105,6 +105,12 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     os.link(big, big.with_name("model_final.pth"))
     disk = _claim(build_verdict(collect(demo_runs)), "the demo keeps <= 1 GB on disk")
     assert 0.002 <= disk.values["gb"] < 0.0021
+    # `siambench run` records what its steps wrote (also files deleted since): that is the budget
+    state = json.loads((demo_runs / "pipeline_state.json").read_text())
+    state["written_bytes"] = 1_300_000_000
+    (demo_runs / "pipeline_state.json").write_text(json.dumps(state))
+    disk = _claim(build_verdict(collect(demo_runs)), "the demo writes <= 1 GB to disk")
+    assert disk.mark == "fails" and disk.values["written_gb"] == pytest.approx(1.3) and "1.30 GB written" in disk.evidence
 
 
 def test_not_tested_without_the_entries_and_rendered_everywhere(tmp_path: Path, results_files) -> None:

@@ -23,8 +23,10 @@ def test_complete_trial_without_its_weights_is_kept_and_skipped(synth_root: Path
     trial = out / "trial0"
     record = json.loads((trial / "results.json").read_text())
     assert record["status"] == "complete" and record["results"]["bbox"]["AP50"] is not None
-    assert not list(trial.glob("*.pth")) and not (trial / "last_checkpoint").exists()  # the model was dropped
-    assert "removed model_" in (out / "log.txt").read_text()
+    assert record["final_model_kept"] is False
+    assert not list(trial.glob("*.pth")) and not (trial / "last_checkpoint").exists()  # no weights left
+    log = (out / "log.txt").read_text()
+    assert "model_final.pth not written" in log and "removed model_0000000.pth" in log  # the periodic one
     # The same command again: complete, nothing trained; the key is disk policy, not part of the config hash.
     assert main(argv[:-2] + ["SIAMBENCH.KEEP_FINAL_MODEL", "True"]) == 0
     assert json.loads((trial / "results.json").read_text()) == record and not list(trial.glob("*.pth"))
