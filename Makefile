@@ -13,7 +13,7 @@ setup: $(STAMP)  ## create .venv with pinned dependencies and detectron2 (idempo
 $(STAMP): requirements/base.txt requirements/test.txt requirements/constraints.txt setup.py transfer/install_d2.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check -c requirements/constraints.txt -r requirements/test.txt
-	$(BIN)/python -m transfer.install_d2
+	$(BIN)/python transfer/install_d2.py
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/siambench doctor --quiet
 	touch $@

@@ -11,6 +11,9 @@ CONFIG_PACKAGES = ["siambench.configs"] + [
     for d in sorted(Path("configs").rglob("*")) if d.is_dir() and not d.name.startswith((".", "__"))
 ]
 
+# Folders of the checkout that are packages of the `siambench` namespace.
+FOLDERS = ("pretrain", "transfer", "convert", "benchmarks")
+
 setup(
     name="siambench",
     version=__version__,
@@ -18,9 +21,11 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.11",  # the pins in requirements/constraints.txt (numpy 2.4, matplotlib 3.11, Pillow 13) need 3.11
-    packages=find_packages(include=["pretrain*", "transfer*", "convert*", "benchmarks*"]) + CONFIG_PACKAGES,
+    packages=["siambench." + p for p in find_packages(include=[f"{f}*" for f in FOLDERS])]
+    + CONFIG_PACKAGES,
     # configs/ ships inside the wheel as siambench/configs (found by pretrain/utils/paths.py).
-    package_dir={"siambench.configs": "configs"},
+    # The code folders install as siambench.<folder>; `siambench` is an implicit namespace.
+    package_dir={**{f"siambench.{f}": f for f in FOLDERS}, "siambench.configs": "configs"},
     package_data={name: ["*.yaml"] for name in CONFIG_PACKAGES},
     include_package_data=True,
     # detectron2 is installed by `make setup` (transfer/install_d2.py): it is not on PyPI.
@@ -36,5 +41,5 @@ setup(
         "tabulate",
     ],
     extras_require={"fast-eval": ["faster-coco-eval"], "test": ["pytest"]},
-    entry_points={"console_scripts": ["siambench=benchmarks.cli:main"]},
+    entry_points={"console_scripts": ["siambench=siambench.benchmarks.cli:main"]},
 )

@@ -1,5 +1,5 @@
 import sys
 
-from benchmarks.cli import main
+from siambench.benchmarks.cli import main
 
 sys.exit(main())

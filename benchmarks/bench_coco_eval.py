@@ -1,11 +1,11 @@
 """COCO box-AP evaluation time: pycocotools vs faster-coco-eval, at COCO val2017 scale.
 
-    python -m benchmarks.bench_coco_eval [--images 5000] [--dets-per-image 100] [--seed 0]
+    python -m siambench.benchmarks.bench_coco_eval [--images 5000] [--dets-per-image 100] [--seed 0]
 
 Synthetic ground truth shaped like val2017 (5000 images, ~36k boxes over the 80 COCO
 category ids, ~1% crowd) and 100 detections per image (jittered true positives, some
 with the wrong class, plus false positives; scores favour the true ones). Both backends
-run through :func:`transfer.evaluation.evaluate_coco`, the function the transfer
+run through :func:`siambench.transfer.evaluation.evaluate_coco`, the function the transfer
 evaluator uses, in the same process; the script prints their times, the speed-up and the
 largest difference over the 12 COCO summary numbers (expected 0, at most 1e-4).
 """
@@ -55,7 +55,7 @@ def synthetic_val2017(num_images: int, dets_per_image: int, seed: int) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfer.evaluation import evaluate_coco, resolve_backend
+    from siambench.transfer.evaluation import evaluate_coco, resolve_backend
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=5000, help="images (val2017: 5000)")

@@ -1,7 +1,7 @@
-"""Per-step bookkeeping of ``pretrain.engine.train_one_epoch``: one host read per print period
+"""Per-step bookkeeping of ``siambench.pretrain.engine.train_one_epoch``: one host read per print period
 (today's engine) vs the previous per-step read (``torch.stack([loss, z_std]).tolist()`` every step).
 
-    python -m benchmarks.bench_engine_overhead [--batch 64] [--dim 2048] [--print-freq 10] [--repeats 7]
+    python -m siambench.benchmarks.bench_engine_overhead [--batch 64] [--dim 2048] [--print-freq 10] [--repeats 7]
 
 Only the bookkeeping around the network runs -- monitored std of z, loss/std accumulation,
 the finite check, meters, the ``metrics.jsonl`` record and the collapse monitor -- on a
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.monitors import CollapseMonitor, z_std
-from pretrain.utils.logger import JSONLinesWriter, MetricLogger
+from siambench.pretrain.monitors import CollapseMonitor, z_std
+from siambench.pretrain.utils.logger import JSONLinesWriter, MetricLogger
 
 
 def per_step_sync(z: torch.Tensor, loss: torch.Tensor, steps: int, jsonl: JSONLinesWriter, print_freq: int) -> None:

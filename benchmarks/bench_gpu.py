@@ -1,8 +1,8 @@
 """One-shot GPU benchmark: every speed figure of the README in one run, each against the official recipe.
 
     bash benchmarks/bench_gpu.sh                  # on the GPU machine (installs carried deps first)
-    python -m benchmarks.bench_gpu --out bench_gpu.json
-    python -m benchmarks.bench_gpu --smoke        # CPU, tiny sizes, seconds: the test's end-to-end run
+    python -m siambench.benchmarks.bench_gpu --out bench_gpu.json
+    python -m siambench.benchmarks.bench_gpu --smoke        # CPU, tiny sizes, seconds: the test's end-to-end run
 
 Measures, in this order, in one process on one GPU:
 
@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.bench_common import (Summary, alternate, format_summary, machine_info, sync, write_jpeg_folder)
-from benchmarks.bench_pretrain_throughput import Recipe, Trainer, data_steps, e2e_throughput, images_needed, \
+from siambench.benchmarks.bench_common import (Summary, alternate, format_summary, machine_info, sync, write_jpeg_folder)
+from siambench.benchmarks.bench_pretrain_throughput import Recipe, Trainer, data_steps, e2e_throughput, images_needed, \
     make_cfg, step_throughput
 
 TARGET_E2E_IMG_S = 3000  # issue 12's goal on one H100-class GPU
@@ -93,7 +93,7 @@ def bench_pretrain(args: argparse.Namespace, device: torch.device, tmp: Path) ->
 
 # ----------------------------------------------------------------------------- 3: transfer
 def _detection_batch(n: int, short: int, long: int, classes: int) -> list[dict[str, Any]]:
-    from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+    from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
     import numpy as np
     from detectron2.structures import Boxes, Instances, PolygonMasks
 
@@ -116,13 +116,13 @@ def _detection_batch(n: int, short: int, long: int, classes: int) -> list[dict[s
 
 def bench_transfer(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     try:
-        from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+        from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
         from detectron2.engine import AMPTrainer, SimpleTrainer
         from detectron2.modeling import build_model
         from detectron2.solver import build_optimizer
         from detectron2.utils.events import EventStorage
-        from transfer import roi_heads  # noqa: F401  (registers the C4 ROI heads of the configs)
-        from transfer.config import load_task_config, resolve_runtime, task_config_path
+        from siambench.transfer import roi_heads  # noqa: F401  (registers the C4 ROI heads of the configs)
+        from siambench.transfer.config import load_task_config, resolve_runtime, task_config_path
     except ImportError as e:
         msg = f"skipped: detectron2 is not usable here ({e}); install it (benchmarks/bench_gpu.sh does, from a carried sdist)"
         _section("transfer")
@@ -175,14 +175,14 @@ def bench_transfer(args: argparse.Namespace, device: torch.device) -> dict[str, 
 def bench_coco_eval(args: argparse.Namespace) -> dict[str, Any]:
     _section(f"COCO bbox evaluation, synthetic val2017: {args.coco_images} images x 100 detections")
     try:
-        from transfer.evaluation import evaluate_coco, resolve_backend
+        from siambench.transfer.evaluation import evaluate_coco, resolve_backend
     except ImportError as e:
         msg = f"skipped: transfer.evaluation is not importable ({e}); needs detectron2 + pycocotools"
         print("  " + msg)
         return {"skipped": msg}
     import numpy as np
 
-    from benchmarks.bench_coco_eval import synthetic_val2017
+    from siambench.benchmarks.bench_coco_eval import synthetic_val2017
 
     gt, dets = synthetic_val2017(args.coco_images, 100, 0)
     backends = ["pycocotools"] + (["faster_coco_eval"] if resolve_backend("auto") == "faster_coco_eval" else [])
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from pretrain.utils.io import atomic_write_json
+    from siambench.pretrain.utils.io import atomic_write_json
 
     t0 = time.perf_counter()
     results: dict[str, Any] = {"machine": machine_info(device), "args": vars(args)}

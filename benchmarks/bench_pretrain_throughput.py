@@ -1,9 +1,9 @@
 """Pretraining throughput, side by side: train step and data pipeline, each against the official recipe.
 
-    python -m benchmarks.bench_pretrain_throughput --arch resnet50 --batch 64 --workers 8 --rounds 3
+    python -m siambench.benchmarks.bench_pretrain_throughput --arch resnet50 --batch 64 --workers 8 --rounds 3
 
 * train step: SimSiam forward/backward/SGD on device-resident views through our engine
-  (``pretrain.engine.train_one_epoch``) with every monitor on -- collapse monitor,
+  (``siambench.pretrain.engine.train_one_epoch``) with every monitor on -- collapse monitor,
   per-step metrics.jsonl, TensorBoard, console meters -- the official training loop's
   work per step. Reference: fp32, NCHW, eager; candidate: ``--amp`` / ``--channels-last``
   / ``--compile``.
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_common import TimedLoader, alternate, format_summary, machine_info, write_jpeg_folder
+from siambench.benchmarks.bench_common import TimedLoader, alternate, format_summary, machine_info, write_jpeg_folder
 
 __all__ = ["Recipe", "Trainer", "make_cfg", "step_throughput", "data_throughput", "e2e_throughput", "main"]
 
@@ -53,7 +53,7 @@ class Recipe:
 
 def make_cfg(args: argparse.Namespace, recipe: Recipe, root: Path | None = None):
     """The pretraining config of ``recipe`` at the benchmark's sizes (official defaults otherwise)."""
-    from pretrain.config import get_cfg
+    from siambench.pretrain.config import get_cfg
 
     cfg = get_cfg()
     cfg.MODEL.ARCH = args.arch
@@ -68,15 +68,15 @@ def make_cfg(args: argparse.Namespace, recipe: Recipe, root: Path | None = None)
 
 
 class Trainer:
-    """Model, optimizer, loss and TrainContext of one model configuration, built as ``pretrain.main`` does."""
+    """Model, optimizer, loss and TrainContext of one model configuration, built as ``siambench.pretrain.main`` does."""
 
     def __init__(self, cfg, device: torch.device, log_dir: Path) -> None:
-        from pretrain.engine import TrainContext
-        from pretrain.main import _AMP, build_model_and_optimizer
-        from pretrain.monitors import CollapseMonitor
-        from pretrain.schedule import scaled_lr
-        from pretrain.utils.dist import DistInfo
-        from pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
+        from siambench.pretrain.engine import TrainContext
+        from siambench.pretrain.main import _AMP, build_model_and_optimizer
+        from siambench.pretrain.monitors import CollapseMonitor
+        from siambench.pretrain.schedule import scaled_lr
+        from siambench.pretrain.utils.dist import DistInfo
+        from siambench.pretrain.utils.logger import JSONLinesWriter, TensorboardWriter
 
         self.device, self.batch = device, cfg.SOLVER.BATCH_SIZE
         self.model, self.method, self.optimizer, scaler = build_model_and_optimizer(cfg, DistInfo(device=device))
@@ -92,7 +92,7 @@ class Trainer:
 
     def run(self, loader: TimedLoader, batch_aug: Any = None) -> float:
         """Train over ``loader``; images/s of its timed steps."""
-        from pretrain.engine import train_one_epoch
+        from siambench.pretrain.engine import train_one_epoch
 
         self.ctx.batch_aug = batch_aug
         train_one_epoch(self.model, self.optimizer, loader, 0, self.ctx, self.method)
@@ -109,8 +109,8 @@ def step_throughput(trainer: Trainer, args: argparse.Namespace) -> float:
 
 
 def _pipeline(cfg, device: torch.device, root: Path, decode_on_cpu: bool):
-    from pretrain.data import IndexedDataset, TwoCropsTransform, build_dataset, build_pretrain_loader
-    from pretrain.data.views import build_view_pipeline
+    from siambench.pretrain.data import IndexedDataset, TwoCropsTransform, build_dataset, build_pretrain_loader
+    from siambench.pretrain.data.views import build_view_pipeline
 
     views = build_view_pipeline(cfg, device, decode_on_cpu=decode_on_cpu)
     dataset = build_dataset(cfg, "train", TwoCropsTransform(views.view_tf), image_loader=views.image_loader)
@@ -123,7 +123,7 @@ def _pipeline(cfg, device: torch.device, root: Path, decode_on_cpu: bool):
 
 def data_throughput(cfg, args: argparse.Namespace, device: torch.device, root: Path) -> float:
     """Loader + device-side augmentation alone: the images/s the data path can deliver."""
-    from pretrain.data import set_loader_epoch
+    from siambench.pretrain.data import set_loader_epoch
 
     loader, batch_aug = _pipeline(cfg, device, root, args.decode_on_cpu)
     set_loader_epoch(loader, 0, 0)
@@ -138,7 +138,7 @@ def data_throughput(cfg, args: argparse.Namespace, device: torch.device, root: P
 
 def e2e_throughput(trainer: Trainer, cfg, args: argparse.Namespace, root: Path) -> float:
     """JPEGs on disk -> loader -> views -> the official-recipe step: what a pretraining run gets."""
-    from pretrain.data import set_loader_epoch
+    from siambench.pretrain.data import set_loader_epoch
 
     loader, batch_aug = _pipeline(cfg, trainer.device, root, args.decode_on_cpu)
     set_loader_epoch(loader, 0, 0)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             results["data"] = {k: s.as_dict() for k, s in res.items()}
     print("note: Pillow-SIMD (pip install pillow-simd, replaces Pillow) speeds up the PIL decode/crop paths")
     if args.json:
-        from pretrain.utils.io import atomic_write_json
+        from siambench.pretrain.utils.io import atomic_write_json
 
         atomic_write_json(args.json, results)
     return 0

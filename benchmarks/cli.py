@@ -13,17 +13,17 @@ import sys
 
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "doctor": ("benchmarks.doctor", "check the installation, devices and datasets"),
-    "data": ("benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
-    "pretrain": ("pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
-    "supervised": ("pretrain.supervised", "supervised baseline pretraining on ImageFolder labels"),
-    "lincls": ("pretrain.lincls", "linear evaluation of a pretrained encoder"),
-    "knn": ("pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
-    "convert": ("convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
-    "transfer": ("transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
-    "run": ("benchmarks.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
-    "table": ("benchmarks.table", "transfer / linear-eval tables from a runs directory"),
-    "report": ("benchmarks.report", "Markdown + HTML report of a runs directory"),
+    "doctor": ("siambench.benchmarks.doctor", "check the installation, devices and datasets"),
+    "data": ("siambench.benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
+    "pretrain": ("siambench.pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
+    "supervised": ("siambench.pretrain.supervised", "supervised baseline pretraining on ImageFolder labels"),
+    "lincls": ("siambench.pretrain.lincls", "linear evaluation of a pretrained encoder"),
+    "knn": ("siambench.pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
+    "convert": ("siambench.convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
+    "transfer": ("siambench.transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
+    "run": ("siambench.benchmarks.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
+    "table": ("siambench.benchmarks.table", "transfer / linear-eval tables from a runs directory"),
+    "report": ("siambench.benchmarks.report", "Markdown + HTML report of a runs directory"),
 }
 
 
@@ -31,12 +31,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # clean line instead of a traceback. Looked up only in modules already imported, since
 # an error can only come from a module that ran. SIAMBENCH_DEBUG=1 shows the traceback.
 USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("pretrain.utils.config", "ConfigError"),
-    ("pretrain.data.folder", "CorruptDataError"),
-    ("convert.errors", "ConversionError"),
-    ("transfer.datasets", "DatasetLayoutError"),
-    ("transfer.trials", "TrialConfigMismatch"),
-    ("transfer.d2compat", "CompiledOpsUnavailable"),
+    ("siambench.pretrain.utils.config", "ConfigError"),
+    ("siambench.pretrain.data.folder", "CorruptDataError"),
+    ("siambench.convert.errors", "ConversionError"),
+    ("siambench.transfer.datasets", "DatasetLayoutError"),
+    ("siambench.transfer.trials", "TrialConfigMismatch"),
+    ("siambench.transfer.d2compat", "CompiledOpsUnavailable"),
 )
 
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from pretrain.utils.env import siambench_version
+        from siambench.pretrain.utils.env import siambench_version
 
         print(f"siambench {siambench_version()}")
         return 0

@@ -23,7 +23,7 @@ from typing import Callable
 
 from tabulate import tabulate
 
-from pretrain.utils.paths import imagenet_root  # the rule pretraining uses for an empty DATA.ROOT
+from siambench.pretrain.utils.paths import imagenet_root  # the rule pretraining uses for an empty DATA.ROOT
 
 __all__ = ["Check", "DATASET_GROUPS", "collect", "imagenet_root", "main"]
 
@@ -101,7 +101,7 @@ def _packages() -> list[Check]:
 
 def _detectron2() -> list[Check]:
     try:
-        d2compat = importlib.import_module("transfer.d2compat")
+        d2compat = importlib.import_module("siambench.transfer.d2compat")
         info = d2compat.info()
     except Exception as e:
         return [Check("detectron2", "detectron2", False,
@@ -119,7 +119,7 @@ def _detectron2() -> list[Check]:
 
 def _detectron2_projects() -> Check:
     """detectron2's setup.py installs PointRend, DeepLab, Panoptic-DeepLab as detectron2.projects.*"""
-    from transfer.install_d2 import PROJECTS as D2_PROJECTS  # standard library only
+    from siambench.transfer.install_d2 import PROJECTS as D2_PROJECTS  # standard library only
 
     found = [p for p in D2_PROJECTS if importlib.util.find_spec(f"detectron2.projects.{p}") is not None]
     if len(found) == len(D2_PROJECTS):
@@ -127,7 +127,7 @@ def _detectron2_projects() -> Check:
     missing = ", ".join(p for p in D2_PROJECTS if p not in found)
     return Check("detectron2", "projects", None,
                  f"not installed: {missing} (detectron2.projects; siambench does not use them). To add them, "
-                 "reinstall detectron2: `pip uninstall detectron2 && python -m transfer.install_d2`")
+                 "reinstall detectron2: `pip uninstall detectron2 && python -m siambench.transfer.install_d2`")
 
 
 def _devices() -> list[Check]:
@@ -176,7 +176,7 @@ def _datasets(required: set[str]) -> list[Check]:
     rows = [Check("datasets", "DETECTRON2_DATASETS", None, d2_root or "unset (detectron2 reads ./datasets)"),
             _imagenet("imagenet" in required)]
     try:
-        datasets = importlib.import_module("transfer.datasets")
+        datasets = importlib.import_module("siambench.transfer.datasets")
     except Exception as e:
         return rows + [Check("datasets", group, False, f"not checked: detectron2 unavailable ({type(e).__name__})",
                              group in required) for group in DATASET_GROUPS]

@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 
 from fvcore.common.config import CfgNode
 
-from pretrain.utils.config import ConfigError, save_config
-from pretrain.utils.io import atomic_write_json
+from siambench.pretrain.utils.config import ConfigError, save_config
+from siambench.pretrain.utils.io import atomic_write_json
 
 from .pipeline_config import check_files, load_pipeline
 from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_outputs
@@ -47,7 +47,7 @@ def describe(step: Step) -> str:
     """The step as the command a user would type."""
     launcher = "siambench"
     if step.nproc > 1:
-        launcher = f"torchrun --standalone --nproc_per_node={step.nproc} -m benchmarks.cli"
+        launcher = f"torchrun --standalone --nproc_per_node={step.nproc} -m siambench.benchmarks.cli"
     return f"{launcher} {shlex.join(step.argv)}"
 
 
@@ -145,7 +145,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
     ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
     ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
-    (:mod:`benchmarks.pipeline_guard`). The console gets one line per finished step (with
+    (:mod:`siambench.benchmarks.pipeline_guard`). The console gets one line per finished step (with
     the ETA and the next step); ``verbose`` adds each step's command before it runs.
 
     Raises:
@@ -289,7 +289,7 @@ def _eta(remaining: Sequence[Step], state: PipelineState, jobs: int = 1) -> str:
 
 def _finish(cfg: CfgNode) -> None:
     """Print the table and write tables + report (every number from the runs in OUTPUT_DIR)."""
-    from pretrain.utils.io import atomic_write_text
+    from siambench.pretrain.utils.io import atomic_write_text
 
     from .report import write_report
     from .results import collect

@@ -27,8 +27,8 @@ from typing import Sequence
 
 from fvcore.common.config import CfgNode
 
-from pretrain.utils import paths
-from pretrain.utils.config import ConfigError, merge_overrides
+from siambench.pretrain.utils import paths
+from siambench.pretrain.utils.config import ConfigError, merge_overrides
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
@@ -126,7 +126,7 @@ def parse_task(spec: str, default_trials: int, key: str = "TRANSFER.TASKS") -> t
 
 def resolve_path(path: str) -> Path:
     """A config/checkpoint path: as given if it exists (cwd), else in the shipped configs/
-    (checkout or installed wheel, :func:`pretrain.utils.paths.resolve`)."""
+    (checkout or installed wheel, :func:`siambench.pretrain.utils.paths.resolve`)."""
     return paths.resolve(path)
 
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from pretrain.utils.config import ConfigError
+from siambench.pretrain.utils.config import ConfigError
 
 from .pipeline_config import resolve_path
 from .steps import Step

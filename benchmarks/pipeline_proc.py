@@ -1,6 +1,6 @@
 """How ``siambench run`` starts a step and makes sure it ends with the runner (issue 11 item 5).
 
-Each step is a ``python -m benchmarks.cli ...`` (or torchrun) child in its own process
+Each step is a ``python -m siambench.benchmarks.cli ...`` (or torchrun) child in its own process
 group, so the runner can stop the whole tree of a step (torchrun's ranks, DataLoader
 workers) with one ``killpg``. On Linux the child also asks the kernel for
 ``PR_SET_PDEATHSIG``: if the runner dies without running any handler (SIGKILL, OOM
@@ -80,7 +80,7 @@ def restore_signal_handlers(previous: dict[int, Any]) -> None:
 
 
 class SubprocessRunner:
-    """Runs ``python -m benchmarks.cli ARGV`` (or torchrun) with its output in a log file.
+    """Runs ``python -m siambench.benchmarks.cli ARGV`` (or torchrun) with its output in a log file.
 
     Args:
         echo: also copy the step's output to this process's stdout (``--verbose``); by
@@ -105,8 +105,8 @@ class SubprocessRunner:
     def command(step: Step) -> list[str]:
         if step.nproc > 1:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={step.nproc}", "-m", "benchmarks.cli", *step.argv]
-        return [sys.executable, "-m", "benchmarks.cli", *step.argv]
+                    f"--nproc_per_node={step.nproc}", "-m", "siambench.benchmarks.cli", *step.argv]
+        return [sys.executable, "-m", "siambench.benchmarks.cli", *step.argv]
 
     def __call__(self, step: Step, log: Path, env: dict[str, str]) -> int:
         cmd = self.command(step)

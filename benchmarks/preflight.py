@@ -136,7 +136,7 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
     for root, key in roots.items():
         if synth_made and synth_dir is not None and root and synth_dir in Path(root).expanduser().resolve().parents:
             continue  # the synth step writes it first
-        from pretrain.data.folder import DataRootError, check_data_root, resolve_data_root  # imports torch
+        from siambench.pretrain.data.folder import DataRootError, check_data_root, resolve_data_root  # imports torch
 
         try:  # "" = ImageNet: $SIAMBENCH_IMAGENET, else $DETECTRON2_DATASETS/imagenet (the commands' rule)
             check_data_root(resolve_data_root(root), ("train", "val"))
@@ -167,7 +167,7 @@ def _as_list(value: Any) -> list[str]:
 
 def _dataset_problems(tasks: dict[str, list[str]]) -> list[str]:
     """detectron2 dataset roots of the transfer tasks (imports detectron2 via transfer.datasets)."""
-    from transfer.datasets import DatasetLayoutError, check_dataset_root
+    from siambench.transfer.datasets import DatasetLayoutError, check_dataset_root
 
     out, seen = [], set()
     for task, names in tasks.items():

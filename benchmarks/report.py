@@ -1,7 +1,7 @@
 """``siambench report RUNS_DIR``: one Markdown and one HTML report of a runs directory.
 
-Contents: the verdict first (:mod:`benchmarks.verdict`: which of the paper's claims the
-runs reproduce), the tables (:mod:`benchmarks.table`), the plots (:mod:`benchmarks.plots`),
+Contents: the verdict first (:mod:`siambench.benchmarks.verdict`: which of the paper's claims the
+runs reproduce), the tables (:mod:`siambench.benchmarks.table`), the plots (:mod:`siambench.benchmarks.plots`),
 the pipeline's steps in run order with their status, timings and total, every resolved
 ``config.yaml`` under the runs directory, the environment and the code version. Wide
 tables scroll inside their own box in the HTML, so the page fits an 800-px window. ``report.md`` links the PNGs under
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from pretrain.utils.env import environment
-from pretrain.utils.io import atomic_write_text
+from siambench.pretrain.utils.env import environment
+from siambench.pretrain.utils.io import atomic_write_text
 
 from .results import collect
 from .table import Table, build_tables

@@ -3,7 +3,7 @@
 Reads the files fixed by docs/design.md: transfer ``trial*/results.json``, linear
 evaluation ``lincls_results.json``, kNN ``knn_results.json`` and the pipeline's
 ``pipeline_state.json`` (entry labels and kinds). Nothing here averages or formats;
-:mod:`benchmarks.table` does. Unreadable, partial or NaN results never crash the
+:mod:`siambench.benchmarks.table` does. Unreadable, partial or NaN results never crash the
 collection: they are left out and described in :attr:`RunResults.notes`. A metric
 outside [0, 100] (APs and accuracies are percentages) or non-finite is *invalid*: kept
 out of every mean, counted per cell so the table shows it, and named in a note.

@@ -1,12 +1,12 @@
 """Pretrained checkpoints -> Detectron2 weights, verified and safe on untrusted files.
 
-* :mod:`convert.checkpoints` -- read a checkpoint safely, pull out its ResNet encoder
+* :mod:`siambench.convert.checkpoints` -- read a checkpoint safely, pull out its ResNet encoder
   (``load_backbone_state_dict``), detect its format;
-* :mod:`convert.naming` -- torchvision -> Detectron2 ResNet names;
-* :mod:`convert.export` -- write the ``.pkl`` with provenance (``convert_checkpoint``);
-* :mod:`convert.verify` -- feature equivalence and key coverage inside Detectron2;
-* :mod:`convert.safe_pickle` -- restricted unpickler and ``SafeDetectionCheckpointer``;
-* :mod:`convert.cli` -- ``siambench convert``.
+* :mod:`siambench.convert.naming` -- torchvision -> Detectron2 ResNet names;
+* :mod:`siambench.convert.export` -- write the ``.pkl`` with provenance (``convert_checkpoint``);
+* :mod:`siambench.convert.verify` -- feature equivalence and key coverage inside Detectron2;
+* :mod:`siambench.convert.safe_pickle` -- restricted unpickler and ``SafeDetectionCheckpointer``;
+* :mod:`siambench.convert.cli` -- ``siambench convert``.
 
 Importing ``convert`` (or any module but ``verify``) does not import detectron2.
 """

@@ -1,4 +1,4 @@
-"""``python -m convert IN OUT.pkl`` == ``siambench convert IN OUT.pkl``."""
+"""``python -m siambench.convert IN OUT.pkl`` == ``siambench convert IN OUT.pkl``."""
 import sys
 
 from .cli import main

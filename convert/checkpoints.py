@@ -236,7 +236,7 @@ def summarize_keys(keys: Sequence[str], prefix: str = "") -> str:
 @functools.lru_cache(maxsize=None)
 def expected_shapes(arch: str, width: int = TORCHVISION_WIDTH) -> dict[str, tuple[int, ...]]:
     """torchvision names and shapes of ``arch``'s backbone tensors (no fc, no counters) at ``width``."""
-    from pretrain.methods.encoders import build_encoder
+    from siambench.pretrain.methods.encoders import build_encoder
 
     with torch.device("meta"):  # shapes only: no memory, no init cost
         model = build_encoder(arch, width=width)

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 import numpy as np
 import torch
 
-from pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from pretrain.utils.env import siambench_version
-from pretrain.utils.io import atomic_open
+from siambench.pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from siambench.pretrain.utils.env import siambench_version
+from siambench.pretrain.utils.io import atomic_open
 
 from .arch import check_detectron2_buildable, spec_for
 from .checkpoints import BackboneInfo, load_backbone_state_dict
@@ -138,14 +138,14 @@ def convert_checkpoint(
     """Checkpoint ``src`` -> Detectron2 weights ``out``.
 
     With ``verify`` the weights are written to a temporary sibling, checked with
-    :func:`convert.verify.verify_weights` and only then moved to ``out``, so ``out``
+    :func:`siambench.convert.verify.verify_weights` and only then moved to ``out``, so ``out``
     never holds weights that failed verification.
 
     Returns:
         The provenance written into ``out`` and the verification report (None without ``verify``).
 
     Raises:
-        ConversionError: see :func:`convert.checkpoints.load_backbone_state_dict`.
+        ConversionError: see :func:`siambench.convert.checkpoints.load_backbone_state_dict`.
         VerificationError: ``verify`` found a difference; ``out`` is left untouched.
     """
     out = Path(out)

@@ -161,7 +161,7 @@ def load_weights_pkl(path: str | os.PathLike) -> Any:
 
 
 def _build_safe_checkpointer() -> type:
-    from transfer import d2compat  # noqa: F401  (must precede any detectron2 import)
+    from siambench.transfer import d2compat  # noqa: F401  (must precede any detectron2 import)
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.utils.file_io import PathManager
 

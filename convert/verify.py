@@ -94,7 +94,7 @@ def _group(keys: Sequence[str]) -> str:
 def _c4_head() -> tuple[str, bool]:
     """ROI head for C4 and whether it handles BasicBlock res5 (siambench's, if importable)."""
     try:
-        import transfer.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+        import siambench.transfer.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
     except ImportError:
         return "Res5ROIHeads", False
     return "Res5ROIHeadsExtraNorm", True
@@ -102,7 +102,7 @@ def _c4_head() -> tuple[str, bool]:
 
 def d2_config(spec: ResNetSpec, layout: str, provenance: Mapping[str, Any] | None = None) -> Any:
     """A minimal Detectron2 config mirroring the transfer protocol for ``spec`` and ``layout``."""
-    from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+    from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
     from detectron2.config import get_cfg
 
     prov = provenance or {}
@@ -183,7 +183,7 @@ def _image(size: int, seed: int = 0) -> torch.Tensor:
 def _torchvision_features(
     spec: ResNetSpec, state_dict: Mapping[str, torch.Tensor], img: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    from pretrain.methods.encoders import build_encoder
+    from siambench.pretrain.methods.encoders import build_encoder
 
     tv = build_encoder(spec.arch, width=spec.width).eval()  # torchvision's own constructor at width 64
     missing, unexpected = tv.load_state_dict(dict(state_dict), strict=False)
@@ -230,7 +230,7 @@ def _d2_features(model: nn.Module, layout: str, img: torch.Tensor, cfg: Any) -> 
 
 
 def _build(cfg: Any, layout: str) -> nn.Module:
-    from transfer import d2compat  # noqa: F401
+    from siambench.transfer import d2compat  # noqa: F401
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import build_model
     from detectron2.modeling.backbone.resnet import build_resnet_backbone
@@ -290,7 +290,7 @@ def verify_weights(
 
     Args:
         weights: the ``.pkl`` written by ``siambench convert``.
-        state_dict: source backbone tensors (from :func:`convert.checkpoints.load_backbone_state_dict`).
+        state_dict: source backbone tensors (from :func:`siambench.convert.checkpoints.load_backbone_state_dict`).
         arch: torchvision architecture; defaults to the file's provenance.
         source_unused: source keys that were not converted, reported as such.
         layouts: which Detectron2 layouts to build (see module doc).

@@ -1,4 +1,4 @@
-"""``python -m pretrain`` (e.g. under ``torchrun -m pretrain``) = ``siambench pretrain``.
+"""``python -m siambench.pretrain`` (e.g. under ``torchrun -m siambench.pretrain``) = ``siambench pretrain``.
 
 Bad input (a config, data or OUTPUT_DIR error naming the file/key and the fix) ends in one
 line and exit code 2 on each rank, as with ``siambench pretrain``; SIAMBENCH_DEBUG=1 shows

@@ -1,11 +1,11 @@
-"""One epoch of pretraining, for every method (``pretrain.methods``).
+"""One epoch of pretraining, for every method (``siambench.pretrain.methods``).
 
 Host-device syncs: none per step. The loss and the monitored std of z are accumulated
 on the device and read once every ``TRAIN.PRINT_FREQ`` steps (at steps 0, F, 2F, ... as
 the console line, and at the epoch's last step); the non-finite check, the collapse monitor, the console, ``metrics.jsonl`` and
 TensorBoard act on those period means. A non-finite loss therefore stops the run at the
 end of its period (at most PRINT_FREQ - 1 updates later), always before any checkpoint
-is written (``pretrain.main`` also checks the weights before each write).
+is written (``siambench.pretrain.main`` also checks the weights before each write).
 """
 from __future__ import annotations
 

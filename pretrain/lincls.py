@@ -86,7 +86,7 @@ def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], c
     Args:
         resume: the command's ``--resume`` argument (None: a new run).
         guard: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
-            unless resumed with the same config (``pretrain.run_dir``). Empty: only lock OUTPUT_DIR.
+            unless resumed with the same config (``siambench.pretrain.run_dir``). Empty: only lock OUTPUT_DIR.
     """
     cfg = load_config(defaults, config_file, opts)
     cfg = resolve_cfg_data_root(cfg, ("train", "val"))
@@ -162,7 +162,7 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
     """Load a pretrained encoder's backbone (every tensor but ``fc``) into a torchvision ResNet.
 
     Accepts siambench, official SimSiam (``module.encoder.*``), MoCo (``module.encoder_q.*``),
-    torchvision and plain checkpoints through ``convert.checkpoints.load_backbone_state_dict``.
+    torchvision and plain checkpoints through ``siambench.convert.checkpoints.load_backbone_state_dict``.
 
     Args:
         model: the ResNet ``arch`` (its ``fc`` is left alone).
@@ -180,7 +180,7 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
     """
     if not Path(weights).is_file():
         raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; pass the checkpoint to evaluate")
-    from convert.checkpoints import load_backbone_state_dict  # lazy: convert is a heavier package
+    from siambench.convert.checkpoints import load_backbone_state_dict  # lazy: convert is a heavier package
 
     state, info = load_backbone_state_dict(weights, fmt=fmt or None)
     if info["arch"] != arch:

@@ -1,7 +1,7 @@
 """``siambench pretrain``: SimSiam (or ``MODEL.METHOD``) pretraining, single process or torchrun/SLURM multi-GPU.
 
     siambench pretrain --config-file configs/pretrain/simsiam_r50_100ep.yaml DATA.ROOT /data/imagenet
-    torchrun --nproc_per_node 8 -m pretrain --config-file ... [--resume auto] [--strict-data] KEY VALUE ...
+    torchrun --nproc_per_node 8 -m siambench.pretrain --config-file ... [--resume auto] [--strict-data] KEY VALUE ...
 
 Writes ``OUTPUT_DIR/{config.yaml, checkpoint_*.pth, last_checkpoint, model_final.pth,
 metrics.jsonl, log.txt, tb/}``.

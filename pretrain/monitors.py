@@ -6,7 +6,7 @@
 * ``CollapseMonitor``: warns (and optionally aborts) after ``patience`` consecutive
   steps below ``threshold / sqrt(d)``.
 * ``knn_monitor``: weighted kNN top-1 of frozen backbone features on a labelled split,
-  through ``pretrain.knn``'s feature extraction and voting.
+  through ``siambench.pretrain.knn``'s feature extraction and voting.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ Called at the top of a command (``pretrain``, ``supervised``; before ``setup_log
   the process, so a second run on the same directory stops with one line;
 * **stale temp files** -- once the lock is ours, no other siambench process writes into
   the directory, so every temp file of our naming (``.<name>.<random>.tmp`` from
-  :func:`pretrain.utils.io.atomic_open`) is a leftover of a killed run and is removed.
+  :func:`siambench.pretrain.utils.io.atomic_open`) is a leftover of a killed run and is removed.
 
 Under DDP rank 0 checks and locks; the others wait for its verdict (a broadcast, which
 is also the barrier) and raise the same error.

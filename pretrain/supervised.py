@@ -58,7 +58,7 @@ def lr_at_epoch(cfg: CfgNode, epoch: float) -> float:
 
 class SupervisedModel(nn.Module):
     """The ResNet under the attribute name ``encoder``, as in the SimSiam model, so that
-    ``pretrain.checkpoint`` writes its tensors as ``module.encoder.*``."""
+    ``siambench.pretrain.checkpoint`` writes its tensors as ``module.encoder.*``."""
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

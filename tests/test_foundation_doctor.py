@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cli, doctor
+from siambench.benchmarks import cli, doctor
 
 
 def test_healthy_install_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,7 +75,7 @@ def test_imagenet_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_doctor_uses_pretrainings_imagenet_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from pretrain.data import folder
+    from siambench.pretrain.data import folder
 
     assert doctor.imagenet_root is folder.imagenet_root  # one rule, not a copy that can drift
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
@@ -120,7 +120,7 @@ def test_a_missing_dataset_root_is_named_once(tmp_path: Path, monkeypatch: pytes
 def test_detectron2_projects_are_reported() -> None:
     import importlib.util
 
-    from transfer.install_d2 import PROJECTS
+    from siambench.transfer.install_d2 import PROJECTS
 
     detail = _row("projects").detail
     installed = all(importlib.util.find_spec(f"detectron2.projects.{p}") for p in PROJECTS)

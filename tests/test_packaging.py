@@ -45,7 +45,7 @@ def test_installed_wheel_finds_its_configs_from_any_directory(wheel: Path, tmp_p
     zipfile.ZipFile(wheel).extractall(site)  # what `pip install siambench.whl` puts in site-packages
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    from pretrain.utils import paths
+    from siambench.pretrain.utils import paths
 
     ns = paths.__name__.rpartition("pretrain.")[0]  # the packages' namespace prefix ("siambench." or "")
     code = (
@@ -72,7 +72,7 @@ def test_installed_wheel_finds_its_configs_from_any_directory(wheel: Path, tmp_p
 
 
 def test_a_users_own_configs_win_over_the_shipped_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pretrain.utils.paths import CONFIG_ROOT, resolve
+    from siambench.pretrain.utils.paths import CONFIG_ROOT, resolve
 
     monkeypatch.chdir(tmp_path)
     assert resolve("configs/transfer/voc07.yaml") == CONFIG_ROOT / "transfer" / "voc07.yaml"

@@ -4,7 +4,7 @@ detectron2's loaders fail mid-run on malformed annotations with an assertion tha
 file (a COCO JSON without ``annotations``, a 3-value box), and a malformed *test* XML is
 only found when evaluation starts, after hours of training. :func:`voc_problems` and
 :func:`coco_problems` read the raw files first and list every problem with the file it
-is in; :func:`transfer.datasets.validate_annotations` turns them into one error.
+is in; :func:`siambench.transfer.datasets.validate_annotations` turns them into one error.
 
 :func:`sanitize_boxes` then clips the boxes of the loaded records to their image and drops
 the ones that are empty after clipping (negative, zero-area, inverted, outside the image),
@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable
 
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.structures import BoxMode
 

@@ -3,10 +3,10 @@
 detectron2 (fvcore) writes ``model_*.pth`` and ``last_checkpoint`` in place, so a kill
 during a save leaves a truncated file that the next resume (or ``--eval-only``) trips
 over. :class:`AtomicCheckpointer` is the safe ``DetectionCheckpointer`` of
-:mod:`convert.safe_pickle` with
+:mod:`siambench.convert.safe_pickle` with
 
 * ``save`` / ``tag_last_checkpoint`` written to a temp file and renamed
-  (:mod:`pretrain.utils.io`);
+  (:mod:`siambench.pretrain.utils.io`);
 * ``get_checkpoint_file``: the file ``last_checkpoint`` names if it loads, else the
   newest loadable ``model_*.pth``, with a warning naming the damaged one (an empty
   ``last_checkpoint`` included);
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
-from convert.errors import UnsafeCheckpointError
-from convert.safe_pickle import SafeDetectionCheckpointer, load_weights_pkl
+from siambench.convert.errors import UnsafeCheckpointError
+from siambench.convert.safe_pickle import SafeDetectionCheckpointer, load_weights_pkl
 from detectron2.engine import hooks
 from detectron2.utils.file_io import PathManager
-from pretrain.checkpoint import CheckpointError
-from pretrain.utils.io import atomic_torch_save, atomic_write_text
+from siambench.pretrain.checkpoint import CheckpointError
+from siambench.pretrain.utils.io import atomic_torch_save, atomic_write_text
 
 __all__ = ["AtomicCheckpointer", "RetainingPeriodicCheckpointer", "unreadable_reason", "check_weights_file",
            "LAST_CHECKPOINT"]

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode, get_cfg
-from pretrain.utils.config import ConfigError, load_config
-from pretrain.utils.paths import CONFIG_ROOT
+from siambench.pretrain.utils.config import ConfigError, load_config
+from siambench.pretrain.utils.paths import CONFIG_ROOT
 
 __all__ = [
     "CONFIG_DIR",

@@ -2,7 +2,7 @@
 
 Import this module before any ``detectron2`` import::
 
-    from transfer import d2compat  # noqa: F401  (patches a pure-Python detectron2 first)
+    from siambench.transfer import d2compat  # noqa: F401  (patches a pure-Python detectron2 first)
     from detectron2.config import get_cfg
 
 On every detectron2 it fixes one behaviour, the same way pretraining's loader does:
@@ -12,7 +12,7 @@ On every detectron2 it fixes one behaviour, the same way pretraining's loader do
   99.6 % white) -> ``convert_PIL_to_numpy``, which ``read_image`` calls (so the
   ``DatasetMapper``'s ``utils.read_image`` and every ``from ... import read_image``
   binding see it), scales them to 8 bits first with
-  :func:`pretrain.utils.images.to_8bit`. 8-bit images take the original path
+  :func:`siambench.pretrain.utils.images.to_8bit`. 8-bit images take the original path
   unchanged; ``format=None`` (raw array) and ``"L"`` (what the mapper uses for
   semantic-segmentation labels, whose values are class ids, not intensities) keep
   detectron2's behaviour.
@@ -52,7 +52,7 @@ from typing import Any
 import numpy as _np
 from PIL import Image as _Image
 
-from pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
+from siambench.pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
 
 logger = logging.getLogger(__name__)
 

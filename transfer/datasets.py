@@ -20,7 +20,7 @@ of a ``FileNotFoundError`` deep inside a dataloader worker. Loading a dataset wh
 annotations are corrupt (synthetic or detectron2's builtin VOC/COCO) raises the same
 error naming the bad XML/JSON file; :func:`validate_annotations` reads every annotation
 file (train and test splits) and checks the images exist before anything is trained
-(:mod:`transfer.annotations`). Loaded boxes are clipped to their image and empty ones
+(:mod:`siambench.transfer.annotations`). Loaded boxes are clipped to their image and empty ones
 dropped, with the counts in the log.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.datasets import load_coco_json, load_voc_instances  # noqa: E402

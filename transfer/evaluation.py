@@ -21,12 +21,12 @@ import logging
 import os
 from typing import Any, Sequence
 
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
-from pretrain.utils.io import atomic_write_text
+from siambench.pretrain.utils.io import atomic_write_text
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 

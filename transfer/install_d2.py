@@ -1,6 +1,6 @@
 """Install detectron2 into the current environment, in the order users expect.
 
-Run as ``python -m transfer.install_d2`` (``make setup`` does). Standard library only:
+Run as ``python -m siambench.transfer.install_d2`` (``make setup`` does). Standard library only:
 it runs before detectron2 (and possibly before anything else) is importable.
 
 Order:
@@ -10,7 +10,7 @@ Order:
   3. The PyPI sdist ``pb1-detectron2==0.6`` -- exactly the official v0.6 Python
      sources without the C++ sources -- verified by sha256 and installed as pure
      Python (no ``detectron2._C``), with the ``detectron2.projects`` (PointRend, DeepLab,
-     Panoptic-DeepLab) that the official setup.py installs. ``transfer.d2compat`` makes it usable.
+     Panoptic-DeepLab) that the official setup.py installs. ``siambench.transfer.d2compat`` makes it usable.
 If every route fails, exit non-zero with what to do.
 """
 from __future__ import annotations

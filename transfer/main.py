@@ -10,8 +10,8 @@ Examples::
 
 detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
 machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
-module plans the trials (:mod:`transfer.trials`), resolves the config
-(:mod:`transfer.config`) and records one ``results.json`` per trial.
+module plans the trials (:mod:`siambench.transfer.trials`), resolves the config
+(:mod:`siambench.transfer.config`) and records one ``results.json`` per trial.
 """
 from __future__ import annotations
 
@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
-from convert.errors import ConversionError
-from pretrain.run_dir import lock_dir, sweep_temp_files
-from pretrain.utils.config import ConfigError, add_config_args, save_config
-from pretrain.utils.io import atomic_write_json
+from siambench.convert.errors import ConversionError
+from siambench.pretrain.run_dir import lock_dir, sweep_temp_files
+from siambench.pretrain.utils.config import ConfigError, add_config_args, save_config
+from siambench.pretrain.utils.io import atomic_write_json
 
 from . import datasets
 from .checkpoint import check_weights_file, unreadable_reason
@@ -43,7 +43,7 @@ from .trials import SCRATCH, TrialConfigMismatch, TrialPlan, trial_record, trial
 
 __all__ = ["main", "build_parser", "make_plan"]
 
-logger = logging.getLogger("transfer")
+logger = logging.getLogger("siambench.transfer")
 
 SCRATCH_OVERLAY = CONFIG_DIR / "overlays" / "scratch.yaml"
 EVAL_RESULTS = "eval_results.json"
@@ -118,7 +118,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     _check_weights_override(args)
     weights_sha256 = None
     if not scratch:
-        from convert.checkpoints import sha256_file
+        from siambench.convert.checkpoints import sha256_file
 
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"--weights {args.weights}: no such file; create it with `siambench convert "
@@ -159,7 +159,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
                      num_machines=args.num_machines, eval_only=args.eval_only)
 
 
-_LOGGERS = {"detectron2": "d2", "fvcore": "fvcore", "transfer": "transfer"}
+_LOGGERS = {"detectron2": "d2", "fvcore": "fvcore", "siambench.transfer": "transfer"}
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
 from detectron2.layers import get_norm

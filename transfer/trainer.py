@@ -1,8 +1,8 @@
 """detectron2's ``DefaultTrainer`` with siambench's evaluators, safe weight loading and safe checkpoints.
 
-Checkpoints go through :class:`transfer.checkpoint.AtomicCheckpointer` (restricted ``.pkl``
+Checkpoints go through :class:`siambench.transfer.checkpoint.AtomicCheckpointer` (restricted ``.pkl``
 unpickler, atomic writes, resume that skips a damaged file) and
-:class:`transfer.checkpoint.RetainingPeriodicCheckpointer` (``SIAMBENCH.KEEP_CHECKPOINTS``,
+:class:`siambench.transfer.checkpoint.RetainingPeriodicCheckpointer` (``SIAMBENCH.KEEP_CHECKPOINTS``,
 no duplicate of ``model_final.pth``). Everything else -- model/optimizer/scheduler/data
 loader construction, DDP, precise BN, resuming -- is detectron2's own.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, hooks
@@ -26,12 +26,12 @@ __all__ = ["TransferTrainer", "safe_checkpointer", "load_model_for_eval"]
 
 def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> AtomicCheckpointer:
     """A ``DetectionCheckpointer`` whose ``.pkl`` loading uses the restricted unpickler and whose
-    writes are atomic (:class:`transfer.checkpoint.AtomicCheckpointer`)."""
+    writes are atomic (:class:`siambench.transfer.checkpoint.AtomicCheckpointer`)."""
     return AtomicCheckpointer(model, save_dir, **checkpointables)
 
 
 class TransferTrainer(DefaultTrainer):
-    """``DefaultTrainer`` + :func:`transfer.evaluation.build_evaluator` + safe ``.pkl`` loading."""
+    """``DefaultTrainer`` + :func:`siambench.transfer.evaluation.build_evaluator` + safe ``.pkl`` loading."""
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transfer import d2compat  # must precede detectron2 imports; also reports its version
+from siambench.transfer import d2compat  # must precede detectron2 imports; also reports its version
 
 from detectron2.config import CfgNode
-from pretrain.utils.env import environment
-from pretrain.utils.io import atomic_write_json
+from siambench.pretrain.utils.env import environment
+from siambench.pretrain.utils.io import atomic_write_json
 
 from .config import ScalingInfo, config_hash, diff_configs, get_transfer_cfg
 from .evaluation import resolve_backend

@@ -14,7 +14,7 @@ decoded by PIL in the worker instead and travel as uint8 pixels; a JPEG the devi
 refuses at run time is decoded by PIL in the training process (with a warning), and one
 that PIL cannot read either stops the run with its path (``CorruptDataError``). The same code runs on
 CPU tensors (``decode_jpeg`` decodes on the CPU too), which is how it is tested;
-``pretrain.data.views`` falls back to PIL decoding in the workers where CUDA is absent.
+``siambench.pretrain.data.views`` falls back to PIL decoding in the workers where CUDA is absent.
 """
 from __future__ import annotations
 

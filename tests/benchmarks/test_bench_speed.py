@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks import bench_gpu
-from benchmarks.bench_common import TimedLoader, alternate, write_jpeg_folder
+from siambench.benchmarks import bench_gpu
+from siambench.benchmarks.bench_common import TimedLoader, alternate, write_jpeg_folder
 
 
 def test_alternate_interleaves_arms_and_ratios_are_per_round():

@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-from benchmarks import cli
+from siambench.benchmarks import cli
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
@@ -26,7 +26,7 @@ def test_config_error_is_one_line_not_a_traceback(capsys, tmp_path):
 
 def test_debug_env_shows_the_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("SIAMBENCH_DEBUG", "1")
-    from pretrain.utils.config import ConfigError
+    from siambench.pretrain.utils.config import ConfigError
 
     with pytest.raises(ConfigError):
         cli.main(["knn", "--config-file", str(tmp_path / "missing.yaml")])

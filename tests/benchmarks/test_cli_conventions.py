@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cli
+from siambench.benchmarks import cli
 
 # Positional arguments a command needs before an ``e.g.`` override example can be tried.
 BASE_ARGV = {"transfer": ["--task", "synth_voc07", "--weights", "scratch"], "run": ["configs/benchmarks/demo.yaml"]}
@@ -56,7 +56,7 @@ def _examples(name: str, parser: argparse.ArgumentParser) -> list[list[str]]:
 
 def _run_example(name: str, argv: list[str], parser: argparse.ArgumentParser, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import pretrain.utils.config as config
+    import siambench.pretrain.utils.config as config
 
     monkeypatch.chdir(tmp_path)
     for i, token in enumerate(argv):  # inputs the example names: placeholders, never read by planning
@@ -127,21 +127,21 @@ def test_config_file_is_optional_everywhere(name: str) -> None:
 
 
 def test_transfer_accepts_detectron2s_resume_flag(tmp_path: Path) -> None:
-    from transfer.main import build_parser
+    from siambench.transfer.main import build_parser
 
     args = build_parser().parse_args(["--task", "voc07", "--weights", "w.pkl", "--resume", "OUTPUT_DIR", "x"])
     assert args.resume and args.opts == ["OUTPUT_DIR", "x"]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from pretrain.utils.env import siambench_version
+    from siambench.pretrain.utils.env import siambench_version
 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"siambench {siambench_version()}"
 
 
 def test_report_writes_where_out_says(tmp_path: Path, synth_runs: Path) -> None:
-    from benchmarks.report import main
+    from siambench.benchmarks.report import main
 
     out = tmp_path / "elsewhere"
     assert main([str(synth_runs), "--out", str(out)]) == 0

@@ -27,14 +27,15 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_table_report_results_modules_import_no_torch():
-    assert _loaded_after("import benchmarks.table, benchmarks.report, benchmarks.results, "
-                         "benchmarks.table_format, pretrain.utils.io, pretrain.utils.config, pretrain.utils.env") == []
+    assert _loaded_after("import siambench.benchmarks.table, siambench.benchmarks.report, "
+                         "siambench.benchmarks.results, siambench.benchmarks.table_format, siambench.pretrain.utils.io, "
+                         "siambench.pretrain.utils.config, siambench.pretrain.utils.env") == []
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["table", "--help"], ["report", "--help"], ["run", "--help"],
                                   ["run", "configs/benchmarks/demo.yaml", "--dry-run"]])
 def test_cli_light_paths_import_no_torch(argv):
-    code = ("import contextlib, io\nfrom benchmarks.cli import main\n"
+    code = ("import contextlib, io\nfrom siambench.benchmarks.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    try:\n"
             f"        main({argv!r})\n"
@@ -45,4 +46,4 @@ def test_cli_light_paths_import_no_torch(argv):
 
 def test_probe_sees_torch_when_it_is_imported():
     # the probe itself must be able to fail
-    assert "torch" in _loaded_after("import pretrain.utils.io as io\nimport torch")
+    assert "torch" in _loaded_after("import siambench.pretrain.utils.io as io\nimport torch")

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from benchmarks.stats import betainc, one_sample, t_cdf, t_ppf, t_sf, welch
+from siambench.benchmarks.stats import betainc, one_sample, t_cdf, t_ppf, t_sf, welch
 
 
 @pytest.mark.parametrize("t", [-3.0, -0.4, 0.0, 0.7, 2.5, 40.0])

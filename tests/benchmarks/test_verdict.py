@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.results import collect
-from benchmarks.stats import welch
-from benchmarks.table import build_tables
-from benchmarks.table_format import render, verdict_from_json
-from benchmarks.verdict import build_verdict
+from siambench.benchmarks.results import collect
+from siambench.benchmarks.stats import welch
+from siambench.benchmarks.table import build_tables
+from siambench.benchmarks.table_format import render, verdict_from_json
+from siambench.benchmarks.verdict import build_verdict
 
 
 def _pretrain(root: Path, entry: str, stop_grad: bool, z_std: float, n: int = 30) -> None:

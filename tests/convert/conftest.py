@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 import torch
 
-from pretrain.methods.encoders import build_encoder
+from siambench.pretrain.methods.encoders import build_encoder
 
 # Stem width of the tiny ResNets most convert tests use (MODEL.WIDTH; 64 = torchvision's).
 TINY_WIDTH = 8

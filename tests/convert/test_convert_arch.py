@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convert.arch import RESNETS, infer_spec, spec_for
-from convert.checkpoints import expected_shapes
-from convert.errors import ConversionError
+from siambench.convert.arch import RESNETS, infer_spec, spec_for
+from siambench.convert.checkpoints import expected_shapes
+from siambench.convert.errors import ConversionError
 
 
 @pytest.mark.parametrize("arch", sorted(RESNETS))
@@ -37,12 +37,12 @@ def test_unknown_layout_is_named():
 @pytest.mark.parametrize("arch", sorted(RESNETS))
 def test_detectron2_builds_the_same_tensors_for_every_variant(arch):
     """Names and shapes after mapping equal Detectron2's ResNet from our MODEL.RESNETS settings."""
-    from transfer import d2compat  # noqa: F401
+    from siambench.transfer import d2compat  # noqa: F401
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-    from convert.naming import to_detectron2_name
-    from convert.verify import d2_config
+    from siambench.convert.naming import to_detectron2_name
+    from siambench.convert.verify import d2_config
 
     with torch.device("meta"):  # shapes only
         backbone = build_resnet_backbone(d2_config(spec_for(arch), "backbone"), ShapeSpec(channels=3))

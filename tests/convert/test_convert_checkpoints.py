@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from convert.checkpoints import load_backbone_state_dict
-from convert.errors import ConversionError, UnsafeCheckpointError
+from siambench.convert.checkpoints import load_backbone_state_dict
+from siambench.convert.errors import ConversionError, UnsafeCheckpointError
 
 
 def _backbone_keys(tv: dict) -> set[str]:

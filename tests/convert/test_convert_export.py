@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import convert.export
-from convert.errors import ConversionError
-from convert.export import PIXEL_MEAN, PIXEL_STD, convert_checkpoint
-from convert.naming import to_detectron2_name
-from convert.safe_pickle import load_weights_pkl
+import siambench.convert.export
+from siambench.convert.errors import ConversionError
+from siambench.convert.export import PIXEL_MEAN, PIXEL_STD, convert_checkpoint
+from siambench.convert.naming import to_detectron2_name
+from siambench.convert.safe_pickle import load_weights_pkl
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_interrupted_write_leaves_no_partial_output(resnet_state, save, tmp_path
         f.write(b"\x80\x04 half of a pickle")
         raise KeyboardInterrupt  # e.g. Ctrl-C or a kill mid-write
 
-    monkeypatch.setattr(convert.export.pickle, "dump", dump_then_crash)
+    monkeypatch.setattr(siambench.convert.export.pickle, "dump", dump_then_crash)
     with pytest.raises(KeyboardInterrupt):
         convert_checkpoint(src, out)
     assert out.read_bytes() == b"previous good weights"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from convert.checkpoints import load_backbone_state_dict
+from siambench.convert.checkpoints import load_backbone_state_dict
 
 
 def _swav_official(tv: dict[str, torch.Tensor], top_level: bool) -> dict:

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from convert.errors import UnsafeCheckpointError
-from convert.safe_pickle import load_weights_pkl, safe_loads
+from siambench.convert.errors import UnsafeCheckpointError
+from siambench.convert.safe_pickle import load_weights_pkl, safe_loads
 
 
 class _Payload:

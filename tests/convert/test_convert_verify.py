@@ -7,19 +7,19 @@ import pickle
 import pytest
 import torch
 
-from transfer import d2compat  # noqa: F401  (before detectron2)
+from siambench.transfer import d2compat  # noqa: F401  (before detectron2)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from convert.arch import spec_for
-from convert.cli import main
-from convert.errors import UnsafeCheckpointError, VerificationError
-from convert.export import convert_checkpoint, to_detectron2, write_detectron2_pkl
-from convert.naming import is_resnet_key
-from convert.safe_pickle import SafeDetectionCheckpointer
-from convert.verify import check_loads_into, d2_config, verify_weights
+from siambench.convert.arch import spec_for
+from siambench.convert.cli import main
+from siambench.convert.errors import UnsafeCheckpointError, VerificationError
+from siambench.convert.export import convert_checkpoint, to_detectron2, write_detectron2_pkl
+from siambench.convert.naming import is_resnet_key
+from siambench.convert.safe_pickle import SafeDetectionCheckpointer
+from siambench.convert.verify import check_loads_into, d2_config, verify_weights
 
 # Keys a detection model may leave at their fresh initialisation: heads, FPN, the extra norm.
 _FRESH = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head.", "roi_heads.mask_head.",
@@ -172,9 +172,9 @@ def test_cli_summary_and_failed_verification_writes_nothing(tiny, tmp_path, caps
     assert "module.predictor.* (3)" in printed and "module.encoder.fc.* (4)" in printed
     assert "arch     resnet50, width 8, epoch 100" in printed
 
-    import convert.export
+    import siambench.convert.export
 
-    real = convert.export.to_detectron2
+    real = siambench.convert.export.to_detectron2
 
     def swapped_bns(state_dict):  # the kind of mapping bug verification exists for
         model = real(state_dict)
@@ -182,7 +182,7 @@ def test_cli_summary_and_failed_verification_writes_nothing(tiny, tmp_path, caps
             model["res2.0.conv2.norm.weight"], model["res2.0.conv1.norm.weight"])
         return model
 
-    monkeypatch.setattr(convert.export, "to_detectron2", swapped_bns)
+    monkeypatch.setattr(siambench.convert.export, "to_detectron2", swapped_bns)
     rc = main([str(tmp_path / "ckpt.pth"), str(tmp_path / "bad.pkl"), "--verify", "--verify-size", "64"])
     assert rc == 1
     assert "res2 differs from torchvision" in capsys.readouterr().err

@@ -7,12 +7,12 @@ import pickle
 import pytest
 import torch
 
-from convert.arch import infer_spec, spec_for
-from convert.checkpoints import load_backbone_state_dict
-from convert.cli import main
-from convert.errors import ConversionError
-from convert.export import convert_checkpoint
-from pretrain.lincls import build_backbone, load_backbone
+from siambench.convert.arch import infer_spec, spec_for
+from siambench.convert.checkpoints import load_backbone_state_dict
+from siambench.convert.cli import main
+from siambench.convert.errors import ConversionError
+from siambench.convert.export import convert_checkpoint
+from siambench.pretrain.lincls import build_backbone, load_backbone
 
 
 @pytest.mark.parametrize("arch,width,wpg", [("resnet18", 8, 8), ("resnet50", 16, 16), ("resnet50", 64, 64),

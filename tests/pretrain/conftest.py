@@ -35,7 +35,7 @@ def tiny_convertible() -> list[str]:
 @pytest.fixture
 def tiny_cfg() -> Callable:
     """``tiny_cfg(*opts)``: the pretraining defaults with ``TINY_OPTS`` and ``opts`` merged."""
-    from pretrain.config import get_cfg
+    from siambench.pretrain.config import get_cfg
 
     def make(*opts: str):
         cfg = get_cfg()

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pretrain.utils.io import atomic_link
+from siambench.pretrain.utils.io import atomic_link
 
 
 def test_links_replace_the_destination_and_leave_no_temp_file(tmp_path):

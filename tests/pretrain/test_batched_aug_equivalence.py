@@ -26,10 +26,10 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-from pretrain.data import gpu_aug
-from pretrain.data.gpu_aug import AugParams, BatchAugment
-from pretrain.data.synthetic import SyntheticShapes
-from pretrain.data.transforms import build_crop_transform, build_moco_v2_transform
+from siambench.pretrain.data import gpu_aug
+from siambench.pretrain.data.gpu_aug import AugParams, BatchAugment
+from siambench.pretrain.data.synthetic import SyntheticShapes
+from siambench.pretrain.data.transforms import build_crop_transform, build_moco_v2_transform
 
 N = 20_000
 ALPHA = 1e-3
@@ -280,8 +280,8 @@ def test_copy_counter_counts_per_op_copies():
 def test_gpu_configs_default_to_batched_and_cpu_runs_to_pil():
     from pathlib import Path
 
-    from pretrain.config import get_cfg
-    from pretrain.utils.config import load_config
+    from siambench.pretrain.config import get_cfg
+    from siambench.pretrain.utils.config import load_config
 
     root = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
     assert get_cfg().DATA.AUG_BACKEND == "pil"  # the paper's path, and the faster one on CPUs

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain.config import get_cfg
-from pretrain.data import SafeImageFolder, build_dataset
-from pretrain.data.cache import MemoryLoader, cache_in_memory
-from pretrain.data.folder import CorruptDataError, pil_loader
+from siambench.pretrain.config import get_cfg
+from siambench.pretrain.data import SafeImageFolder, build_dataset
+from siambench.pretrain.data.cache import MemoryLoader, cache_in_memory
+from siambench.pretrain.data.folder import CorruptDataError, pil_loader
 
 
 def _folder(root: Path, n: int = 4) -> Path:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from pretrain.main import EXIT_COLLAPSED, main
+from siambench.pretrain.main import EXIT_COLLAPSED, main
 
 # No BN on the projector output (Table 3 case (b)) and a high lr make the collapse take
 # ~10 steps instead of thousands; 1/sqrt(d) = 0.125 for d = 64, the alarm is at 0.3 x that.

@@ -9,9 +9,9 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from pretrain.data import (BatchAugment, CorruptDataError, SafeImageFolder, SyntheticShapes, TwoCropsTransform,
+from siambench.pretrain.data import (BatchAugment, CorruptDataError, SafeImageFolder, SyntheticShapes, TwoCropsTransform,
                            build_crop_transform, build_eval_transform, build_moco_v2_transform)
-from pretrain.data import gpu_aug
+from siambench.pretrain.data import gpu_aug
 
 
 

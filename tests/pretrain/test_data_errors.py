@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.data import CorruptDataError, SafeImageFolder, pil_loader
+from siambench.pretrain.data import CorruptDataError, SafeImageFolder, pil_loader
 
 
 def test_corrupt_image_in_a_worker_is_one_line_naming_the_path(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ STEP = textwrap.dedent(f"""
     import sys
     import torch
     import torch.distributed as dist
-    from pretrain.config import get_cfg
-    from pretrain.engine import TrainContext, train_one_epoch
-    from pretrain.main import build_model_and_optimizer
-    from pretrain.utils.dist import DistInfo
+    from siambench.pretrain.config import get_cfg
+    from siambench.pretrain.engine import TrainContext, train_one_epoch
+    from siambench.pretrain.main import build_model_and_optimizer
+    from siambench.pretrain.utils.dist import DistInfo
 
     rank, world, init_file, out_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)

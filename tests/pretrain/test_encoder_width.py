@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.config import get_cfg
-from pretrain.methods import build_method
-from pretrain.methods.encoders import RESNET_ARCHS, build_encoder, feature_dim
+from siambench.pretrain.config import get_cfg
+from siambench.pretrain.methods import build_method
+from siambench.pretrain.methods.encoders import RESNET_ARCHS, build_encoder, feature_dim
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:

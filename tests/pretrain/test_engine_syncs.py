@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pretrain.engine import TrainContext, train_one_epoch
-from pretrain.methods import build_method
+from siambench.pretrain.engine import TrainContext, train_one_epoch
+from siambench.pretrain.methods import build_method
 
 PRINT_FREQ = 4  # reads at steps 0, 4, 8, ... and the last step
 CONSTANT = 8  # per epoch: the meters' cross-rank averages at the end
@@ -53,9 +53,9 @@ def test_host_syncs_per_print_period(tiny_cfg, count_syncs, method):
 
 
 def test_nan_inside_a_print_period_never_reaches_a_checkpoint(tmp_path, tiny_opts, monkeypatch):
-    from pretrain.checkpoint import load_checkpoint
-    from pretrain.losses import SimSiamLoss
-    from pretrain.main import check_finite, main
+    from siambench.pretrain.checkpoint import load_checkpoint
+    from siambench.pretrain.losses import SimSiamLoss
+    from siambench.pretrain.main import check_finite, main
 
     calls = {"n": 0}
     original = SimSiamLoss.__call__

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torchvision.transforms as T
 
-from pretrain.eval_config import get_lincls_defaults, get_supervised_defaults
-from pretrain.lincls import build_train_loader
-from pretrain.utils.config import load_config
+from siambench.pretrain.eval_config import get_lincls_defaults, get_supervised_defaults
+from siambench.pretrain.lincls import build_train_loader
+from siambench.pretrain.utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

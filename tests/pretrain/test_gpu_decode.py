@@ -11,15 +11,15 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms as T
 
-from pretrain.config import get_cfg
-from pretrain.data import gpu_decode
-from pretrain.data.folder import CorruptDataError, pil_loader
-from pretrain.data.gpu_decode import DecodeAugment, EncodedBatch, EncodedCropTransform, read_encoded
-from pretrain.data.gpu_aug import BatchAugment
-from pretrain.data.loader import IndexedDataset, build_dataset, build_pretrain_loader
-from pretrain.data.transforms import TwoCropsTransform
-from pretrain.data.views import build_view_pipeline
-from pretrain.utils.config import ConfigError, load_config
+from siambench.pretrain.config import get_cfg
+from siambench.pretrain.data import gpu_decode
+from siambench.pretrain.data.folder import CorruptDataError, pil_loader
+from siambench.pretrain.data.gpu_decode import DecodeAugment, EncodedBatch, EncodedCropTransform, read_encoded
+from siambench.pretrain.data.gpu_aug import BatchAugment
+from siambench.pretrain.data.loader import IndexedDataset, build_dataset, build_pretrain_loader
+from siambench.pretrain.data.transforms import TwoCropsTransform
+from siambench.pretrain.data.views import build_view_pipeline
+from siambench.pretrain.utils.config import ConfigError, load_config
 
 CPU = torch.device("cpu")
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pretrain.builder import SimSiam, build_encoder, build_model, feature_dim
-from pretrain.heads import build_predictor, build_projector
+from siambench.pretrain.builder import SimSiam, build_encoder, build_model, feature_dim
+from siambench.pretrain.heads import build_predictor, build_projector
 
 
 

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pretrain import lincls, supervised
-from pretrain.eval_config import get_supervised_defaults
-from pretrain.lars import LARS
-from pretrain.utils.config import load_config
-from pretrain.utils.step_stats import DeviceStepStats, is_print_step
-from pretrain.utils.logger import MetricLogger
+from siambench.pretrain import lincls, supervised
+from siambench.pretrain.eval_config import get_supervised_defaults
+from siambench.pretrain.lars import LARS
+from siambench.pretrain.utils.config import load_config
+from siambench.pretrain.utils.step_stats import DeviceStepStats, is_print_step
+from siambench.pretrain.utils.logger import MetricLogger
 
 _READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy")
 

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.knn import extract_features, knn_accuracy, knn_predict, knn_scores
-from pretrain.eval_config import get_knn_defaults
-from pretrain.knn import main as knn_main
-from pretrain.methods.encoders import build_encoder
-from pretrain.utils.config import load_config
+from siambench.pretrain.knn import extract_features, knn_accuracy, knn_predict, knn_scores
+from siambench.pretrain.eval_config import get_knn_defaults
+from siambench.pretrain.knn import main as knn_main
+from siambench.pretrain.methods.encoders import build_encoder
+from siambench.pretrain.utils.config import load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/knn/synth_r18.yaml")
 WIDTH = 8  # MODEL.WIDTH of the tiny encoders saved here (64 = torchvision's)
@@ -144,7 +144,7 @@ def test_two_process_knn_matches_single_process(synth_root, tmp_path):
     assert knn_main(["--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "pretrain.knn", "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "two")],
+                           "-m", "siambench.pretrain.knn", "--config-file", CONFIG, *opts, "OUTPUT_DIR", str(tmp_path / "two")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads((tmp_path / d / "knn_results.json").read_text()) for d in ("one", "two"))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pretrain.lars import LARS
+from siambench.pretrain.lars import LARS
 
 LR, TRUST, EPS = 0.5, 0.001, 1e-8
 

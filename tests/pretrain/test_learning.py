@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import synth
-from pretrain.knn import main as knn_main
-from pretrain.main import main as pretrain_main
+from siambench.benchmarks import synth
+from siambench.pretrain.knn import main as knn_main
+from siambench.pretrain.main import main as pretrain_main
 
 ROOT = Path(__file__).resolve().parents[2]
 PRETRAIN = ROOT / "configs" / "pretrain" / "synth_r18.yaml"

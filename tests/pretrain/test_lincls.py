@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.eval_config import get_lincls_defaults
-from pretrain.lars import LARS
-from pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
-from pretrain.lincls import main as lincls_main
-from pretrain.methods.encoders import build_encoder
-from pretrain.run_dir import RunDirError
-from pretrain.supervised import main as supervised_main
-from pretrain.utils.config import load_config
+from siambench.pretrain.eval_config import get_lincls_defaults
+from siambench.pretrain.lars import LARS
+from siambench.pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
+from siambench.pretrain.lincls import main as lincls_main
+from siambench.pretrain.methods.encoders import build_encoder
+from siambench.pretrain.run_dir import RunDirError
+from siambench.pretrain.supervised import main as supervised_main
+from siambench.pretrain.utils.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 WIDTH = 8  # MODEL.WIDTH of the tiny encoders (64 = torchvision's): checkpoints of < 2 MB

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.builder import SimSiam, build_encoder
-from pretrain.losses import SimSiamLoss, cross_entropy_similarity, negative_cosine
+from siambench.pretrain.builder import SimSiam, build_encoder
+from siambench.pretrain.losses import SimSiamLoss, cross_entropy_similarity, negative_cosine
 
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import get_cfg
-from pretrain.main import _check_cfg, main
-from pretrain.utils.config import ConfigError, load_config
-from pretrain.utils.dist import DistInfo
+from siambench.pretrain.config import get_cfg
+from siambench.pretrain.main import _check_cfg, main
+from siambench.pretrain.utils.config import ConfigError, load_config
+from siambench.pretrain.utils.dist import DistInfo
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 METHODS = ("moco_v2", "simclr", "byol", "swav")

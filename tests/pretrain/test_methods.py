@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.methods import METHODS, build_method
-from pretrain.methods.base import momentum_update
-from pretrain.methods.byol import BYOL, byol_tau, regression_loss
-from pretrain.methods.encoders import build_encoder
-from pretrain.methods.moco_v2 import MoCoV2, info_nce
-from pretrain.methods.simclr import nt_xent
-from pretrain.methods.simsiam import SimSiam
-from pretrain.methods.swav import sinkhorn, swav_loss
+from siambench.pretrain.methods import METHODS, build_method
+from siambench.pretrain.methods.base import momentum_update
+from siambench.pretrain.methods.byol import BYOL, byol_tau, regression_loss
+from siambench.pretrain.methods.encoders import build_encoder
+from siambench.pretrain.methods.moco_v2 import MoCoV2, info_nce
+from siambench.pretrain.methods.simclr import nt_xent
+from siambench.pretrain.methods.simsiam import SimSiam
+from siambench.pretrain.methods.swav import sinkhorn, swav_loss
 
 g = torch.Generator().manual_seed(0)
 

@@ -19,10 +19,10 @@ CHECKS = textwrap.dedent("""
     import torch.nn.functional as F
     sys.path.insert(0, sys.argv[4])
     from test_methods import _nt_xent_direct, _sinkhorn_textbook
-    from pretrain.methods.encoders import build_encoder
-    from pretrain.methods.moco_v2 import MoCoV2
-    from pretrain.methods.simclr import nt_xent
-    from pretrain.methods.swav import sinkhorn
+    from siambench.pretrain.methods.encoders import build_encoder
+    from siambench.pretrain.methods.moco_v2 import MoCoV2
+    from siambench.pretrain.methods.simclr import nt_xent
+    from siambench.pretrain.methods.swav import sinkhorn
 
     rank, world, init_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     torch.set_num_threads(1)

@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from convert.checkpoints import load_backbone_state_dict
-from convert.cli import main as convert_main
-from pretrain.checkpoint import load_checkpoint
-from pretrain.main import main
+from siambench.convert.checkpoints import load_backbone_state_dict
+from siambench.convert.cli import main as convert_main
+from siambench.pretrain.checkpoint import load_checkpoint
+from siambench.pretrain.main import main
 
 # tiny per-method heads; every other key is the method's default (LARS, warmup, queues, ...)
 METHOD_OPTS = {

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import load_checkpoint, load_optimizer_state, official_state_dict
-from pretrain.main import build_model_and_optimizer, main
-from pretrain.utils.dist import DistInfo
+from siambench.pretrain.checkpoint import load_checkpoint, load_optimizer_state, official_state_dict
+from siambench.pretrain.main import build_model_and_optimizer, main
+from siambench.pretrain.utils.dist import DistInfo
 
 
 def _official_checkpoint(cfg, path: Path) -> tuple[dict, torch.nn.Module, torch.optim.Optimizer]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain import losses
-from pretrain.checkpoint import encoder_state_dict, load_checkpoint
-from pretrain.main import main
-from pretrain.methods.encoders import build_encoder
-from pretrain.utils.config import ConfigError
+from siambench.pretrain import losses
+from siambench.pretrain.checkpoint import encoder_state_dict, load_checkpoint
+from siambench.pretrain.main import main
+from siambench.pretrain.methods.encoders import build_encoder
+from siambench.pretrain.utils.config import ConfigError
 
 
 

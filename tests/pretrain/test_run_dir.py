@@ -1,4 +1,4 @@
-"""OUTPUT_DIR guard (pretrain.run_dir), resume fallback and retention (pretrain.checkpoint)."""
+"""OUTPUT_DIR guard (siambench.pretrain.run_dir), resume fallback and retention (pretrain.checkpoint)."""
 from __future__ import annotations
 
 import logging
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main as cli_main
-from pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, prune_checkpoints
-from pretrain.main import main
-from pretrain.run_dir import RunDirError, lock_dir, release_dir
+from siambench.benchmarks.cli import main as cli_main
+from siambench.pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, prune_checkpoints
+from siambench.pretrain.main import main
+from siambench.pretrain.run_dir import RunDirError, lock_dir, release_dir
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_arch_mismatch_on_explicit_resume_path_is_one_clean_error(run, tmp_path)
 
 _HOLD = """
 import sys, time
-from pretrain.run_dir import lock_dir
+from siambench.pretrain.run_dir import lock_dir
 lock_dir(sys.argv[1]); print("locked", flush=True); time.sleep(60)
 """
 
@@ -118,7 +118,7 @@ def test_retention_keeps_last_and_every_nth_and_resume_still_works(run, tmp_path
 
 
 def test_800_epoch_default_retention_is_under_10_files(tmp_path):
-    from pretrain.config import get_cfg
+    from siambench.pretrain.config import get_cfg
 
     cfg = get_cfg()
     (tmp_path / "last_checkpoint").write_text("checkpoint_0800.pth")
@@ -155,8 +155,8 @@ def test_bad_data_root_is_one_line_and_creates_nothing(layout, tmp_path, capsys,
 
 
 def test_siambench_imagenet_is_the_default_root(tmp_path, monkeypatch):
-    from pretrain.config import get_cfg
-    from pretrain.data.folder import resolve_cfg_data_root
+    from siambench.pretrain.config import get_cfg
+    from siambench.pretrain.data.folder import resolve_cfg_data_root
 
     (tmp_path / "train" / "n01").mkdir(parents=True)
     from PIL import Image
@@ -173,7 +173,7 @@ def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, ca
 
     import torch
 
-    import pretrain.run_dir
+    import siambench.pretrain.run_dir
 
     def full_disk(obj, f, *args, **kwargs):
         try:
@@ -192,16 +192,16 @@ def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, ca
     def read_only(path, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(pretrain.run_dir.os, "open", read_only)
+    monkeypatch.setattr(siambench.pretrain.run_dir.os, "open", read_only)
     rc = cli_main(["pretrain", "OUTPUT_DIR", str(tmp_path / "ro"), *tiny_opts])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Read-only file system" in err and "writable" in err
 
 
 def test_python_m_pretrain_reports_bad_input_in_one_line(tmp_path):
-    """`torchrun -m pretrain` runs pretrain/__main__.py, not the siambench CLI."""
+    """`torchrun -m siambench.pretrain` runs pretrain/__main__.py, not the siambench CLI."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pretrain", "MODEL.DEVICE", "cpu", "DATA.ROOT", str(tmp_path / "no"),
+    proc = subprocess.run([sys.executable, "-m", "siambench.pretrain", "MODEL.DEVICE", "cpu", "DATA.ROOT", str(tmp_path / "no"),
                            "OUTPUT_DIR", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "DATA.ROOT" in proc.stderr
     assert not (tmp_path / "out").exists()

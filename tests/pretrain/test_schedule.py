@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pretrain.builder import build_model
-from pretrain.schedule import adjust_learning_rate, cosine_lr, scaled_lr
+from siambench.pretrain.builder import build_model
+from siambench.pretrain.schedule import adjust_learning_rate, cosine_lr, scaled_lr
 
 
 
@@ -38,8 +38,8 @@ def test_fixed_predictor_lr(fix_pred_lr, tiny_cfg):
 def test_every_pretrain_config_loads():
     from pathlib import Path
 
-    from pretrain.config import get_cfg
-    from pretrain.utils.config import load_config
+    from siambench.pretrain.config import get_cfg
+    from siambench.pretrain.utils.config import load_config
 
     files = sorted((Path(__file__).resolve().parents[2] / "configs" / "pretrain").rglob("*.yaml"))
     assert len(files) >= 20

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.eval_config import get_supervised_defaults
-from pretrain.supervised import lr_at_epoch
-from pretrain.supervised import main as supervised_main
-from pretrain.utils.config import load_config
+from siambench.pretrain.eval_config import get_supervised_defaults
+from siambench.pretrain.supervised import lr_at_epoch
+from siambench.pretrain.supervised import main as supervised_main
+from siambench.pretrain.utils.config import load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/supervised/synth_r18.yaml")
 
@@ -57,7 +57,7 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, co
     assert "val_top1" in records[1] and "val_top1" in records[2] and "val_top1" not in records[0]
 
     # The backbone is what conversion/linear eval read, as from a SimSiam checkpoint.
-    from convert.checkpoints import load_backbone_state_dict
+    from siambench.convert.checkpoints import load_backbone_state_dict
 
     backbone, info = load_backbone_state_dict(tmp_path / "straight/model_final.pth")
     assert info["format"] == "siambench" and (info["arch"], info["width"]) == ("resnet18", 8) and info["epoch"] == 3

@@ -1,12 +1,12 @@
-"""pretrain.utils: the suite-wide config loader and atomic writes."""
+"""siambench.pretrain.utils: the suite-wide config loader and atomic writes."""
 import json
 import os
 import stat
 
 import pytest
 
-from pretrain.utils.config import CfgNode, ConfigError, load_config, save_config
-from pretrain.utils.io import atomic_open, atomic_write_json
+from siambench.pretrain.utils.config import CfgNode, ConfigError, load_config, save_config
+from siambench.pretrain.utils.io import atomic_open, atomic_write_json
 
 
 def _defaults() -> CfgNode:

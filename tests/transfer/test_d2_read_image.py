@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer import d2compat
+from siambench.transfer import d2compat
 from detectron2.data import DatasetMapper, detection_utils  # noqa: E402
 
 

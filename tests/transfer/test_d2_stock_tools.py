@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from transfer import d2compat, install_d2
+from siambench.transfer import d2compat, install_d2
 
 STOCK_SETUP = """
 import sys
-from transfer import d2compat, roi_heads  # noqa: F401  (patches, then registers our heads)
-from transfer.config import get_transfer_cfg, task_config_path
+from siambench.transfer import d2compat, roi_heads  # noqa: F401  (patches, then registers our heads)
+from siambench.transfer.config import get_transfer_cfg, task_config_path
 from detectron2.engine import default_argument_parser, default_setup
 args = default_argument_parser().parse_args(
     ["--config-file", str(task_config_path("synth_voc07")), "OUTPUT_DIR", sys.argv[1], "MODEL.DEVICE", "cpu"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from transfer import d2compat
+from siambench.transfer import d2compat
 import detectron2  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import build_detection_test_loader, build_detection_train_loader  # noqa: E402
@@ -18,7 +18,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from transfer import datasets  # noqa: E402,F401  (registers synth_* names)
+from siambench.transfer import datasets  # noqa: E402,F401  (registers synth_* names)
 
 
 def test_info_reports_the_detectron2_in_use() -> None:

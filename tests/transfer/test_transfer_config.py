@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.utils.config import ConfigError
-from transfer.config import available_tasks, config_hash, load_task_config, task_config_path
-from transfer.main import SCRATCH_OVERLAY, build_parser, main, make_plan
+from siambench.pretrain.utils.config import ConfigError
+from siambench.transfer.config import available_tasks, config_hash, load_task_config, task_config_path
+from siambench.transfer.main import SCRATCH_OVERLAY, build_parser, main, make_plan
 from detectron2.config import get_cfg  # noqa: E402  (transfer.config imported d2compat first)
 
 PIXEL_MEAN = [123.675, 116.280, 103.530]

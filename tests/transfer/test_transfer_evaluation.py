@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from transfer import d2compat  # noqa: F401
+from siambench.transfer import d2compat  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
-from transfer.evaluation import FastCOCOEvaluator, build_evaluator, evaluate_coco, resolve_backend  # noqa: E402
-from transfer.config import get_transfer_cfg  # noqa: E402
+from siambench.transfer.evaluation import FastCOCOEvaluator, build_evaluator, evaluate_coco, resolve_backend  # noqa: E402
+from siambench.transfer.config import get_transfer_cfg  # noqa: E402
 
 SIZE = 64
 CATEGORY_IDS = (1, 3, 7)  # non-contiguous, like COCO's

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from transfer import d2compat  # noqa: F401
+from siambench.transfer import d2compat  # noqa: F401
 from detectron2.structures import BoxMode  # noqa: E402
 
-from pretrain.utils.config import ConfigError, save_config  # noqa: E402
-from transfer import main as transfer_main  # noqa: E402
-from transfer.annotations import sanitize_boxes  # noqa: E402
-from transfer.checkpoint import AtomicCheckpointer, RetainingPeriodicCheckpointer  # noqa: E402
-from transfer.datasets import DatasetLayoutError, validate_annotations  # noqa: E402
-from transfer.main import build_parser, main, make_plan  # noqa: E402
-from transfer.trials import trial_record, write_results  # noqa: E402
+from siambench.pretrain.utils.config import ConfigError, save_config  # noqa: E402
+from siambench.transfer import main as transfer_main  # noqa: E402
+from siambench.transfer.annotations import sanitize_boxes  # noqa: E402
+from siambench.transfer.checkpoint import AtomicCheckpointer, RetainingPeriodicCheckpointer  # noqa: E402
+from siambench.transfer.datasets import DatasetLayoutError, validate_annotations  # noqa: E402
+from siambench.transfer.main import build_parser, main, make_plan  # noqa: E402
+from siambench.transfer.trials import trial_record, write_results  # noqa: E402
 
 
 class _RunsCode:

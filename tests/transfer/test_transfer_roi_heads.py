@@ -8,18 +8,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from transfer import d2compat  # noqa: F401
+from siambench.transfer import d2compat  # noqa: F401
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import ROI_HEADS_REGISTRY, build_model  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
 
-import transfer.roi_heads  # noqa: E402,F401  (registers the head)
-from convert.naming import to_detectron2_name  # noqa: E402
-from pretrain.methods.encoders import build_encoder  # noqa: E402
-from transfer.config import load_task_config, resolve_runtime, task_config_path  # noqa: E402
-from transfer.roi_heads import build_res5_stage  # noqa: E402
-from transfer.trainer import safe_checkpointer  # noqa: E402
+import siambench.transfer.roi_heads  # noqa: E402,F401  (registers the head)
+from siambench.convert.naming import to_detectron2_name  # noqa: E402
+from siambench.pretrain.methods.encoders import build_encoder  # noqa: E402
+from siambench.transfer.config import load_task_config, resolve_runtime, task_config_path  # noqa: E402
+from siambench.transfer.roi_heads import build_res5_stage  # noqa: E402
+from siambench.transfer.trainer import safe_checkpointer  # noqa: E402
 
 
 def _cfg(task: str, *opts: str):
@@ -29,12 +29,12 @@ def _cfg(task: str, *opts: str):
 
 
 def test_registered_under_the_config_name() -> None:
-    assert ROI_HEADS_REGISTRY.get("Res5ROIHeadsExtraNorm") is transfer.roi_heads.Res5ROIHeadsExtraNorm
+    assert ROI_HEADS_REGISTRY.get("Res5ROIHeadsExtraNorm") is siambench.transfer.roi_heads.Res5ROIHeadsExtraNorm
 
 
 def test_task_configs_work_with_stock_detectron2_config_and_builder() -> None:
     # detectron2's own tools use get_cfg() + merge_from_file + build_model: our task configs
-    # hold detectron2 keys only, and importing transfer.roi_heads is all the head needs.
+    # hold detectron2 keys only, and importing siambench.transfer.roi_heads is all the head needs.
     cfg = get_cfg()
     cfg.merge_from_file(str(task_config_path("voc07")))
     cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.NORM = "cpu", "BN"  # one CPU process: no SyncBN group

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from convert.export import convert_checkpoint
-from pretrain.methods.encoders import build_encoder
-from transfer.main import EVAL_RESULTS, main
+from siambench.convert.export import convert_checkpoint
+from siambench.pretrain.methods.encoders import build_encoder
+from siambench.transfer.main import EVAL_RESULTS, main
 
 WIDTH = 8  # stem channels of the tiny encoder (MODEL.WIDTH; torchvision's: 64)
 # The Detectron2 backbone of that encoder (what `siambench convert` records as provenance "detectron2_resnets").

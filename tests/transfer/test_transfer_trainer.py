@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from convert.errors import UnsafeCheckpointError
-from convert.safe_pickle import SafeDetectionCheckpointer
+from siambench.convert.errors import UnsafeCheckpointError
+from siambench.convert.safe_pickle import SafeDetectionCheckpointer
 from detectron2.engine import hooks
-from transfer.evaluation import FastCOCOEvaluator
-from transfer.main import build_parser, make_plan
-from transfer.trainer import TransferTrainer
+from siambench.transfer.evaluation import FastCOCOEvaluator
+from siambench.transfer.main import build_parser, make_plan
+from siambench.transfer.trainer import TransferTrainer
 
 
 class _RunsCode:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.utils.config import save_config
-from transfer.main import build_parser, main, make_plan
-from transfer.trials import TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
+from siambench.pretrain.utils.config import save_config
+from siambench.transfer.main import build_parser, main, make_plan
+from siambench.transfer.trials import TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
 
 # docs/design.md: the fields every transfer results.json has.
 DESIGN_FIELDS = {"task", "label", "weights", "weights_sha256", "config_hash", "seed", "iterations", "norm",
