@@ -10,7 +10,10 @@ from siambench.transfer.main import main
 
 TINY = ["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1",
         "TEST.PRECISE_BN.NUM_ITER", "1", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
-        "MODEL.RPN.POST_NMS_TOPK_TEST", "10"]
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "10",
+        # a narrow R50 (stem 8): a periodic checkpoint of ~2 MB instead of R18-C4's 47 MB (test disk budget)
+        "MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
+        "MODEL.RESNETS.WIDTH_PER_GROUP", "8"]
 
 pytestmark = pytest.mark.slow
 
