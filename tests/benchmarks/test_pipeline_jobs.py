@@ -118,7 +118,10 @@ time.sleep(60)
 class SleepingSteps(SubprocessRunner):
     """Real subprocesses: the data step finishes at once, every other step sleeps (writes its pid)."""
 
-    pids: Path
+    def __init__(self, files: Path) -> None:
+        super().__init__(tail_on_failure=0)
+        self.pids = files  # where the steps write their files
+        files.mkdir()
 
     def command(self, step: Step) -> list[str]:  # type: ignore[override]
         if step.key == "synth":
@@ -138,9 +141,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_ctrl_c_stops_every_running_step(tmp_path: Path) -> None:
     cfg = _pipeline(tmp_path, 2)
-    runner = SleepingSteps(tail_on_failure=0)
-    runner.pids = tmp_path / "pids"
-    runner.pids.mkdir()
+    runner = SleepingSteps(tmp_path / "pids")
 
     def interrupt_when_two_run() -> None:
         deadline = time.time() + 60
@@ -184,9 +185,7 @@ class WritingSteps(SleepingSteps):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="block output counters")
 def test_bytes_written_by_the_steps_are_recorded(tmp_path: Path) -> None:
     cfg = _pipeline(tmp_path, 2)
-    runner = WritingSteps(tail_on_failure=0)
-    runner.pids = tmp_path / "out"
-    runner.pids.mkdir()
+    runner = WritingSteps(tmp_path / "out")
     run_pipeline(cfg, runner, log=lambda *_: None)  # every step but synth "fails" (no outputs): 1 + 2 ran
     state = json.loads((Path(cfg.OUTPUT_DIR) / "pipeline_state.json").read_text())
     ran = sum(s["status"] == "failed" for s in state["steps"].values())
