@@ -220,18 +220,16 @@ class _Scheduler:
         for step in list(self.pending):
             if len(self.running) >= self.jobs:
                 return
-            needs = [self.status.get(d) for d in step.deps]
-            if any(s not in ("done", "skipped", None) for s in needs) or any(
-                    s is None and not self._scheduled(d) for s, d in zip(needs, step.deps)):
-                missing = [d for d, s in zip(step.deps, needs) if s not in ("done", "skipped")]
+            missing = [d for d in step.deps if self.status.get(d) not in ("done", "skipped")]
+            if any(self._scheduled(d) for d in missing):
+                continue  # a step it needs is still pending or running
+            if missing:  # failed, blocked, or not in the plan
                 self.pending.remove(step)
                 self.finished += 1
                 self.status[step.key] = "blocked"
                 self.state.update(step, status="blocked", blocked_by=missing)
                 self.log(f"[{self.finished}/{self.total}] {step.key}: blocked, needs {', '.join(missing)}")
                 continue
-            if None in needs:
-                continue  # a step it needs is still pending or running
             self.pending.remove(step)
             log_path = self.out / "logs" / f"{step.key.replace('/', '.')}.log"
             was = self.state.step(step.key).get("status")
