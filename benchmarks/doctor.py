@@ -177,6 +177,7 @@ def _datasets(required: set[str]) -> list[Check]:
             _imagenet("imagenet" in required)]
     try:
         datasets = importlib.import_module("siambench.transfer.datasets")
+        datasets.register_datasets()
     except Exception as e:
         return rows + [Check("datasets", group, False, f"not checked: detectron2 unavailable ({type(e).__name__})",
                              group in required) for group in DATASET_GROUPS]

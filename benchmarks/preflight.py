@@ -167,8 +167,9 @@ def _as_list(value: Any) -> list[str]:
 
 def _dataset_problems(tasks: dict[str, list[str]]) -> list[str]:
     """detectron2 dataset roots of the transfer tasks (imports detectron2 via transfer.datasets)."""
-    from siambench.transfer.datasets import DatasetLayoutError, check_dataset_root
+    from siambench.transfer.datasets import DatasetLayoutError, check_dataset_root, register_datasets
 
+    register_datasets()
     out, seen = [], set()
     for task, names in tasks.items():
         for name in names:

@@ -10,7 +10,8 @@ applied on top, both logged and recorded in every trial's ``results.json``:
   overridden too, the linear scaling rule (Goyal et al., 2017) scales the lr by
   ``new/old`` batch and stretches the schedule (iterations, steps, warmup, periods) by
   ``old/new`` so the run sees the same number of images. Keys overridden explicitly keep
-  their given values.
+  their given values. detectron2's own rule (``SOLVER.REFERENCE_WORLD_SIZE``) is refused:
+  see :func:`apply_batch_scaling` for why.
 * **Runtime** (:func:`resolve_runtime`): SyncBN needs a process group, so with world
   size 1 (one GPU or CPU) every ``SyncBN``/``naiveSyncBN`` becomes ``SIAMBENCH.WORLD_SIZE_1_NORM``
   (plain BN with batch statistics, fine-tuned; precise BN still runs before testing).
@@ -160,6 +161,17 @@ def _overridden(opts: Sequence[str], key: str) -> bool:
 def apply_batch_scaling(cfg: CfgNode, recipe: CfgNode, opts: Sequence[str]) -> ScalingInfo:
     """Apply the linear scaling rule in place if ``SOLVER.IMS_PER_BATCH`` left the recipe.
 
+    Why not detectron2's ``DefaultTrainer.auto_scale_workers`` (run when
+    ``SOLVER.REFERENCE_WORLD_SIZE`` is set): its arithmetic is the same (lr x k; ``MAX_ITER``,
+    ``STEPS``, ``WARMUP_ITERS``, ``CHECKPOINT_PERIOD``, ``TEST.EVAL_PERIOD`` / k, rounded; a test
+    checks that both give the same config), but its k is the number of GPUs over the
+    reference number: it keeps the per-GPU batch, so the total batch changes with the GPUs.
+    The MoCo/SimSiam protocol fixes the total batch (16) whatever the GPUs, so here k follows
+    an explicit ``SOLVER.IMS_PER_BATCH``, keys given explicitly keep their values, and
+    ``SIAMBENCH.BATCH_SCALING`` can scale the lr alone or nothing. A config that sets
+    ``SOLVER.REFERENCE_WORLD_SIZE`` is refused (:func:`load_task_config`): both rules would
+    apply, and results.json would not record detectron2's.
+
     Args:
         cfg: the merged config (file + overrides), not frozen.
         recipe: the config file and overlays alone (the protocol's batch, lr and schedule).
@@ -235,8 +247,23 @@ def load_task_config(
     opts = [o for o in opts if o != "--"]
     cfg = load_config(recipe, None, opts).clone()
     cfg.defrost()
+    _refuse_unsupported(cfg)
     scaling = apply_batch_scaling(cfg, recipe, opts)
     return cfg, scaling
+
+
+# detectron2 keys that the transfer trainer does not honour: key -> (the value it needs, why).
+_UNSUPPORTED = {
+    "SOLVER.REFERENCE_WORLD_SIZE": (0, "detectron2's auto_scale_workers would change the total batch with the "
+                                       "number of GPUs; the protocol fixes it: set SOLVER.IMS_PER_BATCH instead"),
+    "TEST.EXPECTED_RESULTS": ([], "detectron2's CI check of the results is not run; results.json records them"),
+}
+
+
+def _refuse_unsupported(cfg: CfgNode) -> None:
+    for key, (needed, why) in _UNSUPPORTED.items():
+        if _plain(_get(cfg, key)) != needed:
+            raise ConfigError(f"{key} {_get(cfg, key)!r} is not supported ({why}); leave it at {needed!r}")
 
 
 def _plain(value: Any) -> Any:

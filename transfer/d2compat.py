@@ -1,45 +1,43 @@
-"""The one door through which siambench imports detectron2.
+"""The one door through which siambench imports detectron2, and its only patches of it.
 
 Import this module before any ``detectron2`` import::
 
     from siambench.transfer import d2compat  # noqa: F401  (patches a pure-Python detectron2 first)
     from detectron2.config import get_cfg
 
-On every detectron2 it fixes one behaviour, the same way pretraining's loader does:
-
-* ``detection_utils.read_image`` clips 16-bit greyscale images (Pillow modes
-  ``I;16``/``I``) at 255 when converting them to RGB/BGR (a 0..65535 ramp comes out
-  99.6 % white) -> ``convert_PIL_to_numpy``, which ``read_image`` calls (so the
-  ``DatasetMapper``'s ``utils.read_image`` and every ``from ... import read_image``
-  binding see it), scales them to 8 bits first with
-  :func:`siambench.pretrain.utils.images.to_8bit`. 8-bit images take the original path
-  unchanged; ``format=None`` (raw array) and ``"L"`` (what the mapper uses for
-  semantic-segmentation labels, whose values are class ids, not intensities) keep
-  detectron2's behaviour.
-
-Otherwise, on an official compiled build of detectron2 it changes nothing. On the
-pure-Python v0.6 that ``make setup`` installs where GitHub is unreachable (see
-``transfer/install_d2.py``) it fixes, narrowly and in one place:
+siambench extends detectron2 through its hooks wherever one exists: the data mapper
+(``TransferTrainer.build_train_loader``/``build_test_loader``, :mod:`siambench.transfer.mapper`),
+the evaluators (``build_evaluator``, :mod:`siambench.transfer.evaluation`), the evaluation
+hook's results, the checkpointer. What is left here changes detectron2 modules themselves,
+each because no hook reaches the code concerned, and each only where it is needed
+(:func:`info` lists those applied): on an official compiled build with Pillow < 10 and
+numpy < 1.24, none. The pure-Python v0.6 that ``make setup`` installs where GitHub is
+unreachable (see ``transfer/install_d2.py``) needs all of them:
 
 * ``detectron2._C`` is missing -> a stand-in module whose every op raises
   :class:`CompiledOpsUnavailable` naming the op, so deformable conv, rotated boxes
-  and the C++ COCO evaluator fail with a clear message instead of an ImportError
-  at import time. torchvision supplies nms/ROIAlign, which is all R-CNN needs. Its
-  build-info functions (compiler, CUDA version) answer "none", so detectron2's own
-  ``collect_env_info`` / ``default_setup`` (``tools/train_net.py``) keep working.
-* COCOEvaluator's default C++ fast path -> falls back to pycocotools (logged).
+  and the C++ COCO evaluator (``COCOEvaluator(use_fast_impl=True)``, the default of
+  detectron2's own ``COCOEvaluator``; siambench's evaluator does not use it) fail with a
+  clear message instead of an ImportError at import time. torchvision supplies
+  nms/ROIAlign, which is all R-CNN needs. Its build-info functions (compiler, CUDA version)
+  answer "none", so detectron2's own ``collect_env_info`` / ``default_setup``
+  (``tools/train_net.py``) keep working. Why not a hook: detectron2 modules run
+  ``from detectron2 import _C`` at import time; only a module in ``sys.modules`` answers it.
+  ``torch.ops.detectron2.nms_rotated`` gets the same error (a ``torch.library`` definition).
 * Pillow >= 10 removed ``Image.LINEAR`` (used as a default argument in v0.6) ->
-  alias to ``Image.BILINEAR``, which is what LINEAR always meant.
+  alias to ``Image.BILINEAR``, which is what LINEAR always meant. Why not a hook: default
+  arguments are evaluated when detectron2's modules are imported.
 * numpy >= 1.24 removed ``np.int/np.float/np.str/np.bool`` (used by v0.6 in
   ``data/build.py`` on every training run, the VOC loader/evaluator and masks) ->
   those detectron2 modules alone see a numpy proxy that has the old aliases; numpy
-  itself is not touched.
+  itself is not touched. Why not a hook: the aliases are read inside detectron2's
+  function bodies, through each module's global ``np``.
 * the v0.6 VOC loader crashes on a split file with one line (``np.loadtxt``
-  returns a 0-d array) -> the proxy's ``loadtxt`` returns at least 1-d.
+  returns a 0-d array) -> the proxy's ``loadtxt`` returns at least 1-d. Why not a hook:
+  the call is inside ``load_voc_instances``, which detectron2's builtin VOC names register.
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -51,8 +49,6 @@ from typing import Any
 
 import numpy as _np
 from PIL import Image as _Image
-
-from siambench.pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -150,29 +146,6 @@ _PATCHED: list[str] = []
 _TORCH_LIBRARY: Any = None  # keeps the stand-in torch.ops.detectron2 registration alive
 
 
-def _patch_high_depth_images() -> None:
-    """Make ``detection_utils.read_image`` scale 16-bit greyscale images to 8 bits, not clip them.
-
-    ``read_image`` looks ``convert_PIL_to_numpy`` up in its module at call time, so wrapping
-    that one function covers ``read_image`` however it was imported.
-    """
-    from detectron2.data import detection_utils
-
-    original = detection_utils.convert_PIL_to_numpy
-    if getattr(original, "_siambench", False):
-        return
-
-    @functools.wraps(original)
-    def convert_PIL_to_numpy(image: _Image.Image, format: str | None) -> _np.ndarray:
-        if format not in (None, "L") and image.mode in HIGH_DEPTH_MODES:
-            image = to_8bit(image)  # "L"; the original then converts it to RGB/BGR/YUV as usual
-        return original(image, format)
-
-    convert_PIL_to_numpy._siambench = True  # type: ignore[attr-defined]
-    detection_utils.convert_PIL_to_numpy = convert_PIL_to_numpy
-    _PATCHED.append("read_image scales 16-bit images to 8 bits")
-
-
 def _install_source() -> str:
     try:
         dist = importlib.metadata.distribution("detectron2")
@@ -208,7 +181,6 @@ def _patch() -> None:
 
     import detectron2
 
-    _patch_high_depth_images()
     if detectron2.__version__.startswith("0.6") and not hasattr(_np, "int"):
         proxy = _NumpyWithOldAliases("numpy")
         patched = []
@@ -219,20 +191,6 @@ def _patch() -> None:
             except ModuleNotFoundError as e:  # visualizers need opencv, which we do not require
                 logger.debug("not patching %s: %s", name, e)
         _PATCHED.append("numpy aliases in " + ", ".join(patched))
-
-    if not _COMPILED:
-        from detectron2.evaluation import coco_evaluation
-
-        original_init = coco_evaluation.COCOEvaluator.__init__
-        if not getattr(original_init, "_siambench", False):
-            def __init__(self, *args: Any, use_fast_impl: bool = True, **kwargs: Any) -> None:
-                if use_fast_impl:
-                    logger.info("detectron2 has no compiled ops: COCOEvaluator uses pycocotools")
-                original_init(self, *args, use_fast_impl=False, **kwargs)
-
-            __init__._siambench = True  # type: ignore[attr-defined]
-            coco_evaluation.COCOEvaluator.__init__ = __init__
-            _PATCHED.append("COCOEvaluator.use_fast_impl=False")
 
 
 def has_compiled_ops() -> bool:

@@ -1,7 +1,10 @@
 """Detectron2 dataset names for the synthetic data, and checks of every dataset root.
 
-Importing this module registers the built-in synthetic dataset under its own names
-(real VOC/COCO keep detectron2's builtin names and ``$DETECTRON2_DATASETS``):
+:func:`register_datasets` registers the built-in synthetic dataset under its own names
+(real VOC/COCO keep detectron2's builtin names and ``$DETECTRON2_DATASETS``). Entry points
+call it in every process that looks a name up (``siambench transfer`` in each of detectron2's
+``launch`` workers too, ``siambench doctor``, the pipeline's preflight); importing this module
+registers nothing:
 
 =========================  ===============================================
 ``synth_voc_2007_trainval`` ``ROOT/VOC2007``, split ``trainval`` (VOC eval)
@@ -12,7 +15,7 @@ Importing this module registers the built-in synthetic dataset under its own nam
 =========================  ===============================================
 
 ``ROOT`` is resolved each time data is loaded (see :func:`synth_root`), so tests and
-pipelines can point ``$SIAMBENCH_SYNTH`` at a fresh dataset after import.
+pipelines can point ``$SIAMBENCH_SYNTH`` at a fresh dataset after registration.
 
 Before training, :func:`check_datasets` turns a missing or malformed root into a
 :class:`DatasetLayoutError` that names the expected layout and how to fix it, instead
@@ -41,7 +44,7 @@ from .annotations import coco_problems, sanitize_boxes, voc_problems
 
 __all__ = [
     "SYNTH_CLASSES", "SYNTH_VOC", "SYNTH_COCO", "BUILTIN_CHECKED", "DatasetLayoutError",
-    "synth_root", "register_synth_datasets", "check_dataset_root", "check_datasets",
+    "synth_root", "register_datasets", "register_synth_datasets", "check_dataset_root", "check_datasets",
     "wrap_builtin_loaders", "dataset_status", "validate_annotations",
 ]
 
@@ -146,7 +149,7 @@ def _diagnosing(name: str, load: Callable[[], list[dict[str, Any]]]) -> Callable
 
 
 def register_synth_datasets() -> None:
-    """Register the ``synth_*`` names (idempotent; run at import)."""
+    """Register the ``synth_*`` names (idempotent; part of :func:`register_datasets`)."""
     for name in (*SYNTH_VOC, *SYNTH_COCO):
         if name in DatasetCatalog:
             continue
@@ -285,6 +288,7 @@ def wrap_builtin_loaders() -> None:
     """Make detectron2's builtin VOC/COCO loaders name a corrupt annotation file.
 
     The names, paths and loader functions stay detectron2's own; only the error changes.
+    Idempotent; part of :func:`register_datasets`.
     """
     for name in BUILTIN_CHECKED:
         if name in DatasetCatalog:
@@ -308,5 +312,10 @@ def dataset_status(names: Iterable[str] | None = None) -> list[tuple[str, str, s
     return rows
 
 
-register_synth_datasets()
-wrap_builtin_loaders()
+def register_datasets() -> None:
+    """Register the ``synth_*`` names and make the builtin VOC/COCO loaders name a corrupt file.
+
+    Idempotent: call it in every process before a dataset name is looked up.
+    """
+    register_synth_datasets()
+    wrap_builtin_loaders()

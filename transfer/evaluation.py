@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import io
 import itertools
-import json
 import logging
 import os
 from typing import Any, Sequence
@@ -26,7 +25,6 @@ from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
-from siambench.pretrain.utils.io import atomic_write_text
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
@@ -108,32 +106,51 @@ def evaluate_coco(
     return coco_eval
 
 
+class _DropNoAnnotationsNote(logging.Filter):
+    """Drops detectron2's "Annotations are not available" line while its scoring is switched off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Annotations are not available")
+
+
+_NO_ANNOTATIONS_NOTE = _DropNoAnnotationsNote()
+
+
 class FastCOCOEvaluator(COCOEvaluator):
     """detectron2's ``COCOEvaluator`` with AP computed by :func:`evaluate_coco`.
 
     Everything else (prediction gathering across ranks, the COCO-format conversion of
     non-COCO datasets, the dumped ``coco_instances_results.json``, per-category AP and
-    the metric names) is detectron2's.
+    the metric names) is detectron2's. ``use_fast_impl`` is off: detectron2 never scores.
     """
 
     def __init__(self, dataset_name: str, *, backend: str = "auto", output_dir: str | None = None,
                  distributed: bool = True, **kwargs: Any) -> None:
-        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, **kwargs)
+        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, use_fast_impl=False, **kwargs)
         self._backend = resolve_backend(backend)
 
     def _eval_predictions(self, predictions: list[dict], img_ids: Sequence[int] | None = None) -> None:
-        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
-        tasks = self._tasks or self._tasks_from_predictions(coco_results)
-        if hasattr(self._metadata, "thing_dataset_id_to_contiguous_id"):  # contiguous -> dataset ids
-            to_dataset_id = {v: k for k, v in self._metadata.thing_dataset_id_to_contiguous_id.items()}
-            for result in coco_results:
-                result["category_id"] = to_dataset_id[result["category_id"]]
-        if self._output_dir:
-            atomic_write_text(os.path.join(self._output_dir, "coco_instances_results.json"), json.dumps(coco_results))
-        if not self._do_evaluation:
+        """detectron2's preparation, then the AP of :func:`evaluate_coco`.
+
+        Why this private method is overridden: detectron2 (v0.6 and its main branch) prepares the
+        results (dataset category ids, the results file) and scores them in this one method, with
+        the COCOeval class chosen inside its module function ``_evaluate_predictions_on_coco``; no
+        hook selects another AP backend. So detectron2's method runs with its scoring switched off
+        (``_do_evaluation``, which it sets when the dataset has annotations); it rewrites the
+        ``instances`` of ``predictions`` in place to dataset category ids, which this method scores.
+        """
+        have_annotations, self._do_evaluation = self._do_evaluation, False
+        self._logger.addFilter(_NO_ANNOTATIONS_NOTE)
+        try:
+            super()._eval_predictions(predictions, img_ids)
+        finally:
+            self._do_evaluation = have_annotations
+            self._logger.removeFilter(_NO_ANNOTATIONS_NOTE)
+        if not have_annotations:
             self._logger.info("Annotations are not available for evaluation.")
             return
-        for task in sorted(tasks):
+        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        for task in sorted(self._tasks or self._tasks_from_predictions(coco_results)):
             coco_eval = (
                 evaluate_coco(self._coco_api.dataset, coco_results, task, self._backend,
                               self._max_dets_per_image, img_ids)

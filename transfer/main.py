@@ -215,10 +215,7 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
     try:
         trainer = TransferTrainer(cfg)
         trainer.resume_or_load(resume=True)  # last readable checkpoint if any, else MODEL.WEIGHTS (or random init)
-        trainer.train()
-        # Set by DefaultTrainer's EvalHook, which evaluates after the last iteration (also when
-        # a resumed run had already finished training).
-        results = getattr(trainer, "_last_eval_results", None)
+        results = trainer.train()  # the evaluation after the last iteration (also of a finished resumed run)
         record = None
         if comm.is_main_process():
             if not results:
@@ -263,6 +260,7 @@ def _summary(record: dict[str, Any]) -> str:
 
 def run(plan: TrialPlan) -> list[dict[str, Any]]:
     """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
+    datasets.register_datasets()  # launch's workers are fresh processes
     if comm.is_main_process():
         lock_dir(plan.output_dir)  # one process per OUTPUT_DIR (held until this process ends)
         sweep_temp_files(plan.output_dir)
@@ -279,6 +277,7 @@ def run(plan: TrialPlan) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    datasets.register_datasets()
     try:
         plan = make_plan(args)
         if args.dry_run:

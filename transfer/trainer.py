@@ -1,4 +1,11 @@
-"""detectron2's ``DefaultTrainer`` with siambench's evaluators, safe weight loading and safe checkpoints.
+"""detectron2's ``DefaultTrainer`` extended through its hooks: siambench's data mapper and
+evaluators, the evaluation results kept, safe weight loading and safe checkpoints.
+
+* ``build_train_loader``/``build_test_loader``: detectron2's loaders with
+  :class:`siambench.transfer.mapper.TransferDatasetMapper` (16-bit images scaled, not clipped).
+* ``build_evaluator``: :func:`siambench.transfer.evaluation.build_evaluator`.
+* The evaluation hook keeps what ``test`` returned in :attr:`TransferTrainer.eval_results`, and
+  :meth:`TransferTrainer.train` returns it.
 
 Checkpoints go through :class:`siambench.transfer.checkpoint.AtomicCheckpointer` (restricted ``.pkl``
 unpickler, atomic writes, resume that skips a damaged file) and
@@ -14,12 +21,14 @@ import torch
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluator
 
 from . import roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm, named by our configs)
 from .checkpoint import AtomicCheckpointer, RetainingPeriodicCheckpointer
 from .evaluation import build_evaluator
+from .mapper import TransferDatasetMapper
 
 __all__ = ["TransferTrainer", "safe_checkpointer", "load_model_for_eval"]
 
@@ -31,7 +40,17 @@ def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointab
 
 
 class TransferTrainer(DefaultTrainer):
-    """``DefaultTrainer`` + :func:`siambench.transfer.evaluation.build_evaluator` + safe ``.pkl`` loading."""
+    """``DefaultTrainer`` + siambench's mapper and evaluators + kept results + safe ``.pkl`` loading."""
+
+    eval_results: dict[str, Any] | None = None  # what the last evaluation returned ({} on ranks > 0)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
+        return build_detection_train_loader(cfg, mapper=TransferDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
+        return build_detection_test_loader(cfg, dataset_name, mapper=TransferDatasetMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None) -> DatasetEvaluator:
@@ -48,7 +67,22 @@ class TransferTrainer(DefaultTrainer):
         keep = self.cfg.get("SIAMBENCH", {}).get("KEEP_CHECKPOINTS", 0) or None  # 0: keep all
         keep_final = bool(self.cfg.get("SIAMBENCH", {}).get("KEEP_FINAL_MODEL", True))
         return [RetainingPeriodicCheckpointer(h.checkpointer, h.period, max_to_keep=keep, keep_final=keep_final)
-                if type(h) is hooks.PeriodicCheckpointer else h for h in built]
+                if type(h) is hooks.PeriodicCheckpointer
+                else hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_keep_results)
+                if type(h) is hooks.EvalHook else h for h in built]
+
+    def _test_and_keep_results(self) -> dict[str, Any]:
+        """The evaluation ``DefaultTrainer``'s hook runs (``test`` of the trained model), its result kept
+        in :attr:`eval_results` (the stock hook keeps it in a private attribute)."""
+        self.eval_results = self.test(self.cfg, self.model)
+        return self.eval_results
+
+    def train(self) -> dict[str, Any] | None:
+        """Train with detectron2's loop and hooks; return the results of the evaluation after the last
+        iteration (also run when a resumed trial had finished training), or None if nothing was
+        evaluated (``DefaultTrainer.train`` returns them only when ``TEST.EXPECTED_RESULTS`` is set)."""
+        super().train()
+        return self.eval_results
 
 
 def load_model_for_eval(cfg: CfgNode, weights: str) -> torch.nn.Module:

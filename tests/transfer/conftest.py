@@ -14,3 +14,11 @@ def synth_copy(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     shutil.copytree(synth_root, root)
     monkeypatch.setenv("SIAMBENCH_SYNTH", str(root))
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _registered_datasets() -> None:
+    """The ``synth_*`` names, registered as siambench's entry points do (importing registers nothing)."""
+    from siambench.transfer.datasets import register_datasets
+
+    register_datasets()
