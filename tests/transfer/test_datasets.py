@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -138,3 +141,34 @@ def test_registration_is_idempotent() -> None:
     before = DatasetCatalog.list()
     datasets.register_synth_datasets()
     assert DatasetCatalog.list() == before
+
+
+FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from siambench.transfer import d2compat, datasets, main
+from siambench.transfer.config import get_transfer_cfg
+from detectron2.data import DatasetCatalog
+
+names = [*datasets.SYNTH_VOC, *datasets.SYNTH_COCO]
+assert not any(n in DatasetCatalog for n in names), "importing registered names"
+assert not getattr(DatasetCatalog["voc_2007_test"], "_siambench_diagnosing", False)
+seen = []
+main._evaluate = lambda plan: seen.append([n in DatasetCatalog for n in names])  # what a launch worker runs
+main.run(SimpleNamespace(output_dir=Path(sys.argv[1]), eval_only=True, describe=str, cfg=get_transfer_cfg()))
+assert seen == [[True] * len(names)], seen
+assert DatasetCatalog["voc_2007_test"]._siambench_diagnosing  # builtin loaders name a corrupt file
+before = DatasetCatalog.list()
+datasets.register_datasets()
+assert DatasetCatalog.list() == before
+print("ok")
+"""
+
+
+def test_registration_happens_in_the_entry_point_not_at_import(tmp_path: Path) -> None:
+    """A fresh process (as each of detectron2's launch workers is) has the names once ``run`` starts."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), *sys.path])}
+    run = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "out")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.splitlines()[-1] == "ok", run.stderr[-3000:]

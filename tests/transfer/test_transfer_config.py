@@ -207,3 +207,29 @@ def test_dry_run_of_a_multi_gpu_plan_works_without_gpus(weights: Path, capsys: p
     out = capsys.readouterr().out
     assert "processes: 16 (2 machine(s) x 8 GPU(s))" in out and "batch: 16 images total, 1 per process" in out
     assert "norm: naiveSyncBN" in out and "dry run planned for GPUs" in out
+
+
+@pytest.mark.parametrize("ims", [8, 4, 32])
+def test_batch_scaling_agrees_with_detectron2s_auto_scale_workers(ims: int) -> None:
+    """Same arithmetic as detectron2's rule: 16 images on 8 GPUs run on 8 * ims / 16 GPUs."""
+    from detectron2.engine import DefaultTrainer
+
+    reference, _ = load_task_config(task_config_path("voc07"))
+    reference.SOLVER.REFERENCE_WORLD_SIZE = 8
+    d2 = DefaultTrainer.auto_scale_workers(reference, 8 * ims // 16)
+    ours, scaling = load_task_config(task_config_path("voc07"), ["SOLVER.IMS_PER_BATCH", str(ims)])
+    assert scaling.lr_scaled and d2.SOLVER.IMS_PER_BATCH == ims
+    for key in ("SOLVER.MAX_ITER", "SOLVER.WARMUP_ITERS", "SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD"):
+        section, name = key.split(".")
+        assert ours[section][name] == d2[section][name], key
+    assert tuple(ours.SOLVER.STEPS) == tuple(d2.SOLVER.STEPS)
+    assert ours.SOLVER.BASE_LR == pytest.approx(d2.SOLVER.BASE_LR, rel=1e-12)
+
+
+@pytest.mark.parametrize("override", [["SOLVER.REFERENCE_WORLD_SIZE", "8"],
+                                      ["TEST.EXPECTED_RESULTS", "[['bbox', 'AP', 50.0, 1.0]]"]])
+def test_detectron2_keys_the_trainer_does_not_honour_are_refused(weights: Path, override: list[str],
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    assert main(["--task", "voc07", "--weights", str(weights), *override]) == 2
+    err = capsys.readouterr().err
+    assert f"{override[0]} " in err and "is not supported" in err and len(err.strip().splitlines()) == 1

@@ -133,3 +133,41 @@ def test_fast_evaluator_equals_detectron2_official(tmp_path: Path) -> None:
         for key, value in official[task].items():
             assert fast[task][key] == pytest.approx(value, abs=1e-2, nan_ok=True), (task, key)  # AP in %
     assert (tmp_path / "inference" / "coco_instances_results.json").is_file()
+
+
+def test_detectron2s_coco_evaluator_is_not_patched() -> None:
+    assert COCOEvaluator.__init__.__module__ == "detectron2.evaluation.coco_evaluation"
+    assert not any("COCOEvaluator" in p for p in d2compat.info()["patches"])
+
+
+def test_fast_evaluator_scores_what_detectron2_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from siambench.transfer import evaluation
+
+    gt, dets = synthetic_coco(seed=2, num_images=6)
+    name = _register(tmp_path, gt)
+    scored = []
+
+    def spy(gt_dataset, results, iou_type, *args):
+        scored.append((iou_type, sorted({r["category_id"] for r in results})))
+        return evaluate_coco(gt_dataset, results, iou_type, *args)
+
+    monkeypatch.setattr(evaluation, "evaluate_coco", spy)
+    with caplog.at_level("INFO"):
+        results = _run(FastCOCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(tmp_path)), dets)
+    assert scored == [("bbox", sorted({d["category_id"] for d in dets}))]  # dataset ids (1, 3, 7), not 0..2
+    assert 0 < results["bbox"]["AP"] < 100 and f"AP-class{CATEGORY_IDS[0]}" in results["bbox"]
+    assert not any("not available" in r.getMessage() for r in caplog.records)
+    written = json.loads((tmp_path / "coco_instances_results.json").read_text())
+    assert {r["category_id"] for r in written} <= set(CATEGORY_IDS) and len(written) == len(dets)
+
+
+def test_fast_evaluator_without_annotations_writes_results_only(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    gt, dets = synthetic_coco(seed=3, num_images=4)
+    name = _register(tmp_path, {k: v for k, v in gt.items() if k != "annotations"})  # e.g. COCO test-dev
+    evaluator = FastCOCOEvaluator(name, tasks=("bbox",), distributed=False, output_dir=str(tmp_path))
+    with caplog.at_level("INFO"):
+        assert _run(evaluator, dets) == {}
+    assert any("Annotations are not available" in r.getMessage() for r in caplog.records)
+    assert len(json.loads((tmp_path / "coco_instances_results.json").read_text())) == len(dets)

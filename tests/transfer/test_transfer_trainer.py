@@ -9,9 +9,10 @@ import pytest
 
 from siambench.convert.errors import UnsafeCheckpointError
 from siambench.convert.safe_pickle import SafeDetectionCheckpointer
-from detectron2.engine import hooks
+from detectron2.engine import DefaultTrainer, hooks
 from siambench.transfer.evaluation import FastCOCOEvaluator
 from siambench.transfer.main import build_parser, make_plan
+from siambench.transfer.checkpoint import RetainingPeriodicCheckpointer
 from siambench.transfer.trainer import TransferTrainer
 
 
@@ -38,3 +39,26 @@ def test_crafted_pkl_is_refused_before_running_code(synth_root: Path, tmp_path: 
         trainer.resume_or_load(resume=True)
     evaluator = TransferTrainer.build_evaluator(trainer.cfg, "synth_coco_val")
     assert isinstance(evaluator, FastCOCOEvaluator)
+
+
+def test_train_returns_what_the_evaluation_hook_computed(synth_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args([
+        "--task", "synth_voc07", "--weights", "scratch", "OUTPUT_DIR", str(tmp_path / "out"),
+        "SOLVER.MAX_ITER", "1", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "0", "DATALOADER.NUM_WORKERS", "0",
+        "TEST.PRECISE_BN.ENABLED", "False", "INPUT.MIN_SIZE_TRAIN", "(64,)", "SIAMBENCH.KEEP_FINAL_MODEL", "False"])
+    cfg = make_plan(args, cuda_available=False).trial_cfg(0)
+    tested = []
+
+    def test(cls, cfg, model):  # stands in for inference on the test set
+        tested.append(model)
+        return {"bbox": {"AP": 12.5, "AP50": 25.0}}
+
+    monkeypatch.setattr(TransferTrainer, "test", classmethod(test))
+    trainer = TransferTrainer(cfg)
+    stock = [type(h) for h in DefaultTrainer(cfg)._hooks]
+    assert [type(h) for h in trainer._hooks] == [RetainingPeriodicCheckpointer if t is hooks.PeriodicCheckpointer
+                                                 else t for t in stock]  # same hooks, same order
+    trainer.resume_or_load(resume=False)
+    assert trainer.train() == {"bbox": {"AP": 12.5, "AP50": 25.0}} == trainer.eval_results
+    assert tested == [trainer.model]  # once, after the last iteration
