@@ -1,9 +1,9 @@
-"""Decoding rules shared by pretraining's loader and detectron2's ``read_image``.
+"""Decoding rules shared by pretraining's loader and the transfer trainer's data mapper.
 
 16-bit greyscale images (PNG/TIFF, which Pillow decodes as ``I;16``/``I``) hold
 0..65535; ``Image.convert("RGB")`` clips them at 255, so a 0..65535 ramp comes out
-99.6 % white. :func:`to_8bit` scales them instead. numpy and Pillow only: this module
-is imported by ``transfer/d2compat.py`` and must stay light.
+99.6 % white. :func:`to_8bit` scales them instead. numpy and Pillow only: imported by
+pretraining's loader (``pretrain/data/folder.py``) and ``transfer/mapper.py``.
 """
 from __future__ import annotations
 
