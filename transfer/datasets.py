@@ -195,7 +195,8 @@ def check_dataset_root(name: str) -> Path:
     if name not in DatasetCatalog:
         raise DatasetLayoutError(
             f"dataset {name!r} is not registered in detectron2. Known: synthetic "
-            f"{', '.join([*SYNTH_VOC, *SYNTH_COCO])}; real e.g. {', '.join(BUILTIN_CHECKED)}")
+            f"{', '.join([*SYNTH_VOC, *SYNTH_COCO])} (registered by siambench.transfer.datasets.register_datasets(), "
+            f"which siambench's commands call); real e.g. {', '.join(BUILTIN_CHECKED)}")
     meta = MetadataCatalog.get(name)
     synthetic = name in SYNTH_VOC or name in SYNTH_COCO
     if meta.get("dirname") is not None:

@@ -18,7 +18,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from siambench.transfer import datasets  # noqa: E402,F401  (registers synth_* names)
+from siambench.transfer import datasets  # noqa: E402  (SYNTH_CLASSES; conftest registers the names)
 
 
 def test_info_reports_the_detectron2_in_use() -> None:
