@@ -10,9 +10,10 @@ siambench extends detectron2 through its hooks wherever one exists: the data map
 the evaluators (``build_evaluator``, :mod:`siambench.transfer.evaluation`), the evaluation
 hook's results, the checkpointer. What is left here changes detectron2 modules themselves,
 each because no hook reaches the code concerned, and each only where it is needed
-(:func:`info` lists those applied): on an official compiled build with Pillow < 10 and
-numpy < 1.24, none. The pure-Python v0.6 that ``make setup`` installs where GitHub is
-unreachable (see ``transfer/install_d2.py``) needs all of them:
+(:func:`info` lists those applied): the pure-Python v0.6 that ``make setup`` installs
+where GitHub is unreachable (see ``transfer/install_d2.py``) needs the first, any v0.6
+with Pillow >= 10 or numpy >= 1.24 the others; an official compiled build with older
+Pillow and numpy needs none:
 
 * ``detectron2._C`` is missing -> a stand-in module whose every op raises
   :class:`CompiledOpsUnavailable` naming the op, so deformable conv, rotated boxes
