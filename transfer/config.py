@@ -252,7 +252,9 @@ def load_task_config(
     return cfg, scaling
 
 
-# detectron2 keys that the transfer trainer does not honour: key -> (the value it needs, why).
+# detectron2 keys that the transfer trainer does not honour: key -> (the value it needs, why). EXPECTED_RESULTS:
+# DefaultTrainer.train checks it against the private attribute that the stock evaluation hook sets, and
+# TransferTrainer's hook keeps the results in TransferTrainer.eval_results instead.
 _UNSUPPORTED = {
     "SOLVER.REFERENCE_WORLD_SIZE": (0, "detectron2's auto_scale_workers would change the total batch with the "
                                        "number of GPUs; the protocol fixes it: set SOLVER.IMS_PER_BATCH instead"),
