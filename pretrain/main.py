@@ -175,20 +175,6 @@ def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
                        train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    cfg = load_config(get_cfg(), args.config_file, args.opts)
-    if args.strict_data:
-        cfg.defrost()
-        cfg.DATA.STRICT = True
-        cfg.freeze()
-    info = init_distributed_mode(device=cfg.MODEL.DEVICE)
-    try:
-        return train(cfg, info, args.resume)
-    finally:
-        cleanup()
-
-
 def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradScaler, batch_aug: nn.Module | None,
                   steps_per_epoch: int) -> TrainContext:
     """The engine's ``TrainContext`` for ``cfg`` (schedule, AMP, collapse monitor, print period)."""
@@ -201,35 +187,6 @@ def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradSc
         collapse=CollapseMonitor.from_config(cfg, dim=bare.monitor_dim), print_freq=cfg.TRAIN.PRINT_FREQ,
         max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH, total_steps=s.EPOCHS * steps_per_epoch,
     )
-
-
-def resume_from(path: Path, bare: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainContext, targets) -> int:
-    """Restore weights, optimizer, scaler, RNG, monitor, hypothesis and method state; return the epochs done."""
-    state = ckpt_io.load_checkpoint(path)
-    ckpt_io.load_official_state_dict(bare, state["state_dict"])
-    ckpt_io.load_optimizer_state(optimizer, state["optimizer"])  # ours, or an official SimSiam one
-    if state.get("scaler") and ctx.scaler is not None:
-        ctx.scaler.load_state_dict(state["scaler"])
-    if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
-        ckpt_io.set_rng_state(state["rng"])
-        ctx.collapse.load_state_dict(state["monitor"]["collapse"])
-        ctx.global_step = int(state["monitor"]["global_step"])
-    else:
-        logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact", path)
-    if targets is not None and "hypothesis" in state:
-        targets.load_state_dict(state["hypothesis"])
-    bare.load_extra_state(state.get("method", {}))
-    logger.info("resumed from %s (epoch %d done)", path, int(state["epoch"]))
-    return int(state["epoch"])
-
-
-def _extra_state(ctx: TrainContext, bare: nn.Module, targets) -> dict:
-    """What a checkpoint holds besides weights and optimizer, for a bit-exact resume."""
-    state = {"monitor": {"collapse": ctx.collapse.state_dict(), "global_step": ctx.global_step},
-             "method": bare.extra_state()}
-    if targets is not None:
-        state["hypothesis"] = targets.state_dict()
-    return state
 
 
 @dataclasses.dataclass
@@ -265,11 +222,39 @@ class Pretraining:
             record["knn_top1"] = run_knn_monitor(cfg, self.bare, info)
         return record
 
+    def extra_state(self) -> dict:
+        """What a checkpoint holds besides weights and optimizer, for a bit-exact resume."""
+        state = {"monitor": {"collapse": self.ctx.collapse.state_dict(), "global_step": self.ctx.global_step},
+                 "method": self.bare.extra_state()}
+        if self.targets is not None:
+            state["hypothesis"] = self.targets.state_dict()
+        return state
+
     def save(self, epoch: int, name: str | None = None) -> None:
         """Check the weights are finite, then write the checkpoint of ``epoch`` epochs done."""
         check_finite(self.bare, epoch - 1)  # a NaN never reaches a checkpoint
         ckpt_io.save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.bare, self.optimizer, self.ctx.scaler, self.cfg,
-                                _extra_state(self.ctx, self.bare, self.targets), name=name)
+                                self.extra_state(), name=name)
+
+    def resume_from(self, path: Path) -> int:
+        """Restore weights, optimizer, scaler, RNG, monitor, hypothesis and method state; return the epochs done."""
+        state, ctx = ckpt_io.load_checkpoint(path), self.ctx
+        ckpt_io.load_official_state_dict(self.bare, state["state_dict"])
+        ckpt_io.load_optimizer_state(self.optimizer, state["optimizer"])  # ours, or an official SimSiam one
+        if state.get("scaler") and ctx.scaler is not None:
+            ctx.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
+            ckpt_io.set_rng_state(state["rng"])
+            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+            ctx.global_step = int(state["monitor"]["global_step"])
+        else:
+            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact",
+                           path)
+        if self.targets is not None and "hypothesis" in state:
+            self.targets.load_state_dict(state["hypothesis"])
+        self.bare.load_extra_state(state.get("method", {}))
+        logger.info("resumed from %s (epoch %d done)", path, int(state["epoch"]))
+        return int(state["epoch"])
 
 
 def build(cfg, info: DistInfo) -> Pretraining:
@@ -308,7 +293,7 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     out, epochs = Path(cfg.OUTPUT_DIR), cfg.SOLVER.EPOCHS
     run = build(cfg, info)
     path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None
-    start_epoch = resume_from(path, run.bare, run.optimizer, run.ctx, run.targets) if path is not None else 0
+    start_epoch = run.resume_from(path) if path is not None else 0
     if info.is_main:
         JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch)  # drop records of epochs to redo
     barrier()
@@ -331,3 +316,17 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
         logger.info("done: %s", out / "model_final.pth")
     barrier()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(get_cfg(), args.config_file, args.opts)
+    if args.strict_data:
+        cfg.defrost()
+        cfg.DATA.STRICT = True
+        cfg.freeze()
+    info = init_distributed_mode(device=cfg.MODEL.DEVICE)
+    try:
+        return train(cfg, info, args.resume)
+    finally:
+        cleanup()
