@@ -7,6 +7,7 @@ meters when they print. ``DeviceStepStats`` does the same: each step adds its sc
 to a small tensor on the device (no sync), and ``flush`` reads the sums of the period
 in one ``tolist()`` -- at the steps where ``MetricLogger.log_every`` prints, so the
 console shows current numbers -- feeds the meters, and checks that the loss is finite.
+Every engine uses it: pretraining (loss, z_std), supervised and linear evaluation (loss, accuracy).
 
 A non-finite loss is therefore detected at the end of its print period (not at its
 own step); since checkpoints are written only after an epoch returns, and the last
