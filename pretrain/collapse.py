@@ -17,7 +17,7 @@ from .config import get_cfg
 
 __all__ = ["CollapseDetected", "CollapseMonitor"]
 
-logger = logging.getLogger("siambench.pretrain.monitors")
+logger = logging.getLogger(__name__)
 
 
 class CollapseDetected(RuntimeError):
