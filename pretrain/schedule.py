@@ -44,7 +44,7 @@ def lr_at(init_lr: float, epoch: float, epochs: int, schedule: str = "cosine", w
     ``cosine``: ``cosine_lr`` (warmup, then cosine); ``step``: the same warmup, then x0.1
     every ``step_size`` epochs (torchvision's recipe); ``constant``: ``init_lr``.
     """
-    if schedule == "cosine" or schedule == "step" and epoch < warmup_epochs:
+    if schedule == "cosine" or (schedule == "step" and epoch < warmup_epochs):
         return cosine_lr(init_lr, epoch, epochs, warmup_epochs, start_lr, final_lr)
     if schedule == "step":
         return init_lr * 0.1 ** (int(epoch) // step_size)
