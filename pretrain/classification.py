@@ -1,4 +1,4 @@
-"""Classification plumbing shared by ``lincls``, ``knn``, ``supervised`` and the kNN monitor.
+"""Classification plumbing shared by ``lincls``, ``knn`` and ``supervised``.
 
 ImageFolder train/eval loaders (sharded per rank), torchvision ResNet backbones and the
 loading of a pretrained encoder into one (any checkpoint format ``siambench.convert``
