@@ -24,6 +24,7 @@ import torch
 
 from siambench.pretrain.monitors import CollapseMonitor, z_std
 from siambench.pretrain.utils.logger import JSONLinesWriter, MetricLogger
+from siambench.pretrain.utils.step_stats import DeviceStepStats, is_print_step
 
 
 def per_step_sync(z: torch.Tensor, loss: torch.Tensor, steps: int, jsonl: JSONLinesWriter, print_freq: int) -> None:
@@ -39,23 +40,18 @@ def per_step_sync(z: torch.Tensor, loss: torch.Tensor, steps: int, jsonl: JSONLi
 
 
 def per_period_sync(z: torch.Tensor, loss: torch.Tensor, steps: int, jsonl: JSONLinesWriter, print_freq: int) -> None:
-    """Today's engine: accumulate on the device, read once every ``print_freq`` steps."""
+    """Today's engine: accumulate on the device (``DeviceStepStats``), read once every ``print_freq`` steps."""
     meters, collapse = MetricLogger(), CollapseMonitor(z.shape[1])
-    period, first = torch.zeros(2, device=z.device), 0
+    stats = DeviceStepStats(("loss", "z_std"), z.device)
     for i in range(steps):
-        period += torch.stack([loss.detach(), z_std(z)])
-        if i % print_freq == 0 or i + 1 == steps:
-            n = i + 1 - first
-            loss_value, std = (period / n).tolist()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError
-            for name, value in (("loss", loss_value), ("z_std", std), ("lr", 0.1)):
-                meters.meters[name].update(value, n)
-            jsonl.write({"type": "step", "epoch": 0, "step": i, "steps": n, "loss": loss_value, "lr": 0.1,
-                         "z_std": std})
-            collapse.update(std, i, steps=n)
-            period.zero_()
-            first = i + 1
+        stats.add(loss, z_std(z))
+        if is_print_step(i, print_freq, steps):
+            n = stats.pending
+            means = stats.flush(meters, "bench")
+            meters.meters["lr"].update(0.1, n)
+            jsonl.write({"type": "step", "epoch": 0, "step": i, "steps": n, "loss": means["loss"], "lr": 0.1,
+                         "z_std": means["z_std"]})
+            collapse.update(means["z_std"], i, steps=n)
 
 
 def std_only(z: torch.Tensor, loss: torch.Tensor, steps: int, jsonl: JSONLinesWriter, print_freq: int) -> None:

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from siambench.pretrain.collapse import CollapseMonitor
+
 from . import reference
 from .results import RunResults, is_synthetic_task
 from .stats import TestResult, one_sample, welch
@@ -107,20 +109,16 @@ def _pretrain_info(run_dir: Path) -> _Pretrain | None:
     metrics = run_dir / "metrics.jsonl"
     if not cfg and not metrics.is_file():
         return None
-    model, monitor = cfg.get("MODEL") or {}, cfg.get("MONITOR") or {}
-    info = _Pretrain(stop_grad=model.get("STOP_GRAD", True) is not False, dim=int(model.get("DIM", 2048)))
-    info.limit = float(monitor.get("COLLAPSE_THRESHOLD", 0.1)) / math.sqrt(info.dim)
-    patience = int(monitor.get("COLLAPSE_PATIENCE", 20))
+    monitor = CollapseMonitor.from_config(cfg)  # the training monitor's rule, replayed over the step records
+    info = _Pretrain(stop_grad=(cfg.get("MODEL") or {}).get("STOP_GRAD", True) is not False,
+                     dim=monitor.dim, limit=monitor.limit)
     steps = read_metrics(metrics)[0] if metrics.is_file() else []
     stds = [r["z_std"] for r in steps if isinstance(r.get("z_std"), (int, float)) and math.isfinite(r["z_std"])]
     losses = [r["loss"] for r in steps if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
     if stds:
         tail = stds[-max(1, len(stds) // 10):]
         info.final_std = statistics.fmean(tail)
-        low = 0
-        for s in stds:  # the CollapseMonitor rule (pretrain/monitors.py)
-            low = low + 1 if s < info.limit else 0
-            info.fired = info.fired or low >= patience
+        info.fired = monitor.replay(steps)
     if losses:
         info.final_loss = statistics.fmean(losses[-max(1, len(losses) // 10):])
     log = run_dir / "log.txt"

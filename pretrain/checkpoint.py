@@ -38,7 +38,6 @@ __all__ = [
     "checkpoint_name",
     "official_state_dict",
     "load_official_state_dict",
-    "encoder_state_dict",
     "get_rng_state",
     "set_rng_state",
     "save_checkpoint",
@@ -78,19 +77,6 @@ def load_official_state_dict(model: nn.Module, state_dict: dict[str, torch.Tenso
         raise CheckpointError("the checkpoint does not fit this model (another MODEL.ARCH, MODEL.WIDTH or head "
                               f"config?): {detail[:300]}; resume with the config it was written with, or start a new "
                               "OUTPUT_DIR") from None
-
-
-def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The backbone weights of a checkpoint as a torchvision ResNet state dict (no ``fc``).
-
-    Load with ``resnet.load_state_dict(sd, strict=False)``; only ``fc.*`` is missing.
-    """
-    sd = checkpoint.get("state_dict", checkpoint)
-    prefix = PREFIX + "encoder."
-    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
-    if not out:
-        raise KeyError(f"no '{prefix}*' keys in the checkpoint; is it a SimSiam pretraining checkpoint?")
-    return out
 
 
 def get_rng_state() -> dict[str, Any]:

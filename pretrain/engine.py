@@ -22,8 +22,12 @@ from .methods.base import Method
 from .monitors import CollapseMonitor, z_std
 from .schedule import adjust_learning_rate
 from .utils.logger import JSONLinesWriter, MetricLogger, TensorboardWriter
+from .utils.step_stats import DeviceStepStats, is_print_step
 
 __all__ = ["TrainContext", "train_one_epoch"]
+
+_NOT_FINITE = ("{name} is {value} at {where}: stopping before any checkpoint is written; the last checkpoint is "
+               "intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
 
 
 @dataclasses.dataclass
@@ -74,6 +78,19 @@ def _unwrap(model: nn.Module) -> Method:
     return model
 
 
+def _log_period(ctx: TrainContext, epoch: int, step: int, steps: int, means: dict[str, float], lr: float) -> None:
+    """A print period's means to ``metrics.jsonl``, TensorBoard and the collapse monitor."""
+    record = {"type": "step", "epoch": epoch, "step": step, "steps": steps, "loss": means["loss"], "lr": lr,
+              "z_std": means["z_std"]}
+    if ctx.jsonl is not None:
+        ctx.jsonl.write(record)
+    if ctx.tensorboard is not None:
+        ctx.tensorboard.add_scalars({"loss": means["loss"], "z_std": means["z_std"], "lr": lr}, ctx.global_step,
+                                    "train/")
+    if ctx.collapse is not None:
+        ctx.collapse.update(means["z_std"], ctx.global_step, steps=steps)
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable, epoch: int,
                     ctx: TrainContext, method: Method | None = None) -> dict[str, float]:
     """Train ``epoch`` (0-based) over ``loader`` of ``(views, index)``; return epoch averages.
@@ -88,12 +105,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
     """
     method = method or _unwrap(model)
     model.train()
-    meters = MetricLogger()
+    meters, stats = MetricLogger(), DeviceStepStats(("loss", "z_std"), ctx.device, error=_NOT_FINITE)
     steps = len(loader) if not ctx.max_steps else min(ctx.max_steps, len(loader))  # type: ignore[arg-type]
     total_steps = ctx.total_steps or ctx.epochs * steps
     lr = optimizer.param_groups[0]["lr"]
-    period = torch.zeros(2, device=ctx.device)  # running sums of (loss, z_std) over the print period
-    first = 0  # first step of the current period
     batches = itertools.islice(loader, steps)
     for i, (views, index) in enumerate(meters.log_every(batches, ctx.print_freq, f"Epoch: [{epoch}]", steps)):
         if ctx.schedule_per_step:
@@ -103,7 +118,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
         with ctx.autocast():
             out = model(views)  # the method's network outputs, NxC each
         loss, z = method.loss(out, index)  # fp32, outside autocast
-        period += torch.stack([loss.detach(), z_std(z)])  # on the device: no host sync
+        stats.add(loss, z_std(z))  # on the device: no host sync
 
         optimizer.zero_grad(set_to_none=True)
         if ctx.scaler is not None:
@@ -118,25 +133,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
         method.after_step(ctx.global_step, total_steps)
         ctx.global_step += 1
 
-        if i % ctx.print_freq == 0 or i + 1 == steps:  # one host read per print period (as the console)
-            n = i + 1 - first
-            loss_value, std = (period / n).tolist()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"loss is {loss_value} at epoch {epoch} steps {first}-{i}: stopping before any checkpoint "
-                    "is written; the last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
-            for name, value in (("loss", loss_value), ("z_std", std), ("lr", lr)):
-                meters.meters[name].update(value, n)
-            record = {"type": "step", "epoch": epoch, "step": i, "steps": n, "loss": loss_value, "lr": lr,
-                      "z_std": std}
-            if ctx.jsonl is not None:
-                ctx.jsonl.write(record)
-            if ctx.tensorboard is not None:
-                ctx.tensorboard.add_scalars({"loss": loss_value, "z_std": std, "lr": lr}, ctx.global_step, "train/")
-            if ctx.collapse is not None:
-                ctx.collapse.update(std, ctx.global_step, steps=n)
-            period.zero_()
-            first = i + 1
+        if is_print_step(i, ctx.print_freq, steps):  # one host read per print period (as the console)
+            n = stats.pending
+            means = stats.flush(meters, f"epoch {epoch} steps {i + 1 - n}-{i}")
+            meters.meters["lr"].update(lr, n)
+            _log_period(ctx, epoch, i, n, means, lr)
     meters.synchronize_between_processes()
     averages = meters.global_averages()
     return {"loss": averages.get("loss", math.nan), "z_std": averages.get("z_std", math.nan)}

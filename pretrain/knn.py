@@ -21,8 +21,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .classification import build_backbone, build_eval_loader, load_backbone
 from .eval_config import get_knn_defaults
-from .lincls import build_backbone, build_eval_loader, load_backbone, setup_run
+from .run_setup import load_run
 from .utils.config import add_config_args
 from .utils.io import atomic_write_json
 from .utils.logger import MetricLogger
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench knn", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x KNN.K 20")
     args = parser.parse_args(argv)
-    run = setup_run(get_knn_defaults(), args.config_file, args.opts, command="knn")
+    run = load_run(get_knn_defaults(), args.config_file, args.opts, command="knn")
     cfg, device = run.cfg, run.device
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("knn: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")

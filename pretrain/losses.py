@@ -2,7 +2,7 @@
 
 ``D(p, z) = -cos(p, z)`` (default) or the cross-entropy variant of the paper
 (Sec. 4.5): ``D(p, z) = -softmax(z) . log softmax(p)``. Targets arrive already detached
-when stop-grad is on (``builder.SimSiam`` does it), so D never detaches itself.
+when stop-grad is on (``methods.simsiam.SimSiam`` detaches them), so D never detaches itself.
 """
 from __future__ import annotations
 

@@ -9,14 +9,13 @@ metrics.jsonl, log.txt, tb/}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
-import random
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -28,20 +27,19 @@ from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
-from .data.folder import resolve_cfg_data_root
 from .lars import LARS
 from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
-from .run_dir import prepare_run_dir
+from .run_setup import seed_all, setup_run
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets
-from .utils.config import ConfigError, add_config_args, load_config, save_config
-from .utils.io import atomic_link
+from .utils.config import CfgNode, ConfigError, add_config_args, load_config
 from .utils.dist import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed_mode
-from .utils.logger import JSONLinesWriter, TensorboardWriter, setup_logger
+from .utils.io import atomic_link
+from .utils.logger import JSONLinesWriter, TensorboardWriter
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "train"]
 
 logger = logging.getLogger("siambench.pretrain")
 
@@ -90,12 +88,6 @@ def _check_cfg(cfg, info: DistInfo) -> None:
     if method == "moco_v2" and cfg.MODEL.MOCO.QUEUE % cfg.SOLVER.BATCH_SIZE:
         raise ConfigError(f"MODEL.MOCO.QUEUE {cfg.MODEL.MOCO.QUEUE} must be a multiple of SOLVER.BATCH_SIZE "
                           f"{cfg.SOLVER.BATCH_SIZE} (official builder.py asserts it)")
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_model_and_optimizer(cfg, info: DistInfo):
@@ -183,6 +175,149 @@ def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
                        train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
 
 
+def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradScaler, batch_aug: nn.Module | None,
+                  steps_per_epoch: int) -> TrainContext:
+    """The engine's ``TrainContext`` for ``cfg`` (schedule, AMP, collapse monitor, print period)."""
+    s = cfg.SOLVER
+    return TrainContext(
+        device=info.device, init_lr=scaled_lr(s.BASE_LR, s.BATCH_SIZE), epochs=s.EPOCHS, fix_pred_lr=s.FIX_PRED_LR,
+        schedule_per_step=s.SCHEDULE_UNIT == "step", warmup_epochs=s.WARMUP_EPOCHS, start_lr=s.START_LR,
+        final_lr=s.FINAL_LR, amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
+        batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
+        collapse=CollapseMonitor.from_config(cfg, dim=bare.monitor_dim), print_freq=cfg.TRAIN.PRINT_FREQ,
+        max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH, total_steps=s.EPOCHS * steps_per_epoch,
+    )
+
+
+@dataclasses.dataclass
+class Pretraining:
+    """The built pieces of a run that every epoch uses."""
+
+    cfg: CfgNode
+    info: DistInfo
+    model: nn.Module  # the training model (DDP / compiled)
+    bare: nn.Module  # the method itself
+    optimizer: torch.optim.Optimizer
+    ctx: TrainContext
+    loader: Any
+    dataset: Any
+    target_loader: Any = None
+    targets: Any = None  # SimSiam's hypothesis variants (paper Sec. 5), or None
+
+    def run_epoch(self, epoch: int) -> dict:
+        """Train one epoch (0-based); its ``metrics.jsonl`` record (kNN top-1 when due)."""
+        cfg, info, tic = self.cfg, self.info, time.time()
+        seed_all(epoch_seed(cfg.SEED, epoch, info.rank))  # augmentations in this process (num_workers 0, batched)
+        set_loader_epoch(self.loader, cfg.SEED, epoch, info.rank)
+        if self.target_loader is not None:
+            set_loader_epoch(self.target_loader, cfg.SEED, epoch, info.rank, stream=1)
+            self.targets.begin_epoch(iter(self.target_loader))
+        lr = self.ctx.lr_at(self.optimizer, epoch)
+        self.bare.begin_epoch(epoch)
+        stats = train_one_epoch(self.model, self.optimizer, self.loader, epoch, self.ctx, self.bare)
+        record = {"type": "epoch", "epoch": epoch, **stats, "lr": lr, "time_s": round(time.time() - tic, 3),
+                  "bad_images": int(round(float(all_reduce_mean(self.dataset.num_bad)) * info.world_size))
+                  if hasattr(self.dataset, "num_bad") else 0}
+        if cfg.MONITOR.KNN_PERIOD and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS):
+            record["knn_top1"] = run_knn_monitor(cfg, self.bare, info)
+        return record
+
+    def extra_state(self) -> dict:
+        """What a checkpoint holds besides weights and optimizer, for a bit-exact resume."""
+        state = {"monitor": {"collapse": self.ctx.collapse.state_dict(), "global_step": self.ctx.global_step},
+                 "method": self.bare.extra_state()}
+        if self.targets is not None:
+            state["hypothesis"] = self.targets.state_dict()
+        return state
+
+    def save(self, epoch: int, name: str | None = None) -> None:
+        """Check the weights are finite, then write the checkpoint of ``epoch`` epochs done."""
+        check_finite(self.bare, epoch - 1)  # a NaN never reaches a checkpoint
+        ckpt_io.save_checkpoint(self.cfg.OUTPUT_DIR, epoch, self.bare, self.optimizer, self.ctx.scaler, self.cfg,
+                                self.extra_state(), name=name)
+
+    def resume_from(self, path: Path) -> int:
+        """Restore weights, optimizer, scaler, RNG, monitor, hypothesis and method state; return the epochs done."""
+        state, ctx = ckpt_io.load_checkpoint(path), self.ctx
+        ckpt_io.load_official_state_dict(self.bare, state["state_dict"])
+        ckpt_io.load_optimizer_state(self.optimizer, state["optimizer"])  # ours, or an official SimSiam one
+        if state.get("scaler") and ctx.scaler is not None:
+            ctx.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
+            ckpt_io.set_rng_state(state["rng"])
+            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
+            ctx.global_step = int(state["monitor"]["global_step"])
+        else:
+            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact",
+                           path)
+        if self.targets is not None and "hypothesis" in state:
+            self.targets.load_state_dict(state["hypothesis"])
+        self.bare.load_extra_state(state.get("method", {}))
+        logger.info("resumed from %s (epoch %d done)", path, int(state["epoch"]))
+        return int(state["epoch"])
+
+
+def build(cfg, info: DistInfo) -> Pretraining:
+    """Model, optimizer, data, engine context and hypothesis targets of ``cfg``."""
+    model, bare, optimizer, scaler = build_model_and_optimizer(cfg, info)
+    loader, dataset, batch_aug, target_loader = build_data(cfg, info, bare.num_views)
+    steps_per_epoch = min(cfg.TRAIN.MAX_STEPS_PER_EPOCH or len(loader), len(loader))
+    ctx = build_context(cfg, info, bare, scaler, batch_aug, steps_per_epoch)
+    targets = build_targets(cfg, bare, ctx, len(dataset))
+    if targets is not None:
+        bare.targets = targets  # SimSiam's hypothesis variants (paper Sec. 5)
+    return Pretraining(cfg, info, model, bare, optimizer, ctx, loader, dataset, target_loader, targets)
+
+
+def _epochs(run: Pretraining, start_epoch: int) -> None:
+    """Epochs ``start_epoch``.. of the run: a record each, a checkpoint every TRAIN.CHECKPOINT_PERIOD."""
+    cfg, info, ctx = run.cfg, run.info, run.ctx
+    for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
+        record = run.run_epoch(epoch)
+        logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "type"})
+        if record["bad_images"]:
+            logger.warning("%d unreadable images so far (replaced; see the warnings above)", record["bad_images"])
+        ctx.jsonl.write(record)
+        ctx.tensorboard.add_scalars({k: record[k] for k in ("loss", "z_std", "knn_top1") if k in record},
+                                    epoch + 1, "epoch/")
+        if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS):
+            run.save(epoch + 1)
+        barrier()
+
+
+def train(cfg, info: DistInfo, resume: str | None = None) -> int:
+    """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
+    _check_cfg(cfg, info)
+    cfg = setup_run(cfg, info, "pretrain", resume,
+                    splits=("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",)).cfg
+    out, epochs = Path(cfg.OUTPUT_DIR), cfg.SOLVER.EPOCHS
+    run = build(cfg, info)
+    path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None
+    start_epoch = run.resume_from(path) if path is not None else 0
+    if info.is_main:
+        JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch)  # drop records of epochs to redo
+    barrier()
+    run.ctx.jsonl = JSONLinesWriter(out / "metrics.jsonl")
+    run.ctx.tensorboard = TensorboardWriter(out / "tb", enabled=info.is_main and cfg.MONITOR.TENSORBOARD)
+    try:
+        _epochs(run, start_epoch)
+    except CollapseDetected as e:
+        logger.error("%s", e)
+        return EXIT_COLLAPSED
+    finally:
+        run.ctx.jsonl.close()
+        run.ctx.tensorboard.close()
+    if info.is_main:
+        if start_epoch < epochs:  # the last epoch just wrote this state: link it, not a 2nd copy
+            check_finite(run.bare, epochs - 1)
+            atomic_link(out / ckpt_io.checkpoint_name(epochs), out / "model_final.pth")
+        else:  # resumed from a checkpoint of the final epoch: nothing trained, nothing written yet
+            run.save(epochs, name="model_final.pth")
+        logger.info("done: %s", out / "model_final.pth")
+    barrier()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(get_cfg(), args.config_file, args.opts)
@@ -195,111 +330,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train(cfg, info, args.resume)
     finally:
         cleanup()
-
-
-def train(cfg, info: DistInfo, resume: str | None = None) -> int:
-    """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
-    out = Path(cfg.OUTPUT_DIR)
-    _check_cfg(cfg, info)
-    cfg = resolve_cfg_data_root(cfg, ("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",))
-    prepare_run_dir(cfg, info, resume)  # refuse to replace another run; lock OUTPUT_DIR; sweep stale temp files
-    setup_logger(out, info.rank)
-    if info.is_main:
-        save_config(cfg, out)
-    logger.info("rank %d/%d on %s; config:\n%s", info.rank, info.world_size, info.device, cfg.dump())
-
-    model, bare, optimizer, scaler = build_model_and_optimizer(cfg, info)
-    loader, dataset, batch_aug, target_loader = build_data(cfg, info, bare.num_views)
-    init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
-    steps_per_epoch = min(cfg.TRAIN.MAX_STEPS_PER_EPOCH or len(loader), len(loader))
-    ctx = TrainContext(
-        device=info.device, init_lr=init_lr, epochs=cfg.SOLVER.EPOCHS, fix_pred_lr=cfg.SOLVER.FIX_PRED_LR,
-        schedule_per_step=cfg.SOLVER.SCHEDULE_UNIT == "step", warmup_epochs=cfg.SOLVER.WARMUP_EPOCHS,
-        start_lr=cfg.SOLVER.START_LR, final_lr=cfg.SOLVER.FINAL_LR, amp_dtype=_AMP[cfg.TRAIN.AMP],
-        scaler=scaler if scaler.is_enabled() else None, batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
-        collapse=CollapseMonitor(bare.monitor_dim, cfg.MONITOR.COLLAPSE_THRESHOLD, cfg.MONITOR.COLLAPSE_PATIENCE,
-                                 cfg.MONITOR.COLLAPSE_ABORT),
-        print_freq=cfg.TRAIN.PRINT_FREQ, max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH,
-        total_steps=cfg.SOLVER.EPOCHS * steps_per_epoch,
-    )
-    targets = build_targets(cfg, bare, ctx, len(dataset))
-    if targets is not None:
-        bare.targets = targets  # SimSiam's hypothesis variants (paper Sec. 5)
-
-    start_epoch = 0
-    path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None
-    if path is not None:
-        state = ckpt_io.load_checkpoint(path)
-        ckpt_io.load_official_state_dict(bare, state["state_dict"])
-        ckpt_io.load_optimizer_state(optimizer, state["optimizer"])  # ours, or an official SimSiam one
-        if state.get("scaler") and ctx.scaler is not None:
-            ctx.scaler.load_state_dict(state["scaler"])
-        if "rng" in state:  # official SimSiam checkpoints have no RNG/monitor state: not bit-exact
-            ckpt_io.set_rng_state(state["rng"])
-            ctx.collapse.load_state_dict(state["monitor"]["collapse"])
-            ctx.global_step = int(state["monitor"]["global_step"])
-        else:
-            logger.warning("%s has no RNG or monitor state (official SimSiam checkpoint?): resuming, not bit-exact", path)
-        if targets is not None and "hypothesis" in state:
-            targets.load_state_dict(state["hypothesis"])
-        bare.load_extra_state(state.get("method", {}))
-        start_epoch = int(state["epoch"])
-        logger.info("resumed from %s (epoch %d done)", path, start_epoch)
-    if info.is_main:
-        JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch)  # drop records of epochs to redo
-    barrier()
-    ctx.jsonl = JSONLinesWriter(out / "metrics.jsonl")
-    ctx.tensorboard = TensorboardWriter(out / "tb", enabled=info.is_main and cfg.MONITOR.TENSORBOARD)
-
-    def extra_state() -> dict:
-        state = {"monitor": {"collapse": ctx.collapse.state_dict(), "global_step": ctx.global_step},
-                 "method": bare.extra_state()}
-        if targets is not None:
-            state["hypothesis"] = targets.state_dict()
-        return state
-
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
-            tic = time.time()
-            seed_all(epoch_seed(cfg.SEED, epoch, info.rank))  # augmentations in this process (num_workers 0, batched)
-            set_loader_epoch(loader, cfg.SEED, epoch, info.rank)
-            if target_loader is not None:
-                set_loader_epoch(target_loader, cfg.SEED, epoch, info.rank, stream=1)
-                targets.begin_epoch(iter(target_loader))
-            lr = ctx.lr_at(optimizer, epoch)
-            bare.begin_epoch(epoch)
-            stats = train_one_epoch(model, optimizer, loader, epoch, ctx, bare)
-            record = {"type": "epoch", "epoch": epoch, **stats, "lr": lr, "time_s": round(time.time() - tic, 3),
-                      "bad_images": int(round(float(all_reduce_mean(dataset.num_bad)) * info.world_size))
-                      if hasattr(dataset, "num_bad") else 0}
-            last = epoch + 1 == cfg.SOLVER.EPOCHS
-            if cfg.MONITOR.KNN_PERIOD and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or last):
-                record["knn_top1"] = run_knn_monitor(cfg, bare, info)
-            logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "type"})
-            if record["bad_images"]:
-                logger.warning("%d unreadable images so far (replaced; see the warnings above)", record["bad_images"])
-            ctx.jsonl.write(record)
-            ctx.tensorboard.add_scalars({k: record[k] for k in ("loss", "z_std", "knn_top1") if k in record},
-                                        epoch + 1, "epoch/")
-            if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last):
-                check_finite(bare, epoch)  # a NaN never reaches a checkpoint
-                ckpt_io.save_checkpoint(out, epoch + 1, bare, optimizer, ctx.scaler, cfg, extra_state())
-            barrier()
-    except CollapseDetected as e:
-        logger.error("%s", e)
-        return EXIT_COLLAPSED
-    finally:
-        ctx.jsonl.close()
-        ctx.tensorboard.close()
-
-    if info.is_main:
-        check_finite(bare, cfg.SOLVER.EPOCHS - 1)
-        if start_epoch < cfg.SOLVER.EPOCHS:  # the last epoch just wrote this state: link it, not a 2nd copy
-            atomic_link(out / ckpt_io.checkpoint_name(cfg.SOLVER.EPOCHS), out / "model_final.pth")
-        else:  # resumed from a checkpoint of the final epoch: nothing trained, nothing written yet
-            ckpt_io.save_checkpoint(out, cfg.SOLVER.EPOCHS, bare, optimizer, ctx.scaler, cfg, extra_state(),
-                                    name="model_final.pth")
-        logger.info("done: %s", out / "model_final.pth")
-    barrier()
-    return 0

@@ -3,24 +3,21 @@
 * ``z_std``: per-channel std over the batch of the l2-normalised projector output,
   averaged over channels. With z spread over the unit sphere it is about 1/sqrt(d);
   a collapsed encoder (constant output) gives 0.
-* ``CollapseMonitor``: warns (and optionally aborts) after ``patience`` consecutive
-  steps below ``threshold / sqrt(d)``.
+* ``CollapseMonitor`` (``siambench.pretrain.collapse``): warns (and optionally aborts)
+  after ``patience`` consecutive steps below ``threshold / sqrt(d)``.
 * ``knn_monitor``: weighted kNN top-1 of frozen backbone features on a labelled split,
   through ``siambench.pretrain.knn``'s feature extraction and voting.
 """
 from __future__ import annotations
-
-import logging
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-__all__ = ["z_std", "CollapseDetected", "CollapseMonitor", "backbone_of", "knn_monitor"]
+from .collapse import CollapseDetected, CollapseMonitor
 
-logger = logging.getLogger(__name__)
+__all__ = ["z_std", "CollapseDetected", "CollapseMonitor", "backbone_of", "knn_monitor"]
 
 
 @torch.no_grad()
@@ -30,46 +27,6 @@ def z_std(z: torch.Tensor) -> torch.Tensor:
     Returns a 0-d tensor on z's device, so the caller can fetch it with the loss in one sync.
     """
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
-
-
-class CollapseDetected(RuntimeError):
-    """The representation collapsed and ``MONITOR.COLLAPSE_ABORT`` is on."""
-
-
-class CollapseMonitor:
-    """Flag a collapse when ``z_std`` stays below ``threshold / sqrt(dim)`` for ``patience`` steps.
-
-    Args:
-        dim: output dimension d of z.
-        threshold: fraction of the healthy level 1/sqrt(d).
-        patience: consecutive low steps before acting.
-        abort: raise ``CollapseDetected`` instead of only warning.
-    """
-
-    def __init__(self, dim: int, threshold: float = 0.1, patience: int = 20, abort: bool = False) -> None:
-        self.healthy = 1 / math.sqrt(dim)
-        self.limit = threshold * self.healthy
-        self.patience, self.abort = patience, abort
-        self.low_steps = 0
-        self.collapsed = False
-
-    def update(self, std: float, step: int, steps: int = 1) -> None:
-        """``std``: mean over the last ``steps`` steps (the engine reads it once per print period)."""
-        self.low_steps = self.low_steps + steps if std < self.limit else 0
-        if self.low_steps < self.patience or self.collapsed and not self.abort:
-            return
-        msg = (f"representation collapse at step {step}: std(z/|z|) = {std:.2e} < {self.limit:.2e} "
-               f"for {self.low_steps} steps (healthy ~ 1/sqrt(d) = {self.healthy:.2e})")
-        if self.abort:
-            raise CollapseDetected(msg + "; stopping (MONITOR.COLLAPSE_ABORT True)")
-        self.collapsed = True
-        logger.warning(msg + "; set MONITOR.COLLAPSE_ABORT True to stop such runs early")
-
-    def state_dict(self) -> dict:
-        return {"low_steps": self.low_steps, "collapsed": self.collapsed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.low_steps, self.collapsed = int(state["low_steps"]), bool(state["collapsed"])
 
 
 class _Backbone(nn.Module):
@@ -100,7 +57,7 @@ def knn_monitor(encoder: nn.Module, train_set, val_set, device: torch.device, nu
 
     Each rank embeds a shard; features are gathered on every rank.
     """
-    from .knn import extract_features, knn_predict  # B2's evaluation code: the same protocol as `siambench knn`
+    from .knn import extract_features, knn_predict  # the same protocol as `siambench knn`
 
     if train_subset and train_subset < len(train_set):
         g = torch.Generator().manual_seed(0)  # a fixed subset so epochs are comparable

@@ -1,11 +1,17 @@
-"""Learning rate: linear scaling with the batch, cosine decay, fixed predictor lr."""
+"""Learning rate of every engine (pretraining, linear evaluation, supervised baseline).
+
+Linear scaling with the batch, an optional linear warmup, then cosine (or step, or
+constant) decay per (fractional) epoch; the predictor group may keep a fixed lr.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 
-__all__ = ["scaled_lr", "cosine_lr", "adjust_learning_rate"]
+__all__ = ["SCHEDULES", "scaled_lr", "cosine_lr", "lr_at", "adjust_learning_rate"]
+
+SCHEDULES = ("cosine", "step", "constant")
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:
@@ -31,15 +37,31 @@ def cosine_lr(init_lr: float, epoch: float, epochs: int, warmup_epochs: float = 
     return init_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
+def lr_at(init_lr: float, epoch: float, epochs: int, schedule: str = "cosine", warmup_epochs: float = 0.0,
+          start_lr: float = 0.0, final_lr: float = 0.0, step_size: int = 30) -> float:
+    """The lr at (fractional) ``epoch`` for ``schedule`` (SOLVER.SCHEDULE).
+
+    ``cosine``: ``cosine_lr`` (warmup, then cosine); ``step``: the same warmup, then x0.1
+    every ``step_size`` epochs (torchvision's recipe); ``constant``: ``init_lr``.
+    """
+    if schedule == "cosine" or (schedule == "step" and epoch < warmup_epochs):
+        return cosine_lr(init_lr, epoch, epochs, warmup_epochs, start_lr, final_lr)
+    if schedule == "step":
+        return init_lr * 0.1 ** (int(epoch) // step_size)
+    if schedule == "constant":
+        return init_lr
+    raise ValueError(f"SOLVER.SCHEDULE must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
 def adjust_learning_rate(optimizer: torch.optim.Optimizer, init_lr: float, epoch: float, epochs: int,
-                         fix_pred_lr: bool, warmup_epochs: float = 0.0, start_lr: float = 0.0,
-                         final_lr: float = 0.0) -> float:
-    """Set every group's lr for ``epoch``; the predictor group keeps ``init_lr`` if ``fix_pred_lr``.
+                         fix_pred_lr: bool = False, warmup_epochs: float = 0.0, start_lr: float = 0.0,
+                         final_lr: float = 0.0, schedule: str = "cosine", step_size: int = 30) -> float:
+    """Set every group's lr for ``epoch`` (``lr_at``); the predictor group keeps ``init_lr`` if ``fix_pred_lr``.
 
     Returns:
         The decayed (encoder) lr.
     """
-    lr = cosine_lr(init_lr, epoch, epochs, warmup_epochs, start_lr, final_lr)
+    lr = lr_at(init_lr, epoch, epochs, schedule, warmup_epochs, start_lr, final_lr, step_size)
     for group in optimizer.param_groups:
         group["lr"] = init_lr if fix_pred_lr and group.get("name") == "predictor" else lr
     return lr

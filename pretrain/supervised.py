@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,13 +24,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
+from .classification import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
 from .run_dir import RUN_MARKERS
-from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
+from .run_setup import Run, load_run
+from .schedule import lr_at, scaled_lr
 from .utils.config import CfgNode, add_config_args
 from .utils.io import atomic_link
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
@@ -43,17 +44,12 @@ logger = logging.getLogger("siambench.supervised")
 
 
 def lr_at_epoch(cfg: CfgNode, epoch: float) -> float:
-    """Learning rate at (fractional) ``epoch``: linear warm-up, then step or cosine decay."""
+    """Learning rate at (fractional) ``epoch``: linear warm-up from 0, then step or cosine decay."""
     s = cfg.SOLVER
-    base = s.BASE_LR * s.BATCH_SIZE / 256
-    if epoch < s.WARMUP_EPOCHS:
-        return base * epoch / s.WARMUP_EPOCHS
-    if s.SCHEDULE == "step":
-        return base * 0.1 ** (int(epoch) // s.STEP_SIZE)
-    if s.SCHEDULE == "cosine":
-        t = (epoch - s.WARMUP_EPOCHS) / max(s.EPOCHS - s.WARMUP_EPOCHS, 1e-8)
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    raise ValueError(f"SOLVER.SCHEDULE must be 'step' or 'cosine', got {s.SCHEDULE!r}")
+    if s.SCHEDULE not in ("step", "cosine"):
+        raise ValueError(f"SOLVER.SCHEDULE must be 'step' or 'cosine', got {s.SCHEDULE!r}")
+    return lr_at(scaled_lr(s.BASE_LR, s.BATCH_SIZE), epoch, s.EPOCHS, s.SCHEDULE, warmup_epochs=s.WARMUP_EPOCHS,
+                 step_size=s.STEP_SIZE)
 
 
 class SupervisedModel(nn.Module):
@@ -112,24 +108,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     return meters.global_averages()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``siambench supervised --config-file C [--resume auto] KEY V...`` -> OUTPUT_DIR/model_final.pth."""
-    parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resume", metavar="auto|PATH", default=None,
-                        help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
-    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
-    args = parser.parse_args(argv)
-    run = setup_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
-                    resume=args.resume, guard=RUN_MARKERS)
-    cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
-    lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
-    _amp_dtype(cfg, device)  # validates TRAIN.AMP
-
-    train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
-    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)
-    if classes != val_classes:
-        raise SystemExit(f"supervised: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
-    bare: nn.Module = SupervisedModel(build_backbone(cfg.MODEL.ARCH, num_classes=len(classes),
+def _build(run: Run, num_classes: int) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """(bare model, training model -- DDP when distributed --, SGD, GradScaler)."""
+    cfg, device = run.cfg, run.device
+    bare: nn.Module = SupervisedModel(build_backbone(cfg.MODEL.ARCH, num_classes=num_classes,
                                                      zero_init_residual=cfg.MODEL.ZERO_INIT_RESIDUAL,
                                                      width=cfg.MODEL.WIDTH))
     if run.dist.distributed and cfg.MODEL.SYNC_BN:
@@ -142,28 +124,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     # Only float16 needs loss scaling; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg, device) == torch.float16)
+    return bare, model, optimizer, scaler
 
-    start_epoch, val = 0, {}
-    resume = find_resume_checkpoint(out, args.resume) if args.resume else None
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        load_official_state_dict(bare, ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, val = ckpt["epoch"], dict(ckpt.get("val") or {})
-        logger.info("resumed from %s at epoch %d", resume, start_epoch)
+
+def _resume(resume: str | None, out: Path, bare: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler) -> tuple[int, dict[str, float]]:
+    """Restore from ``--resume`` (if given and found): (epochs done, last evaluation)."""
+    path = find_resume_checkpoint(out, resume) if resume else None
+    if path is None:
+        return 0, {}
+    ckpt = load_checkpoint(path)
+    load_official_state_dict(bare, ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    logger.info("resumed from %s at epoch %d", path, ckpt["epoch"])
+    return ckpt["epoch"], dict(ckpt.get("val") or {})
+
+
+def _train(run: Run, bare: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, loaders: tuple[DataLoader, DataLoader], resume: str | None) -> None:
+    """The epochs left after ``resume``: a ``metrics.jsonl`` record (0-based ``epoch``) and checkpoint each."""
+    cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
+    train_loader, val_loader = loaders
+    start_epoch, val = _resume(resume, out, bare, optimizer, scaler)
     if run.is_main:
-        JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch + 1)
+        JSONLinesWriter.truncate_after(out / "metrics.jsonl", start_epoch)  # drop records of epochs to redo
     metrics = JSONLinesWriter(out / "metrics.jsonl")
-
     epochs, t0 = cfg.SOLVER.EPOCHS, time.time()
     for epoch in range(start_epoch, epochs):
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         stats = train_one_epoch(model, train_loader, optimizer, scaler, cfg, device, epoch)
-        record: dict[str, Any] = {"type": "epoch", "epoch": epoch + 1, "loss": stats["loss"],
+        record: dict[str, Any] = {"type": "epoch", "epoch": epoch, "loss": stats["loss"],
                                   "train_top1": stats["acc1"], "lr": stats["lr"]}
         period = cfg.TEST.EVAL_PERIOD
         if epoch + 1 == epochs or (period and (epoch + 1) % period == 0):
@@ -176,6 +170,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("supervised epoch %d/%d: loss %.4f%s, eta %s", epoch + 1, epochs, stats["loss"],
                     f", val top-1 {val['top1']:.2f}" if "val_top1" in record else "", format_seconds(eta))
     metrics.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``siambench supervised --config-file C [--resume auto] KEY V...`` -> OUTPUT_DIR/model_final.pth."""
+    parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resume", metavar="auto|PATH", default=None,
+                        help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
+    add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
+    args = parser.parse_args(argv)
+    run = load_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
+                   resume=args.resume, markers=RUN_MARKERS)
+    cfg, out = run.cfg, Path(run.cfg.OUTPUT_DIR)
+    lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
+    _amp_dtype(cfg, run.device)  # validates TRAIN.AMP
+
+    train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
+    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)
+    if classes != val_classes:
+        raise SystemExit(f"supervised: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
+    bare, model, optimizer, scaler = _build(run, len(classes))
+    _train(run, bare, model, optimizer, scaler, (train_loader, val_loader), args.resume)
     if run.is_main:
         last = out / (out / LAST_CHECKPOINT).read_text(encoding="utf-8").strip()
         atomic_link(last, out / "model_final.pth")

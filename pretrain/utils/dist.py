@@ -25,7 +25,6 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "is_main_process",
-    "save_on_master",
     "barrier",
     "all_reduce_mean",
     "all_gather_cat",
@@ -128,12 +127,6 @@ def get_rank() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
-
-
-def save_on_master(fn, *args: Any, **kwargs: Any) -> None:
-    """Call ``fn(*args, **kwargs)`` (e.g. an atomic save) on rank 0 only."""
-    if is_main_process():
-        fn(*args, **kwargs)
 
 
 def barrier() -> None:

@@ -115,9 +115,6 @@ class MetricLogger:
         for k, v in kwargs.items():
             self.meters[k].update(float(v.item() if isinstance(v, torch.Tensor) else v))
 
-    def add_meter(self, name: str, meter: SmoothedValue) -> None:
-        self.meters[name] = meter
-
     def synchronize_between_processes(self) -> None:
         for m in self.meters.values():
             m.synchronize_between_processes()

@@ -7,6 +7,7 @@ meters when they print. ``DeviceStepStats`` does the same: each step adds its sc
 to a small tensor on the device (no sync), and ``flush`` reads the sums of the period
 in one ``tolist()`` -- at the steps where ``MetricLogger.log_every`` prints, so the
 console shows current numbers -- feeds the meters, and checks that the loss is finite.
+Every engine uses it: pretraining (loss, z_std), supervised and linear evaluation (loss, accuracy).
 
 A non-finite loss is therefore detected at the end of its print period (not at its
 own step); since checkpoints are written only after an epoch returns, and the last
@@ -23,6 +24,9 @@ from .logger import MetricLogger
 
 __all__ = ["DeviceStepStats", "is_print_step"]
 
+NOT_FINITE = ("{where}: {name} is not finite ({value}) in the last {n} steps (checked once per TRAIN.PRINT_FREQ); "
+              "stopping before any checkpoint is written")
+
 
 def is_print_step(i: int, print_freq: int, total: int) -> bool:
     """True at the steps where ``MetricLogger.log_every`` prints (and ``flush`` must run before)."""
@@ -36,10 +40,13 @@ class DeviceStepStats:
         names: the statistics, in the order ``add`` receives them; the first is the loss
             checked for finiteness.
         device: where the sums live (the training device).
+        error: the message of a non-finite loss, formatted with ``where`` (``flush``'s),
+            ``name`` (the loss's), ``value`` (its period mean) and ``n`` (the period's steps).
     """
 
-    def __init__(self, names: Sequence[str], device: torch.device) -> None:
+    def __init__(self, names: Sequence[str], device: torch.device, error: str = NOT_FINITE) -> None:
         self.names = tuple(names)
+        self.error = error
         self._sum = torch.zeros(len(self.names), dtype=torch.float64, device=device)
         self._steps = 0
 
@@ -65,8 +72,7 @@ class DeviceStepStats:
         self._sum.zero_()
         means = {k: s / n for k, s in zip(self.names, sums)}
         if not math.isfinite(sums[0]):
-            raise FloatingPointError(f"{where}: {self.names[0]} is not finite ({sums[0]}) in the last {n} steps "
-                                     "(checked once per TRAIN.PRINT_FREQ); stopping before any checkpoint is written")
+            raise FloatingPointError(self.error.format(where=where, name=self.names[0], value=means[self.names[0]], n=n))
         for k, v in means.items():
             meters.meters[k].update(v, n)
         return means

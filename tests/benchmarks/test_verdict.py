@@ -145,3 +145,19 @@ def test_real_runs_are_checked_against_the_paper(tmp_path: Path, results_files) 
     scratch = _claim(claims, "reproduces Table 5 'scratch': voc07 bbox AP within")
     assert scratch.mark == "fails" and "n=1: no test" in scratch.test  # 12.0 vs 16.8, one trial
     assert _claim(claims, "SimSiam beats training from scratch: voc07 AP50").mark == "holds"
+
+
+def test_collapse_replay_counts_the_steps_of_each_record_as_the_monitor(tmp_path):
+    from siambench.benchmarks.verdict import _pretrain_info
+
+    # two print periods of 10 steps below the limit: the training monitor (patience 20 steps) fired
+    # after them; counting records instead of steps would need 20 such records
+    d = tmp_path / "nsg"
+    d.mkdir()
+    d.joinpath("config.yaml").write_text("MODEL:\n  STOP_GRAD: false\n  DIM: 64\n")
+    records = [{"type": "step", "epoch": 0, "step": 10 * k, "steps": 10, "loss": -0.9, "z_std": std}
+               for k, std in enumerate([0.1, 0.001, 0.001, 0.1, 0.1])]
+    d.joinpath("metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    info = _pretrain_info(d)
+    assert info.limit == 0.1 / 8 and info.dim == 64  # MONITOR.* from the pretraining defaults
+    assert info.fired and info.final_std == 0.1

@@ -12,7 +12,7 @@ from siambench.convert.checkpoints import load_backbone_state_dict
 from siambench.convert.cli import main
 from siambench.convert.errors import ConversionError
 from siambench.convert.export import convert_checkpoint
-from siambench.pretrain.lincls import build_backbone, load_backbone
+from siambench.pretrain.classification import build_backbone, load_backbone
 
 
 @pytest.mark.parametrize("arch,width,wpg", [("resnet18", 8, 8), ("resnet50", 16, 16), ("resnet50", 64, 64),

@@ -41,3 +41,32 @@ def test_collapse_abort_stops_early(tmp_path, tiny_opts):
     assert main(["OUTPUT_DIR", str(tmp_path), *tiny_opts, *opts]) == EXIT_COLLAPSED
     assert len(_steps(tmp_path)) < 12  # of the 24 steps planned
     assert not (tmp_path / "model_final.pth").exists()
+
+
+def test_monitor_from_config_and_replay_follow_one_rule(caplog):
+    from siambench.pretrain.collapse import CollapseMonitor
+    from siambench.pretrain.config import get_cfg
+
+    default = CollapseMonitor.from_config(get_cfg())
+    assert (default.dim, default.patience, default.abort) == (2048, 20, False)
+    assert default.limit == pytest.approx(0.1 / 2048 ** 0.5)
+    partial = {"MODEL": {"DIM": 64}, "MONITOR": {"COLLAPSE_THRESHOLD": 0.5, "COLLAPSE_PATIENCE": 6}}  # a config.yaml
+    assert (partial_m := CollapseMonitor.from_config(partial)).limit == 0.5 / 8 and partial_m.patience == 6
+    assert CollapseMonitor.from_config(partial, dim=256).limit == 0.5 / 16  # the method's own C
+
+    # period means (std, steps) as the engine feeds them; low = below 0.5 / 8 = 0.0625
+    periods = [(0.1, 1), (0.01, 3), (0.2, 2), (0.01, 1), (0.01, 3), (float("nan"), 1), (0.01, 2), (0.1, 3)]
+    live = CollapseMonitor.from_config(partial)
+    fired_at = []
+    with caplog.at_level(logging.WARNING):
+        for i, (std, n) in enumerate(periods):
+            if std == std:  # the engine stops on a NaN loss, never feeding it; replay skips it
+                live.update(std, i, steps=n)
+            fired_at.append(live.collapsed)
+    assert fired_at == [False] * 6 + [True] * 2 and "representation collapse at step 6" in caplog.text
+    records = [{"type": "step", "epoch": 0, "step": i, "steps": n, "z_std": std} for i, (std, n) in enumerate(periods)]
+    assert CollapseMonitor.from_config(partial).replay(records) is True
+    assert CollapseMonitor.from_config(partial).replay(records[:6]) is False  # 4 low steps < 6
+    # records without "steps" (older files) count one step each
+    assert CollapseMonitor.from_config(partial).replay([{"type": "step", "z_std": 0.0}] * 5) is False
+    assert CollapseMonitor.from_config(partial).replay([{"type": "step", "z_std": 0.0}] * 6) is True

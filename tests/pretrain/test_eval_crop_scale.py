@@ -6,7 +6,7 @@ from pathlib import Path
 import torchvision.transforms as T
 
 from siambench.pretrain.eval_config import get_lincls_defaults, get_supervised_defaults
-from siambench.pretrain.lincls import build_train_loader
+from siambench.pretrain.classification import build_train_loader
 from siambench.pretrain.utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

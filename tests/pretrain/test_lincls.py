@@ -12,7 +12,8 @@ from PIL import Image
 
 from siambench.pretrain.eval_config import get_lincls_defaults
 from siambench.pretrain.lars import LARS
-from siambench.pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
+from siambench.pretrain.lincls import build_linear_eval, build_optimizer, sanity_check
+from siambench.pretrain.schedule import cosine_lr
 from siambench.pretrain.lincls import main as lincls_main
 from siambench.pretrain.methods.encoders import build_encoder
 from siambench.pretrain.run_dir import RunDirError

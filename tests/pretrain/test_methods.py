@@ -24,7 +24,7 @@ def _randn(*shape):
     return torch.randn(*shape, generator=g)
 
 
-# ---------------------------------------------------------------- SimSiam: refactored == direct
+# ---------------------------------------------------------------- SimSiam: the method == Algorithm 1
 def test_simsiam_loss_and_gradients_equal_the_paper_pseudocode(tiny_cfg):
     torch.manual_seed(0)
     model = build_method(tiny_cfg())

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from siambench.convert.checkpoints import load_backbone_state_dict
 from siambench.pretrain import losses
-from siambench.pretrain.checkpoint import encoder_state_dict, load_checkpoint
+from siambench.pretrain.checkpoint import load_checkpoint
 from siambench.pretrain.main import main
 from siambench.pretrain.methods.encoders import build_encoder
 from siambench.pretrain.utils.config import ConfigError
@@ -40,10 +41,10 @@ def test_run_outputs_and_bit_exact_resume(run, tmp_path):
     assert {"state_dict", "arch", "epoch", "optimizer", "scaler", "rng", "config", "siambench_version"} <= set(ckpt)
     assert ckpt["epoch"] == 2 and ckpt["arch"] == "resnet18" and ckpt["width"] == 8
     assert all(k.startswith(("module.encoder.", "module.predictor.")) for k in ckpt["state_dict"])
-    # the encoder loads into a torchvision resnet of that width (only fc is missing)
+    # the encoder loads into a torchvision resnet of that width (only fc and the BN step counters are missing)
     resnet = build_encoder("resnet18", width=8)
-    missing, unexpected = resnet.load_state_dict(encoder_state_dict(ckpt), strict=False)
-    assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
+    missing, unexpected = resnet.load_state_dict(load_backbone_state_dict(full / "model_final.pth")[0], strict=False)
+    assert {k for k in missing if not k.endswith("num_batches_tracked")} == {"fc.weight", "fc.bias"} and not unexpected
     torch.testing.assert_close(resnet.conv1.weight, ckpt["state_dict"]["module.encoder.conv1.weight"])
 
     # interrupted during epoch 2 (its checkpoint never written), resumed: bit-identical weights, same metrics

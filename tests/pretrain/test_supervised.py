@@ -53,7 +53,7 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, co
     assert "checkpoint_0001.pth" not in files  # retention: TRAIN.KEEP_LAST 2
     assert (tmp_path / "straight/last_checkpoint").read_text().strip() == "checkpoint_0003.pth"
     records = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3] and all(r["type"] == "epoch" for r in records)
+    assert [r["epoch"] for r in records] == [0, 1, 2] and all(r["type"] == "epoch" for r in records)
     assert "val_top1" in records[1] and "val_top1" in records[2] and "val_top1" not in records[0]
 
     # The backbone is what conversion/linear eval read, as from a SimSiam checkpoint.
@@ -73,4 +73,4 @@ def test_checkpoint_format_metrics_and_bit_exact_resume(synth_root, tmp_path, co
     for k, v in ckpt["state_dict"].items():
         assert torch.equal(resumed["state_dict"][k], v), k
     lines = (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
