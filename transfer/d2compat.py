@@ -53,6 +53,7 @@ import numpy as _np
 from PIL import Image as _Image
 
 from siambench.pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
+from siambench.transfer import install_d2  # standard library only: the install hint
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def _patch() -> None:
     global _COMPILED, _TORCH_LIBRARY
     if importlib.util.find_spec("detectron2") is None:
         raise ImportError(
-            "detectron2 is not installed. Run `make setup`, or on a GPU cluster: "
+            f"detectron2 is not installed. Run {install_d2.fix_hint()}, or on a GPU cluster: "
             "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
         )
     if not hasattr(_Image, "LINEAR"):
