@@ -153,3 +153,24 @@ def test_failure_message_names_the_cache_and_the_pinned_hash(tmp_path: Path, mon
     out = capsys.readouterr().out
     assert str(tmp_path / "c") in out and install_d2.SDIST_SHA256 in out
     assert not (tmp_path / "c").exists()
+
+
+def test_make_setup_runs_it_by_path_with_the_standard_library_only(tmp_path: Path) -> None:
+    script = Path(install_d2.__file__)
+    # -I: isolated (no site-packages, no PYTHONPATH): what a bare venv has before anything is installed
+    done = subprocess.run([install_d2.sys.executable, "-I", "-S", str(script), "--help"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "python transfer/install_d2.py" in done.stdout and "python -m siambench.transfer.install_d2" in done.stdout
+
+
+def test_the_cache_is_the_checkouts_else_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIAMBENCH_CACHE", raising=False)
+    assert install_d2.in_checkout() and install_d2.default_cache() == install_d2.CHECKOUT / ".cache"
+    assert install_d2.fix_hint().startswith("`make setup`")
+    monkeypatch.setattr(install_d2, "CHECKOUT", tmp_path / "site-packages" / "siambench")  # as from a wheel
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert not install_d2.in_checkout() and install_d2.default_cache() == tmp_path / "xdg" / "siambench"
+    assert "python -m siambench.transfer.install_d2" in install_d2.fix_hint()
+    monkeypatch.setenv("SIAMBENCH_CACHE", str(tmp_path / "mine"))
+    assert install_d2.default_cache() == tmp_path / "mine"
