@@ -277,6 +277,7 @@ def fetch_sdist(cache: Path, settings: dict[str, str]) -> Path | None:
             try:
                 digest = index.download(link, part)
             except (OSError, http.client.HTTPException) as e:
+                part.unlink(missing_ok=True)
                 log(f"{redact(link)}: download failed ({e})")
                 continue
             if digest != SDIST_SHA256:
