@@ -79,6 +79,11 @@ class _Pep691(http.server.BaseHTTPRequestHandler):
             body = json.dumps({"meta": {"api-version": "1.1"}, "name": install_d2.SDIST_PROJECT, "files": [
                 {"filename": install_d2.SDIST_NAME, "url": "/files/sdist", "hashes": {"sha256": DIGEST}}]})
             self._send(body.encode(), "application/vnd.pypi.simple.v1+json")
+        elif self.path == "/files/sdist" and self.server.truncate:  # type: ignore[attr-defined]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:10])  # then the connection closes: a broken download
         elif self.path == "/files/sdist":
             self._send(PAYLOAD, "application/octet-stream")
         else:
@@ -96,26 +101,37 @@ class _Pep691(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def json_index() -> Iterator[str]:
+def json_index() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pep691)
+    server.truncate = False  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://user:secret@127.0.0.1:{server.server_port}/simple"
+    yield server
     server.shutdown()
     server.server_close()
 
 
 def test_pip_index_url_from_the_environment_with_credentials_and_pep691_json(
-        tmp_path: Path, pinned: str, json_index: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, pinned: str, json_index: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setenv("PIP_INDEX_URL", json_index)
+    url = f"http://user:secret@127.0.0.1:{json_index.server_port}/simple"
+    monkeypatch.setenv("PIP_INDEX_URL", url)
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
     monkeypatch.setenv("PIP_NO_INDEX", "0")
     settings = install_d2.pip_settings()
-    assert install_d2.index_urls(settings) == [json_index]
+    assert install_d2.index_urls(settings) == [url]
     got = install_d2.fetch_sdist(tmp_path / "cache", settings)
     assert got is not None and got.read_bytes() == PAYLOAD
     assert "secret" not in capsys.readouterr().out  # logs redact the password
+
+
+def test_a_broken_download_leaves_nothing(tmp_path: Path, pinned: str,
+                                         json_index: http.server.ThreadingHTTPServer) -> None:
+    json_index.truncate = True  # type: ignore[attr-defined]
+    cache = tmp_path / "cache"
+    settings = {"index-url": f"http://user:secret@127.0.0.1:{json_index.server_port}/simple"}
+    assert install_d2.fetch_sdist(cache, settings) is None
+    assert not any(cache.iterdir())
 
 
 def test_pip_settings_follow_pips_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
