@@ -79,11 +79,6 @@ class _Pep691(http.server.BaseHTTPRequestHandler):
             body = json.dumps({"meta": {"api-version": "1.1"}, "name": install_d2.SDIST_PROJECT, "files": [
                 {"filename": install_d2.SDIST_NAME, "url": "/files/sdist", "hashes": {"sha256": DIGEST}}]})
             self._send(body.encode(), "application/vnd.pypi.simple.v1+json")
-        elif self.path == "/files/sdist" and self.server.truncate:  # type: ignore[attr-defined]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[:10])  # then the connection closes: a broken download
         elif self.path == "/files/sdist":
             self._send(PAYLOAD, "application/octet-stream")
         else:
@@ -103,7 +98,6 @@ class _Pep691(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def json_index() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pep691)
-    server.truncate = False  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -125,12 +119,14 @@ def test_pip_index_url_from_the_environment_with_credentials_and_pep691_json(
     assert "secret" not in capsys.readouterr().out  # logs redact the password
 
 
-def test_a_broken_download_leaves_nothing(tmp_path: Path, pinned: str,
-                                         json_index: http.server.ThreadingHTTPServer) -> None:
-    json_index.truncate = True  # type: ignore[attr-defined]
+def test_a_broken_download_leaves_nothing(tmp_path: Path, pinned: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object, url: str, dest: Path) -> str:
+        dest.write_bytes(PAYLOAD[:10])
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(install_d2._Index, "download", broken)
     cache = tmp_path / "cache"
-    settings = {"index-url": f"http://user:secret@127.0.0.1:{json_index.server_port}/simple"}
-    assert install_d2.fetch_sdist(cache, settings) is None
+    assert install_d2.fetch_sdist(cache, {"index-url": _html_index(tmp_path / "index", pinned)}) is None
     assert not any(cache.iterdir())
 
 
