@@ -28,18 +28,39 @@ setup(
     package_dir={**{f"siambench.{f}": f for f in FOLDERS}, "siambench.configs": "configs"},
     package_data={name: ["*.yaml"] for name in CONFIG_PACKAGES},
     include_package_data=True,
-    # detectron2 is installed by `make setup` (transfer/install_d2.py): it is not on PyPI.
+    # What siambench's own code imports. detectron2 is not on PyPI: `make setup`, or
+    # `python -m siambench.transfer.install_d2` from a wheel, installs it (transfer/install_d2.py).
     install_requires=[
         "torch>=1.13",
         "torchvision>=0.14",
         "numpy",
-        "fvcore>=0.1.5,<0.1.6",
+        "Pillow",
+        "PyYAML",
+        "fvcore>=0.1.5,<0.1.6",  # the ranges detectron2 v0.6 pins
         "iopath>=0.1.7,<0.1.10",
         "pycocotools>=2.0.2",
         "matplotlib",
         "tqdm",
         "tabulate",
     ],
-    extras_require={"fast-eval": ["faster-coco-eval"], "test": ["pytest"]},
+    extras_require={
+        # detectron2 v0.6's pure-Python dependencies, for the detectron2 that install_d2 copies in
+        # without a resolver: its setup.py's install_requires minus black (LazyConfig's optional
+        # pretty-printing), future and pydot (not imported by its sources). Transfer needs yacs,
+        # termcolor, cloudpickle, omegaconf (imported with detectron2) and tensorboard (its event
+        # writer); hydra-core backs LazyConfig overrides; setuptools<81 keeps pkg_resources for
+        # detectron2.model_zoo. `siambench doctor` checks them.
+        "detectron2": [
+            "yacs>=0.1.8",
+            "termcolor>=1.1",
+            "cloudpickle",
+            "omegaconf>=2.1",
+            "hydra-core>=1.1",
+            "tensorboard",
+            "setuptools<81",
+        ],
+        "fast-eval": ["faster-coco-eval"],
+        "test": ["pytest"],
+    },
     entry_points={"console_scripts": ["siambench=siambench.benchmarks.cli:main"]},
 )

@@ -4,8 +4,10 @@ Prints one table: Python packages (version and where they come from), the detect
 in use (official build or the pure-Python fallback, compiled ops, compatibility
 patches), devices (CUDA, NCCL, GPU names) and the dataset roots it finds.
 
-Exit status: 0 when every required component works, 1 otherwise, with the reasons.
-Required: torch, torchvision (with its compiled ops), detectron2, fvcore, pycocotools.
+Exit status: 0 when every required component works, 1 otherwise, with the reasons and the
+fix for this kind of installation (``make setup`` in a checkout, pip commands for a wheel).
+Required: what siambench imports (torch, torchvision with its compiled ops, ...), detectron2,
+and the detectron2 dependencies that transfer imports (extra ``siambench[detectron2]``).
 Dataset roots are informational unless named with ``--require-datasets``.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib.util
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,13 +27,34 @@ from typing import Callable
 from tabulate import tabulate
 
 from siambench.pretrain.utils.paths import imagenet_root  # the rule pretraining uses for an empty DATA.ROOT
+from siambench.transfer import install_d2  # standard library only: install hints, detectron2.projects
 
-__all__ = ["Check", "DATASET_GROUPS", "collect", "imagenet_root", "main"]
+__all__ = ["Check", "DATASET_GROUPS", "PACKAGES", "Package", "collect", "fix_for", "imagenet_root", "main"]
 
-# package (import name) -> required; optional ones are reported but never fail the check.
-PACKAGES: dict[str, bool] = {
-    "torch": True, "torchvision": True, "fvcore": True, "pycocotools": True,
-    "iopath": False, "numpy": False, "PIL": False, "faster_coco_eval": False, "tensorboard": False,
+
+@dataclass(frozen=True)
+class Package:
+    """A dependency as setup.py declares it: its distribution, the extra naming it ("" for
+    install_requires), and whether doctor fails without it."""
+
+    distribution: str
+    required: bool = True
+    extra: str = ""
+
+
+# import name -> package, in report order
+PACKAGES: dict[str, Package] = {
+    "torch": Package("torch"), "torchvision": Package("torchvision"), "numpy": Package("numpy"),
+    "PIL": Package("pillow"), "yaml": Package("pyyaml"), "fvcore": Package("fvcore"),
+    "iopath": Package("iopath"), "pycocotools": Package("pycocotools"), "matplotlib": Package("matplotlib"),
+    "tqdm": Package("tqdm"), "tabulate": Package("tabulate"),
+    # detectron2's dependencies: transfer imports these (tensorboard: detectron2's event writer)
+    "yacs": Package("yacs", extra="detectron2"), "termcolor": Package("termcolor", extra="detectron2"),
+    "cloudpickle": Package("cloudpickle", extra="detectron2"), "omegaconf": Package("omegaconf", extra="detectron2"),
+    "tensorboard": Package("tensorboard", extra="detectron2"),
+    # ... and these only other parts of detectron2 (LazyConfig overrides, detectron2.model_zoo)
+    "hydra": Package("hydra-core", False, "detectron2"), "pkg_resources": Package("setuptools", False, "detectron2"),
+    "faster_coco_eval": Package("faster-coco-eval", False, "fast-eval"),
 }
 # --require-datasets choice -> detectron2 dataset names checked for it
 DATASET_GROUPS: dict[str, tuple[str, ...]] = {
@@ -62,16 +86,20 @@ class Check:
         return "MISSING" if self.required else "not found"
 
 
-# import name -> distribution name, where they differ
-_DISTRIBUTIONS = {"PIL": "pillow", "faster_coco_eval": "faster-coco-eval"}
+def fix_for(package: Package) -> str:
+    """The command that installs ``package`` for this kind of installation."""
+    if install_d2.in_checkout():
+        return "`make setup`"
+    if package.extra:
+        return f"`pip install 'siambench[{package.extra}]'`"
+    return f"`pip install {package.distribution}`"
 
 
-def _version_and_path(module: object) -> str:
-    name = getattr(module, "__name__", "?")
+def _version_and_path(module: object, distribution: str) -> str:
     version = getattr(module, "__version__", None)
-    if version is None:
+    if not isinstance(version, str):
         try:
-            version = importlib.metadata.version(_DISTRIBUTIONS.get(name, name))
+            version = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             version = "?"
     path = Path(getattr(module, "__file__", "") or "?").parent
@@ -80,13 +108,16 @@ def _version_and_path(module: object) -> str:
 
 def _packages() -> list[Check]:
     rows = []
-    for name, required in PACKAGES.items():
+    for name, package in PACKAGES.items():
         try:
-            module = importlib.import_module(name)
+            with warnings.catch_warnings():  # deprecation notices on import (pkg_resources) are not findings
+                warnings.simplefilter("ignore")
+                module = importlib.import_module(name)
         except Exception as e:  # ImportError, or a broken install raising anything
-            rows.append(Check("packages", name, False, f"cannot import: {type(e).__name__}: {e}", required))
+            rows.append(Check("packages", name, False, f"cannot import: {type(e).__name__}: {e}. "
+                              f"Fix: {fix_for(package)}", package.required))
             continue
-        detail = _version_and_path(module)
+        detail = _version_and_path(module, package.distribution)
         ok = True
         if name == "torchvision":  # detectron2 needs torchvision's compiled nms / ROIAlign
             try:
@@ -95,8 +126,16 @@ def _packages() -> list[Check]:
                 module.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
             except Exception as e:
                 ok, detail = False, f"{detail}; compiled ops broken: {e}"
-        rows.append(Check("packages", name, ok, detail, required))
+        rows.append(Check("packages", name, ok, detail, package.required))
     return rows
+
+
+def _detectron2_fix(error: Exception) -> str:
+    """A missing dependency's own fix when detectron2 is there but cannot import it; else install_d2's."""
+    missing = getattr(error, "name", None) if isinstance(error, ImportError) else None
+    if missing and missing.split(".")[0] in PACKAGES:
+        return fix_for(PACKAGES[missing.split(".")[0]])
+    return install_d2.fix_hint()
 
 
 def _detectron2() -> list[Check]:
@@ -104,8 +143,9 @@ def _detectron2() -> list[Check]:
         d2compat = importlib.import_module("siambench.transfer.d2compat")
         info = d2compat.info()
     except Exception as e:
-        return [Check("detectron2", "detectron2", False,
-                      f"{type(e).__name__}: {e}. Fix: `make setup` (see README, 'Installation')", True)]
+        fix = _detectron2_fix(e)
+        detail = f"{type(e).__name__}: {e}" + ("" if fix in str(e) else f". Fix: {fix}")
+        return [Check("detectron2", "detectron2", False, detail, True)]
     compiled = ("yes" if info["compiled_ops"] else
                 "no (pure Python: deformable conv, rotated boxes and C++ COCO eval unavailable; R-CNN C4/FPN work)")
     return [
@@ -119,12 +159,10 @@ def _detectron2() -> list[Check]:
 
 def _detectron2_projects() -> Check:
     """detectron2's setup.py installs PointRend, DeepLab, Panoptic-DeepLab as detectron2.projects.*"""
-    from siambench.transfer.install_d2 import PROJECTS as D2_PROJECTS  # standard library only
-
-    found = [p for p in D2_PROJECTS if importlib.util.find_spec(f"detectron2.projects.{p}") is not None]
-    if len(found) == len(D2_PROJECTS):
+    found = [p for p in install_d2.PROJECTS if importlib.util.find_spec(f"detectron2.projects.{p}") is not None]
+    if len(found) == len(install_d2.PROJECTS):
         return Check("detectron2", "projects", None, "detectron2.projects." + ", ".join(found))
-    missing = ", ".join(p for p in D2_PROJECTS if p not in found)
+    missing = ", ".join(p for p in install_d2.PROJECTS if p not in found)
     return Check("detectron2", "projects", None,
                  f"not installed: {missing} (detectron2.projects; siambench does not use them). To add them, "
                  "reinstall detectron2: `pip uninstall detectron2 && python -m siambench.transfer.install_d2`")

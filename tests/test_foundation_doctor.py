@@ -24,7 +24,7 @@ def test_quiet_prints_only_the_verdict(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().out.strip().splitlines()[0].startswith("siambench doctor: ok")
 
 
-@pytest.mark.parametrize("module", ["pycocotools", "fvcore", "detectron2"])
+@pytest.mark.parametrize("module", ["pycocotools", "fvcore", "detectron2", "tensorboard", "cloudpickle", "omegaconf"])
 def test_missing_required_package_exits_one(module: str, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
@@ -33,6 +33,34 @@ def test_missing_required_package_exits_one(module: str, monkeypatch: pytest.Mon
     assert "FAILED" in err and f"{module}:" in err
     if module == "detectron2":
         assert "make setup" in err
+
+
+@pytest.mark.parametrize("module, fix", [
+    ("cloudpickle", "`pip install 'siambench[detectron2]'`"),
+    ("tensorboard", "`pip install 'siambench[detectron2]'`"),
+    ("pycocotools", "`pip install pycocotools`"),
+    ("detectron2", "`pip install 'siambench[detectron2]' && python -m siambench.transfer.install_d2`"),
+])
+def test_a_wheel_install_gets_pip_fixes_not_make_setup(module: str, fix: str, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from siambench.transfer import install_d2
+
+    monkeypatch.setattr(install_d2, "CHECKOUT", Path(sys.prefix) / "no-checkout")  # as from site-packages
+    monkeypatch.setitem(sys.modules, module, None)
+    assert doctor.main(["--quiet"]) == 1
+    failure = next(line for line in capsys.readouterr().err.splitlines() if line.strip().startswith(f"{module}:"))
+    assert fix in failure and "make setup" not in failure
+
+
+def test_detectron2_missing_a_dependency_names_that_dependencys_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from siambench.transfer import install_d2
+
+    monkeypatch.setattr(install_d2, "CHECKOUT", Path(sys.prefix) / "no-checkout")
+    assert doctor._detectron2_fix(ModuleNotFoundError("No module named 'omegaconf'", name="omegaconf")) \
+        == "`pip install 'siambench[detectron2]'`"
+    assert "install_d2" in doctor._detectron2_fix(ModuleNotFoundError("no", name="detectron2"))
+    monkeypatch.undo()
+    assert doctor._detectron2_fix(ModuleNotFoundError("no", name="omegaconf")) == "`make setup`"  # this checkout
 
 
 def test_missing_optional_package_is_only_reported(monkeypatch: pytest.MonkeyPatch,

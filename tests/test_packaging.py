@@ -117,3 +117,41 @@ def test_pytest_is_a_test_dependency_only() -> None:
     setup = (ROOT / "setup.py").read_text()
     assert '"test": ["pytest"]' in setup and "install_requires" in setup
     assert "pytest" not in setup.split("install_requires")[1].split("]")[0]
+
+
+def _declared(wheel: Path) -> dict[str, str]:
+    """Canonical distribution name -> the extra that declares it ("" for install_requires), from the wheel."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    declared = {}
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist:"):
+            req = Requirement(line.partition(":")[2].strip())
+            extra = next((e for e in ("detectron2", "fast-eval", "test")
+                          if req.marker and req.marker.evaluate({"extra": e})), "")
+            declared[canonicalize_name(req.name)] = extra
+    return declared
+
+
+def test_doctor_checks_exactly_the_declared_runtime_dependencies(wheel: Path) -> None:
+    from packaging.utils import canonicalize_name
+
+    from siambench.benchmarks.doctor import PACKAGES
+
+    declared = {name: extra for name, extra in _declared(wheel).items() if extra != "test"}
+    assert {"cloudpickle", "omegaconf", "tensorboard", "setuptools"} <= {n for n, e in declared.items()
+                                                                         if e == "detectron2"}
+    assert {canonicalize_name(p.distribution): p.extra for p in PACKAGES.values()} == declared
+    required = {canonicalize_name(p.distribution) for p in PACKAGES.values() if p.required}
+    assert {"tensorboard", "cloudpickle", "omegaconf", "torch", "pycocotools"} <= required
+
+
+def test_requirements_base_is_the_wheels_runtime_dependencies(wheel: Path) -> None:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    base = {canonicalize_name(Requirement(line).name) for line in _requirements("base.txt")}
+    assert base == {name for name, extra in _declared(wheel).items() if extra != "test"}

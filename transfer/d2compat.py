@@ -51,6 +51,8 @@ from typing import Any
 import numpy as _np
 from PIL import Image as _Image
 
+from siambench.transfer import install_d2  # standard library only: the install hint
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CompiledOpsUnavailable", "info", "has_compiled_ops"]
@@ -165,7 +167,7 @@ def _patch() -> None:
     global _COMPILED, _TORCH_LIBRARY
     if importlib.util.find_spec("detectron2") is None:
         raise ImportError(
-            "detectron2 is not installed. Run `make setup`, or on a GPU cluster: "
+            f"detectron2 is not installed. Run {install_d2.fix_hint()}, or on a GPU cluster: "
             "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
         )
     if not hasattr(_Image, "LINEAR"):
