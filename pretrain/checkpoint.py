@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .utils.config import ConfigError
 from .utils.env import siambench_version
+from .utils.errors import CheckpointError
 from .utils.io import atomic_torch_save, atomic_write_text
 
 __all__ = [
@@ -52,10 +52,6 @@ logger = logging.getLogger(__name__)
 PREFIX = "module."  # the official checkpoints come from a DDP-wrapped model
 LAST_CHECKPOINT = "last_checkpoint"
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint cannot be read or does not fit the model; the message names the file and the fix."""
 
 
 def checkpoint_name(epoch: int) -> str:

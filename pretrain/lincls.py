@@ -39,7 +39,7 @@ from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .eval_config import get_lincls_defaults
 from .lars import LARS
 from .methods.encoders import TORCHVISION_WIDTH, build_encoder
-from .run_dir import prepare_run_dir
+from .utils.run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
@@ -86,7 +86,7 @@ def setup_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], c
     Args:
         resume: the command's ``--resume`` argument (None: a new run).
         guard: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
-            unless resumed with the same config (``siambench.pretrain.run_dir``). Empty: only lock OUTPUT_DIR.
+            unless resumed with the same config (``siambench.pretrain.utils.run_dir``). Empty: only lock OUTPUT_DIR.
     """
     cfg = load_config(defaults, config_file, opts)
     cfg = resolve_cfg_data_root(cfg, ("train", "val"))

@@ -32,7 +32,7 @@ from .data.folder import resolve_cfg_data_root
 from .lars import LARS
 from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
-from .run_dir import prepare_run_dir
+from .utils.run_dir import prepare_run_dir
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
 from .targets import KStepTargets, MovingAverageTargets

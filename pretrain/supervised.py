@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
-from .run_dir import RUN_MARKERS
+from .utils.run_dir import RUN_MARKERS
 from .lincls import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, setup_run
 from .utils.config import CfgNode, add_config_args
 from .utils.io import atomic_link

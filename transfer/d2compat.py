@@ -52,6 +52,7 @@ from typing import Any
 import numpy as _np
 from PIL import Image as _Image
 
+from siambench.pretrain.utils.errors import UserError
 from siambench.pretrain.utils.images import HIGH_DEPTH_MODES, to_8bit
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CompiledOpsUnavailable", "info", "has_compiled_ops"]
 
 
-class CompiledOpsUnavailable(RuntimeError, AttributeError):
+class CompiledOpsUnavailable(UserError, RuntimeError, AttributeError):
     """A detectron2 feature needs compiled C++/CUDA ops that this install lacks.
 
     Subclasses AttributeError too, so ``hasattr(_C, name)`` stays a quiet probe.

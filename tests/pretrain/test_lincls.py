@@ -15,7 +15,7 @@ from siambench.pretrain.lars import LARS
 from siambench.pretrain.lincls import build_linear_eval, build_optimizer, cosine_lr, sanity_check
 from siambench.pretrain.lincls import main as lincls_main
 from siambench.pretrain.methods.encoders import build_encoder
-from siambench.pretrain.run_dir import RunDirError
+from siambench.pretrain.utils.run_dir import RunDirError
 from siambench.pretrain.supervised import main as supervised_main
 from siambench.pretrain.utils.config import load_config
 
