@@ -257,26 +257,53 @@ def load_backbone_state_dict(
     path = Path(path)
     ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
     sd, top_level = _find_state_dict(ckpt, path)
+    meta = ckpt if not top_level else {}  # a bare state dict records no format, arch or epoch
+    fmt, prefix, backbone = _encoder_tensors(path, meta, sd, top_level, fmt, prefix)
+    checkpoint_arch = meta.get("arch") if isinstance(meta.get("arch"), str) else None
+    spec = _resolve_spec(backbone, arch, checkpoint_arch, str(path))
+    state_dict = _complete_backbone(path, backbone, spec, prefix)
+    used = {prefix + k for k in state_dict}
+    epoch = meta.get("epoch")
+    info: BackboneInfo = {
+        "source": str(path.resolve()),
+        "sha256": sha256_file(path),
+        "format": fmt,
+        "prefix": prefix,
+        "arch": spec.arch,
+        "width": spec.width,
+        "checkpoint_arch": checkpoint_arch,
+        "epoch": int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        "num_tensors": len(state_dict),
+        "unused_keys": sorted(k for k in sd if k not in used),
+    }
+    return state_dict, info
+
+
+def _encoder_tensors(path: Path, meta: Mapping[str, Any], sd: Mapping[str, Any], top_level: bool,
+                     fmt: str | None, prefix: str | None) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """(format, prefix, ResNet tensors under the prefix without it and without the head)."""
     try:
-        fmt, prefix = _choose_prefix(fmt, prefix, ckpt if not top_level else {}, sd, top_level)
+        fmt, prefix = _choose_prefix(fmt, prefix, meta, sd, top_level)
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None
-
     under = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not under:
         raise ConversionError(
             f"{path}: no key starts with {prefix!r}; keys look like {_shapes_of_keys(sd)} -- "
-            f"{_suggest(ckpt if not top_level else {}, sd, top_level)}"
+            f"{_suggest(meta, sd, top_level)}"
         )
     backbone = {k: v for k, v in under.items() if not k.startswith(_HEAD) and is_resnet_key(k)}
     if not backbone:
         raise ConversionError(
             f"{path}: zero ResNet keys matched under prefix {prefix!r} (found e.g. {_sample(under)}); "
-            f"{_suggest(ckpt if not top_level else {}, sd, top_level)}"
+            f"{_suggest(meta, sd, top_level)}"
         )
-    checkpoint_arch = ckpt.get("arch") if not top_level and isinstance(ckpt.get("arch"), str) else None
-    spec = _resolve_spec(backbone, arch, checkpoint_arch, str(path))
+    return fmt, prefix, backbone
 
+
+def _complete_backbone(path: Path, backbone: Mapping[str, torch.Tensor], spec: ResNetSpec,
+                       prefix: str) -> dict[str, torch.Tensor]:
+    """``backbone`` in torchvision's order, checked to hold exactly ``spec``'s tensors and shapes."""
     expected = expected_shapes(spec.arch, spec.width)
     missing = [k for k in expected if k not in backbone]
     if missing:
@@ -292,20 +319,4 @@ def load_backbone_state_dict(
     wrong = [f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in backbone.items() if tuple(v.shape) != expected[k]]
     if wrong:
         raise ConversionError(f"{path}: shapes differ from {spec.name} ({_sample(wrong, 3)}); check --arch")
-
-    state_dict = {k: backbone[k].detach() for k in expected}
-    used = {prefix + k for k in state_dict}
-    epoch = ckpt.get("epoch") if not top_level else None
-    info: BackboneInfo = {
-        "source": str(path.resolve()),
-        "sha256": sha256_file(path),
-        "format": fmt,
-        "prefix": prefix,
-        "arch": spec.arch,
-        "width": spec.width,
-        "checkpoint_arch": checkpoint_arch,
-        "epoch": int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        "num_tensors": len(state_dict),
-        "unused_keys": sorted(k for k in sd if k not in used),
-    }
-    return state_dict, info
+    return {k: backbone[k].detach() for k in expected}
