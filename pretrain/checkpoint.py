@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .utils.checkpoint_dir import LAST_CHECKPOINT, find_resume_file, prune, tag_last_checkpoint
+from .utils import checkpoint_dir
+from .utils.checkpoint_dir import LAST_CHECKPOINT
 from .utils.env import siambench_version
 from .utils.errors import CheckpointError
 from .utils.io import atomic_torch_save, load_weights_only
@@ -135,7 +136,7 @@ def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module,
     path = Path(output_dir) / (name or checkpoint_name(epoch))
     atomic_torch_save(ckpt, path)
     if name is None:  # model_final.pth is not a resume point of its own: it copies the last one
-        tag_last_checkpoint(output_dir, path.name)
+        checkpoint_dir.tag_last_checkpoint(output_dir, path.name)
         train = cfg.get("TRAIN", None)
         if train is not None:
             prune_checkpoints(output_dir, int(train.get("KEEP_LAST", 0)), int(train.get("KEEP_EVERY", 0)))
@@ -148,8 +149,8 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, keep_every:
     ``keep_last`` 0 keeps everything. The file ``last_checkpoint`` names is never deleted.
     Call only after the newest checkpoint and ``last_checkpoint`` are written.
     """
-    return prune(output_dir, _CHECKPOINT_RE, keep_last, keep_every,
-                 setting=f"TRAIN.KEEP_LAST {keep_last}, KEEP_EVERY {keep_every}", log=logger)
+    return checkpoint_dir.prune(output_dir, _CHECKPOINT_RE, keep_last, keep_every,
+                                setting=f"TRAIN.KEEP_LAST {keep_last}, KEEP_EVERY {keep_every}", log=logger)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -218,6 +219,6 @@ def find_resume_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path |
             raise CheckpointError(f"--resume {resume}: no such checkpoint (use --resume auto to continue the "
                                   "run in OUTPUT_DIR)")
         return Path(resume)
-    return find_resume_file(output_dir, _CHECKPOINT_RE, required=("state_dict", "epoch"),
-                            fix=f"delete {output_dir} (or its {LAST_CHECKPOINT}) to start over",
-                            what="a pretraining checkpoint", files="checkpoint_*.pth", log=logger)
+    return checkpoint_dir.find_resume_file(output_dir, _CHECKPOINT_RE, required=("state_dict", "epoch"),
+                                           fix=f"delete {output_dir} (or its {LAST_CHECKPOINT}) to start over",
+                                           what="a pretraining checkpoint", files="checkpoint_*.pth", log=logger)

@@ -144,7 +144,8 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
 def base_chain(path: str | os.PathLike) -> list[Path]:
     """``path`` and the files its ``_BASE_`` names, transitively, ``path`` first.
 
-    A ``_BASE_`` is relative to the file that names it, as fvcore resolves it. The walk ends
+    A ``_BASE_`` is relative to the file that names it, as fvcore resolves it (and kept as
+    fvcore joins it: ``dir/../base.yaml``, not normalised). The walk ends
     before a file that does not exist and after one that does not parse (:func:`load_config`
     reports those); ``[]`` if ``path`` does not exist.
 
@@ -152,12 +153,15 @@ def base_chain(path: str | os.PathLike) -> list[Path]:
         ConfigError: the chain comes back to a file it already walked (it would never end).
     """
     chain: list[Path] = []
+    seen: list[Path] = []  # the same files, resolved: "a/../b.yaml" is "b.yaml"
     current: Path | None = Path(path)
     while current is not None and current.is_file():
-        if current in chain:
-            loop = " -> ".join(str(p) for p in [*chain[chain.index(current):], current])
+        if current.resolve() in seen:
+            start = seen.index(current.resolve())
+            loop = " -> ".join(str(p) for p in [*chain[start:], current])
             raise ConfigError(f"{chain[0]}: the _BASE_ chain loops ({loop}); make one of them name no _BASE_")
         chain.append(current)
+        seen.append(current.resolve())
         base = (_read_yaml(current) or {}).get("_BASE_")
         current = current.parent / base if isinstance(base, str) else None
     return chain
