@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .arch import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD, TORCHVISION_WIDTH, ResNetSpec, check_detectron2_buildable, spec_for
+from .arch import (INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD, TORCHVISION_WIDTH, ResNetSpec, check_detectron2_buildable,
+                   spec_for)
 from .checkpoints import summarize_keys
 from .errors import VerificationError
 from .safe_pickle import load_detectron2_weights, load_weights_pkl

@@ -43,7 +43,7 @@ from .utils.run_dir import prepare_run_dir
 from .utils.config import CfgNode, add_config_args, load_config, save_config
 from .utils.dist import DistInfo, barrier, init_distributed_mode
 from .utils.env import environment
-from .utils.io import atomic_torch_save, atomic_write_json
+from .utils.io import atomic_torch_save, atomic_write_json, load_weights_only
 from .utils.logger import MetricLogger, format_seconds, setup_logger
 from .utils.step_stats import DeviceStepStats, is_print_step
 
@@ -341,7 +341,7 @@ def _resume(path: Path | None, sha: str, classifier: nn.Module,
     """Restore classifier and optimizer from ``path``; (start epoch, best top-1, history)."""
     if path is None:
         return 0, 0.0, []
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_only(path, fix=f"delete it to restart the linear evaluation in {path.parent}")
     if ckpt["checkpoint_sha256"] != sha:
         raise SystemExit(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs); "
                          "use a fresh OUTPUT_DIR")

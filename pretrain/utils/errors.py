@@ -16,8 +16,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["UserError", "ConfigError", "CheckpointError", "MissingFileError", "ConversionError", "UnsafeCheckpointError",
-           "USER_ERROR_EXIT", "report_user_error", "exit_2_on_user_error"]
+__all__ = ["UserError", "ConfigError", "CheckpointError", "MissingFileError", "ConversionError",
+           "UnsafeCheckpointError", "USER_ERROR_EXIT", "report_user_error", "exit_2_on_user_error"]
 
 USER_ERROR_EXIT = 2  # argparse's code for bad arguments: siambench uses it for all bad input
 
