@@ -52,7 +52,7 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
     """Return a frozen copy of ``defaults`` merged with ``config_file`` and ``opts``.
 
     Raises:
-        ConfigError: missing file, unknown key or malformed override, naming the culprit.
+        ConfigError: missing file, a ``_BASE_`` loop, unknown key or malformed override, naming the culprit.
     """
     cfg = defaults.clone()
     cfg.set_new_allowed(False)
@@ -60,6 +60,7 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
         path = resolve(config_file)  # as given, else the shipped configs/ (also from a wheel)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (configs live under configs/)")
+        base_chain(path)  # a _BASE_ loop: one line, not fvcore's endless recursion
         try:
             cfg.merge_from_file(str(path))
         except KeyError as e:

@@ -65,6 +65,8 @@ def test_base_chain_loop_is_one_config_error(tmp_path):
         base_chain(a)
     with pytest.raises(ConfigError, match="loops"):
         load_yaml_chain(a)
+    with pytest.raises(ConfigError, match="loops"):  # the loader says so too (fvcore alone would recurse)
+        load_config(CfgNode(), a)
     self_loop = _write(tmp_path / "s.yaml", "_BASE_: s.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         base_chain(self_loop)
