@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from siambench.pretrain.utils.errors import USER_ERROR_EXIT, UserError
+
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("siambench.benchmarks.doctor", "check the installation, devices and datasets"),
@@ -25,24 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("siambench.benchmarks.table", "transfer / linear-eval tables from a runs directory"),
     "report": ("siambench.benchmarks.report", "Markdown + HTML report of a runs directory"),
 }
-
-
-# Errors that describe bad input (they name the file/key and the fix): printed as one
-# clean line instead of a traceback. Looked up only in modules already imported, since
-# an error can only come from a module that ran. SIAMBENCH_DEBUG=1 shows the traceback.
-USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("siambench.pretrain.utils.config", "ConfigError"),
-    ("siambench.pretrain.data.folder", "CorruptDataError"),
-    ("siambench.convert.errors", "ConversionError"),
-    ("siambench.transfer.datasets", "DatasetLayoutError"),
-    ("siambench.transfer.trials", "TrialConfigMismatch"),
-    ("siambench.transfer.d2compat", "CompiledOpsUnavailable"),
-)
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    classes = [getattr(sys.modules[m], n) for m, n in USER_ERRORS if m in sys.modules]
-    return isinstance(exc, tuple(classes))
 
 
 # Disk/permission errors the user fixes outside siambench, with the fix; also found as the
@@ -93,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         rc = module.main(rest)
-    except Exception as e:
-        line = str(e) if _is_user_error(e) else _os_error_line(e)
+    except Exception as e:  # bad input (UserError) or a disk/permission error: one line, exit 2
+        line = str(e) if isinstance(e, UserError) else _os_error_line(e)
         if line is None or os.environ.get("SIAMBENCH_DEBUG"):
             raise
         print(f"siambench {name}: error: {line}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     return int(rc or 0)
 
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from siambench.pretrain.utils.config import ConfigError
+from siambench.pretrain.utils.config import ConfigError, base_chain
 
 from .pipeline_config import resolve_path
 from .steps import Step
@@ -39,21 +39,9 @@ def _config_files(step: Step) -> list[Path]:
     for flag, template in (("--config-file", "{}"), ("--task", "configs/transfer/{}.yaml")):
         if flag in argv[:-1]:
             files.append(resolve_path(template.format(argv[argv.index(flag) + 1])))
-    chain, seen = [], set()
-    while files:
-        path = files.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
-        chain.append(path)
-        import yaml
-
-        try:
-            base = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("_BASE_")
-        except (yaml.YAMLError, AttributeError, OSError):
-            base = None
-        if isinstance(base, str):
-            files.append((path.parent / base) if not Path(base).is_absolute() else Path(base))
+    chain: list[Path] = []
+    for root in reversed(files):
+        chain += [p for p in base_chain(root) if p not in chain]
     return chain
 
 

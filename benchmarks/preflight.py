@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from fvcore.common.config import CfgNode
+from siambench.pretrain.utils.config import flatten, load_yaml_chain
 
 from .pipeline_config import resolve_path
 from .steps import Step, synth_root
@@ -42,37 +43,6 @@ KNN_GPU_H = 0.3  # one forward pass of ImageNet train + val with ResNet-50
 IMAGENET_TRAIN = 1_281_167  # images in ILSVRC-2012 train: the per-epoch timings above
 D2_S_PER_ITER = {False: 0.551, True: 0.584}  # detectron2 MODEL_ZOO.md R50-C4 1x, MASK_ON False / True, 8 V100
 ARCH_FLOPS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 4.1, "resnet101": 7.8, "resnet152": 11.5}  # GFLOPs
-
-
-def load_yaml_chain(path: Path) -> dict[str, Any]:
-    """A yacs YAML file merged over its ``_BASE_`` chain, as plain dicts ({} if unreadable)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    base = data.pop("_BASE_", None)
-    merged = load_yaml_chain(path.parent / base) if isinstance(base, str) else {}
-
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    return merge(merged, data)
-
-
-def _get(cfg: dict, dotted: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def _opt(argv: Sequence[str], key: str) -> str | None:
@@ -94,7 +64,7 @@ def _value(step: Step, cfg: dict, key: str, default: Any = None) -> Any:
     """A config key as the step will see it: the command-line override, else the file's."""
     given = _opt(step.argv, key)
     if given is None:
-        return _get(cfg, key, default)
+        return flatten(cfg).get(key, default)
     import ast
 
     try:

@@ -5,7 +5,7 @@
 * :mod:`siambench.convert.naming` -- torchvision -> Detectron2 ResNet names;
 * :mod:`siambench.convert.export` -- write the ``.pkl`` with provenance (``convert_checkpoint``);
 * :mod:`siambench.convert.verify` -- feature equivalence and key coverage inside Detectron2;
-* :mod:`siambench.convert.safe_pickle` -- restricted unpickler and ``SafeDetectionCheckpointer``;
+* :mod:`siambench.convert.safe_pickle` -- restricted unpickler, ``.pkl`` weights as detectron2 reads them;
 * :mod:`siambench.convert.cli` -- ``siambench convert``.
 
 Importing ``convert`` (or any module but ``verify``) does not import detectron2.

@@ -18,12 +18,21 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import torch
+from siambench.pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from .errors import ConversionError
 
-__all__ = ["ResNetSpec", "RESNETS", "TORCHVISION_WIDTH", "spec_for", "infer_spec", "check_detectron2_buildable"]
+__all__ = ["ResNetSpec", "RESNETS", "TORCHVISION_WIDTH", "PIXEL_MEAN", "PIXEL_STD", "INPUT_FORMAT", "spec_for",
+           "infer_spec", "check_detectron2_buildable"]
 
 TORCHVISION_WIDTH = 64  # stem channels of torchvision's ResNets (siambench MODEL.WIDTH default)
+# What torchvision-trained ResNets expect in Detectron2 (MODEL.PIXEL_MEAN/STD, INPUT.FORMAT): RGB in
+# [0, 255], normalised with the ImageNet statistics of the pretraining transforms scaled by 255
+# (123.675, 116.28, 103.53 / 58.395, 57.12, 57.375). SimSiam, MoCo and the supervised baseline all
+# train with these. Written into every converted file (export) and checked against it (verify).
+PIXEL_MEAN = tuple(round(255 * m, 3) for m in IMAGENET_MEAN)
+PIXEL_STD = tuple(round(255 * s, 3) for s in IMAGENET_STD)
+INPUT_FORMAT = "RGB"
 
 
 @dataclass(frozen=True)

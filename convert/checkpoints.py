@@ -24,18 +24,17 @@ unpickling is refused unless the caller passes ``trust_pickle=True``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
-import pickle
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypedDict
 
 import torch
+from siambench.pretrain.utils.io import check_torch_file, load_weights_only, sha256_file
 
 from .arch import RESNETS, TORCHVISION_WIDTH, ResNetSpec, infer_spec, spec_for
-from .errors import ConversionError, UnsafeCheckpointError
+from .errors import ConversionError
 from .naming import is_resnet_key
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "BackboneInfo",
     "load_backbone_state_dict",
     "read_checkpoint",
-    "sha256_file",
     "summarize_keys",
 ]
 
@@ -60,8 +58,8 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 # Under the encoder prefix, "fc." is a head: SimSiam's projector, MoCo v2's MLP, a classifier.
 _HEAD = "fc."
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
-_PICKLE_MAGIC = b"\x80"  # a pickle protocol >= 2 opcode: legacy torch.save format
+_UNSAFE_FIX = ("if you trust where the file came from, re-run with --trust-pickle; better, re-save just the "
+               "state_dict with torch.save")
 
 
 class BackboneInfo(TypedDict):
@@ -79,14 +77,6 @@ class BackboneInfo(TypedDict):
     unused_keys: list[str]  # every source key not returned (heads, key encoder, counters)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
     """``torch.load`` a checkpoint on CPU, refusing files that need arbitrary unpickling.
 
@@ -94,51 +84,14 @@ def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
         ConversionError: missing, empty or not a PyTorch checkpoint.
         UnsafeCheckpointError: loading needs code execution and ``trust_pickle`` is False.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such checkpoint file; check the path")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        raise ConversionError(f"{path}: the file is empty; the download or copy was interrupted")
-    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
-        raise ConversionError(
-            f"{path}: not a PyTorch checkpoint (starts with {head!r}); pass a file written by torch.save"
-        )
-    if trust_pickle:
-        logger.warning("%s: loading with weights_only=False (--trust-pickle): the file may run code", path)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ConversionError(f"{path}: cannot be loaded even with --trust-pickle: {e}") from e
+    if not trust_pickle:
+        return load_weights_only(path, error=ConversionError, unsafe_fix=_UNSAFE_FIX)
+    check_torch_file(path, ConversionError)
+    logger.warning("%s: loading with weights_only=False (--trust-pickle): the file may run code", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if head.startswith(_ZIP_MAGIC) or "GLOBAL" in str(e):
-            detail = _torch_reason(str(e))
-            raise UnsafeCheckpointError(
-                f"{path}: refused: loading it needs arbitrary unpickling ({detail}), which can run "
-                "code hidden in the file. siambench reads checkpoints with torch.load(weights_only=True). "
-                "If you trust where the file came from, re-run with --trust-pickle; better, re-save "
-                "just the state_dict with torch.save."
-            ) from e
-        raise ConversionError(
-            f"{path}: not a torch.save checkpoint (a plain pickle?); a detectron2 .pkl needs no "
-            f"conversion. ({_torch_reason(str(e))})"
-        ) from e
-    except Exception as e:  # EOFError, RuntimeError (truncated zip), KeyError (bad magic) ...
-        raise ConversionError(
-            f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); "
-            "the file is truncated or in another format"
-        ) from e
-
-
-def _torch_reason(message: str) -> str:
-    """The informative line of torch's weights_only error (it is long and generic)."""
-    for line in message.splitlines():
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line.strip()
-    return message.splitlines()[0][:200] if message else "unknown reason"
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConversionError(f"{path}: cannot be loaded even with --trust-pickle: {e}") from e
 
 
 def _find_state_dict(ckpt: Any, path: Path) -> tuple[Mapping[str, Any], bool]:
@@ -304,26 +257,53 @@ def load_backbone_state_dict(
     path = Path(path)
     ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
     sd, top_level = _find_state_dict(ckpt, path)
+    meta = ckpt if not top_level else {}  # a bare state dict records no format, arch or epoch
+    fmt, prefix, backbone = _encoder_tensors(path, meta, sd, top_level, fmt, prefix)
+    checkpoint_arch = meta.get("arch") if isinstance(meta.get("arch"), str) else None
+    spec = _resolve_spec(backbone, arch, checkpoint_arch, str(path))
+    state_dict = _complete_backbone(path, backbone, spec, prefix)
+    used = {prefix + k for k in state_dict}
+    epoch = meta.get("epoch")
+    info: BackboneInfo = {
+        "source": str(path.resolve()),
+        "sha256": sha256_file(path),
+        "format": fmt,
+        "prefix": prefix,
+        "arch": spec.arch,
+        "width": spec.width,
+        "checkpoint_arch": checkpoint_arch,
+        "epoch": int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        "num_tensors": len(state_dict),
+        "unused_keys": sorted(k for k in sd if k not in used),
+    }
+    return state_dict, info
+
+
+def _encoder_tensors(path: Path, meta: Mapping[str, Any], sd: Mapping[str, Any], top_level: bool,
+                     fmt: str | None, prefix: str | None) -> tuple[str, str, dict[str, torch.Tensor]]:
+    """(format, prefix, ResNet tensors under the prefix without it and without the head)."""
     try:
-        fmt, prefix = _choose_prefix(fmt, prefix, ckpt if not top_level else {}, sd, top_level)
+        fmt, prefix = _choose_prefix(fmt, prefix, meta, sd, top_level)
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None
-
     under = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not under:
         raise ConversionError(
             f"{path}: no key starts with {prefix!r}; keys look like {_shapes_of_keys(sd)} -- "
-            f"{_suggest(ckpt if not top_level else {}, sd, top_level)}"
+            f"{_suggest(meta, sd, top_level)}"
         )
     backbone = {k: v for k, v in under.items() if not k.startswith(_HEAD) and is_resnet_key(k)}
     if not backbone:
         raise ConversionError(
             f"{path}: zero ResNet keys matched under prefix {prefix!r} (found e.g. {_sample(under)}); "
-            f"{_suggest(ckpt if not top_level else {}, sd, top_level)}"
+            f"{_suggest(meta, sd, top_level)}"
         )
-    checkpoint_arch = ckpt.get("arch") if not top_level and isinstance(ckpt.get("arch"), str) else None
-    spec = _resolve_spec(backbone, arch, checkpoint_arch, str(path))
+    return fmt, prefix, backbone
 
+
+def _complete_backbone(path: Path, backbone: Mapping[str, torch.Tensor], spec: ResNetSpec,
+                       prefix: str) -> dict[str, torch.Tensor]:
+    """``backbone`` in torchvision's order, checked to hold exactly ``spec``'s tensors and shapes."""
     expected = expected_shapes(spec.arch, spec.width)
     missing = [k for k in expected if k not in backbone]
     if missing:
@@ -339,20 +319,4 @@ def load_backbone_state_dict(
     wrong = [f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in backbone.items() if tuple(v.shape) != expected[k]]
     if wrong:
         raise ConversionError(f"{path}: shapes differ from {spec.name} ({_sample(wrong, 3)}); check --arch")
-
-    state_dict = {k: backbone[k].detach() for k in expected}
-    used = {prefix + k for k in state_dict}
-    epoch = ckpt.get("epoch") if not top_level else None
-    info: BackboneInfo = {
-        "source": str(path.resolve()),
-        "sha256": sha256_file(path),
-        "format": fmt,
-        "prefix": prefix,
-        "arch": spec.arch,
-        "width": spec.width,
-        "checkpoint_arch": checkpoint_arch,
-        "epoch": int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        "num_tensors": len(state_dict),
-        "unused_keys": sorted(k for k in sd if k not in used),
-    }
-    return state_dict, info
+    return {k: backbone[k].detach() for k in expected}

@@ -9,6 +9,9 @@ Examples::
     siambench convert resnet50-0676ba61.pth supervised.pkl              # torchvision ImageNet
 
 The format is detected from the keys unless ``--format``/``--prefix`` say otherwise.
+Exit codes: 0 converted; 2 bad input (a missing, empty, truncated, foreign or code-carrying
+checkpoint, a wrong ``--format``/``--prefix``/``--arch``), nothing written; 1 the weights
+failed ``--verify``, nothing written.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from siambench.pretrain.utils.errors import exit_2_on_user_error
+
 from .checkpoints import FORMATS, summarize_keys
-from .errors import ConversionError
+from .errors import VerificationError
 
 __all__ = ["main", "build_parser"]
 
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exit_2_on_user_error("siambench convert")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     from .export import convert_checkpoint  # after parsing: --help stays instant
@@ -55,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.input, args.output, fmt=args.format, prefix=args.prefix, arch=args.arch,
             trust_pickle=args.trust_pickle, verify=args.verify, verify_size=args.verify_size,
         )
-    except ConversionError as e:  # includes unsafe files and failed verification
+    except VerificationError as e:  # bad input (any other ConversionError) exits 2 through the decorator
         print(f"siambench convert: error: {e}", file=sys.stderr)
         return 1
     epoch = f", epoch {prov['epoch']}" if prov["epoch"] is not None else ""

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 import numpy as np
 import torch
 
-from siambench.pretrain.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siambench.pretrain.utils.env import siambench_version
 from siambench.pretrain.utils.io import atomic_open
 
-from .arch import check_detectron2_buildable, spec_for
+from .arch import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD, check_detectron2_buildable, spec_for
 from .checkpoints import BackboneInfo, load_backbone_state_dict
 from .errors import ConversionError
 from .naming import to_detectron2_name
@@ -41,12 +40,6 @@ __all__ = [
     "convert_checkpoint",
 ]
 
-# What torchvision-trained ResNets expect: RGB in [0, 255], normalised with the ImageNet
-# statistics of the pretraining transforms scaled by 255 (123.675, 116.28, 103.53 /
-# 58.395, 57.12, 57.375). SimSiam, MoCo and the supervised baseline all train with these.
-PIXEL_MEAN = tuple(round(255 * m, 3) for m in IMAGENET_MEAN)
-PIXEL_STD = tuple(round(255 * s, 3) for s in IMAGENET_STD)
-INPUT_FORMAT = "RGB"
 _PICKLE_PROTOCOL = 4  # readable by any Python 3 detectron2; numpy arrays go in-band
 
 

@@ -13,9 +13,10 @@ refuses every other one -- before calling it. What it admits:
 * ``_codecs.encode(text, "latin1")``, which is how Python 3 writes ``bytes`` in
   protocol-2 pickles (detectron2's model-zoo files are such pickles).
 
-:class:`SafeDetectionCheckpointer` is Detectron2's ``DetectionCheckpointer`` with
-its ``.pkl`` branch routed through :func:`load_weights_pkl`; the transfer step uses
-it. It is built lazily so ``convert`` imports without detectron2.
+:func:`load_detectron2_weights` is the one reading of a ``.pkl`` as detectron2 reads
+it (model-zoo layout as is, Caffe2/Detectron1 blobs renamed for its name heuristics),
+through the restricted unpickler. ``siambench transfer``'s checkpointer
+(``transfer.checkpoint.SafeDetectionCheckpointer``) and ``convert.verify`` use it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ except ImportError:  # numpy 1.x
 
 from .errors import UnsafeCheckpointError
 
-__all__ = ["load_weights_pkl", "safe_loads", "SafeDetectionCheckpointer"]
+__all__ = ["load_weights_pkl", "load_detectron2_weights", "safe_loads"]
 
 
 def _safe_dtype(*args: Any) -> np.dtype:
@@ -160,44 +161,22 @@ def load_weights_pkl(path: str | os.PathLike) -> Any:
     return safe_loads(data, str(path))
 
 
-def _build_safe_checkpointer() -> type:
-    from siambench.transfer import d2compat  # noqa: F401  (must precede any detectron2 import)
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.utils.file_io import PathManager
+def load_detectron2_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``.pkl`` weights file as detectron2's ``DetectionCheckpointer._load_file`` returns it.
 
-    class SafeDetectionCheckpointer(DetectionCheckpointer):
-        """``DetectionCheckpointer`` whose ``.pkl`` files go through :func:`load_weights_pkl`.
+    A detectron2 model-zoo or ``siambench convert`` file (``model`` and ``__author__``) is
+    returned as is; anything else is a Caffe2 / Detectron1 file, as detectron2 interprets it:
+    its ``blobs`` (or the top level), less the ``*_momentum`` solver state, with
+    ``matching_heuristics`` for detectron2's name conversion.
 
-        Same results as detectron2's loader for model-zoo and ``siambench convert``
-        files; a ``.pkl`` that needs arbitrary unpickling raises
-        :class:`~convert.errors.UnsafeCheckpointError` instead of running.
-        ``.pth`` files go to fvcore, which uses ``torch.load`` (weights_only by default).
-        """
-
-        def _load_file(self, filename: str) -> dict[str, Any]:
-            if not filename.endswith(".pkl"):
-                return super()._load_file(filename)
-            data = load_weights_pkl(PathManager.get_local_path(filename))
-            if not isinstance(data, dict):
-                raise UnsafeCheckpointError(f"{filename}: holds a {type(data).__name__}, not a weights dict")
-            if "model" in data and "__author__" in data:  # detectron2 model-zoo layout
-                self.logger.info("Reading a file from '%s'", data["__author__"])
-                return data
-            # Caffe2 / Detectron1 layout, as detectron2 itself interprets it.
-            blobs = data.get("blobs", data)
-            blobs = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
-            return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
-
-    return SafeDetectionCheckpointer
-
-
-_LAZY: dict[str, type] = {}
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: build the detectron2 subclass on first use only.
-    if name == "SafeDetectionCheckpointer":
-        if name not in _LAZY:
-            _LAZY[name] = _build_safe_checkpointer()
-        return _LAZY[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Raises:
+        UnsafeCheckpointError: the file needs arbitrary unpickling, or holds no dict.
+    """
+    data = load_weights_pkl(path)
+    if not isinstance(data, dict):
+        raise UnsafeCheckpointError(f"{path}: holds a {type(data).__name__}, not a weights dict")
+    if "model" in data and "__author__" in data:
+        return data
+    blobs = data.get("blobs", data)
+    return {"model": {k: v for k, v in blobs.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
+            "matching_heuristics": True}

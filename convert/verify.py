@@ -2,9 +2,9 @@
 
 For each model layout the transfer step uses, :func:`verify_weights` builds the
 Detectron2 model (ResNet with ``STRIDE_IN_1X1 False``, RGB input, the pixel mean/std
-recorded in the file), loads the ``.pkl`` through detectron2's checkpointer (our
-:class:`~convert.safe_pickle.SafeDetectionCheckpointer`, which differs only in how it
-unpickles) with its name-matching heuristics, and then:
+recorded in the file), loads the ``.pkl`` as ``siambench transfer`` does -- read by
+:func:`~siambench.convert.safe_pickle.load_detectron2_weights`, loaded by detectron2's
+``DetectionCheckpointer`` with its name-matching heuristics -- and then:
 
 * requires every ResNet tensor of the model to be filled and no weight to be left
   over -- only fresh detection heads (RPN, box/mask predictors, FPN, the extra norm)
@@ -26,11 +26,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .arch import TORCHVISION_WIDTH, ResNetSpec, check_detectron2_buildable, spec_for
+from .arch import (INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD, TORCHVISION_WIDTH, ResNetSpec, check_detectron2_buildable,
+                   spec_for)
 from .checkpoints import summarize_keys
 from .errors import VerificationError
-from .export import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD
-from .safe_pickle import load_weights_pkl
+from .safe_pickle import load_detectron2_weights, load_weights_pkl
 
 __all__ = ["LAYOUTS", "LayoutReport", "VerifyReport", "verify_weights", "d2_config", "check_loads_into"]
 
@@ -152,11 +152,12 @@ def check_loads_into(model: nn.Module, weights: str | os.PathLike) -> LayoutRepo
     Usable with any Detectron2 model (e.g. one built from a transfer config): every ResNet
     tensor must be filled with the right shape and every weight in the file used.
     """
-    from .safe_pickle import SafeDetectionCheckpointer
+    from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
+    from detectron2.checkpoint import DetectionCheckpointer
 
-    checkpointer = SafeDetectionCheckpointer(model)
-    # The two steps of Checkpointer.load, kept apart to see the incompatible keys it only logs.
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(weights)))
+    # The two steps of Checkpointer.load (reading the file as transfer's checkpointer does),
+    # kept apart to see the incompatible keys it only logs.
+    incompatible = DetectionCheckpointer(model)._load_model(load_detectron2_weights(weights))
     report = LayoutReport(layout=type(model).__name__)
     for key, shape_ckpt, shape_model in incompatible.incorrect_shapes:
         report.problems.append(f"{key}: shape {tuple(shape_ckpt)} in the weights, {tuple(shape_model)} in the model")

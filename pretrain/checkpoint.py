@@ -11,7 +11,8 @@ Retention (``TRAIN.KEEP_LAST``, ``TRAIN.KEEP_EVERY``): after a checkpoint and
 ``last_checkpoint`` are safely written, older ``checkpoint_*.pth`` beyond the newest
 ``KEEP_LAST`` are deleted, except every ``KEEP_EVERY``-th epoch; ``last_checkpoint``
 always names a file that exists. Resuming (:func:`find_resume_checkpoint`) falls back
-to the newest readable checkpoint, with a warning naming the damaged one.
+to the newest readable checkpoint, with a warning naming the damaged one. Both rules
+are those of every siambench checkpoint directory (:mod:`siambench.pretrain.utils.checkpoint_dir`).
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .utils.config import ConfigError
+from .utils import checkpoint_dir
+from .utils.checkpoint_dir import LAST_CHECKPOINT
 from .utils.env import siambench_version
-from .utils.io import atomic_torch_save, atomic_write_text
+from .utils.errors import CheckpointError
+from .utils.io import atomic_torch_save, load_weights_only
 
 __all__ = [
     "PREFIX",
@@ -49,12 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PREFIX = "module."  # the official checkpoints come from a DDP-wrapped model
-LAST_CHECKPOINT = "last_checkpoint"
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint cannot be read or does not fit the model; the message names the file and the fix."""
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -124,17 +122,11 @@ def save_checkpoint(output_dir: str | os.PathLike, epoch: int, model: nn.Module,
     path = Path(output_dir) / (name or checkpoint_name(epoch))
     atomic_torch_save(ckpt, path)
     if name is None:  # model_final.pth is not a resume point of its own: it copies the last one
-        atomic_write_text(Path(output_dir) / LAST_CHECKPOINT, path.name + "\n")
+        checkpoint_dir.tag_last_checkpoint(output_dir, path.name)
         train = cfg.get("TRAIN", None)
         if train is not None:
             prune_checkpoints(output_dir, int(train.get("KEEP_LAST", 0)), int(train.get("KEEP_EVERY", 0)))
     return path
-
-
-def _epoch_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """``(epoch, path)`` of every ``checkpoint_NNNN.pth`` in ``output_dir``, newest first."""
-    found = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint_*.pth") if (m := _CHECKPOINT_RE.match(p.name))]
-    return sorted(found, reverse=True)
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, keep_every: int = 0) -> list[Path]:
@@ -143,39 +135,18 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int, keep_every:
     ``keep_last`` 0 keeps everything. The file ``last_checkpoint`` names is never deleted.
     Call only after the newest checkpoint and ``last_checkpoint`` are written.
     """
-    if keep_last <= 0:
-        return []
-    output_dir = Path(output_dir)
-    marker = output_dir / LAST_CHECKPOINT
-    current = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
-    removed = []
-    for i, (epoch, path) in enumerate(_epoch_checkpoints(output_dir)):
-        if i < keep_last or path.name == current or (keep_every > 0 and epoch % keep_every == 0):
-            continue
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    if removed:
-        logger.info("checkpoint retention (TRAIN.KEEP_LAST %d, KEEP_EVERY %d): removed %s", keep_last, keep_every,
-                    ", ".join(p.name for p in removed))
-    return removed
+    return checkpoint_dir.prune(output_dir, _CHECKPOINT_RE, keep_last, keep_every,
+                                setting=f"TRAIN.KEEP_LAST {keep_last}, KEEP_EVERY {keep_every}", log=logger)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with an error that names the file and the fix.
 
     Raises:
-        CheckpointError: the file is missing, unreadable (truncated, empty, code-carrying
-            pickle) or not a pretraining checkpoint.
+        CheckpointError: the file is missing, unreadable (truncated, empty) or not a
+            pretraining checkpoint; UnsafeCheckpointError (a CheckpointError): it carries code.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, foreign pickle, ...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} ({reason}); delete it (and fix {LAST_CHECKPOINT}) "
-                              "to resume from an earlier one") from e
+    ckpt = load_weights_only(path, fix=f"delete it (and fix {LAST_CHECKPOINT}) to resume from an earlier one")
     if not isinstance(ckpt, dict) or {"state_dict", "epoch", "optimizer"} - set(ckpt):
         missing = sorted({"state_dict", "epoch", "optimizer"} - set(ckpt)) if isinstance(ckpt, dict) else "all keys"
         raise CheckpointError(f"{path} is not a pretraining checkpoint: missing {missing}")
@@ -217,17 +188,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
                    sum(map(len, (g["params"] for g in groups))) - len(kept_state))
 
 
-def _readable(path: Path) -> str | None:
-    """None if ``path`` loads as a checkpoint (memory-mapped: cheap), else the reason."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001  (any failure means "not usable")
-        return (str(e).splitlines() or [type(e).__name__])[0][:200]
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
-        return "not a pretraining checkpoint"
-    return None
-
-
 def find_resume_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path | None:
     """``resume`` = "auto" (latest readable in ``output_dir``, None if there is none yet) or a file path.
 
@@ -245,25 +205,6 @@ def find_resume_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path |
             raise CheckpointError(f"--resume {resume}: no such checkpoint (use --resume auto to continue the "
                                   "run in OUTPUT_DIR)")
         return Path(resume)
-    output_dir = Path(output_dir)
-    marker = output_dir / LAST_CHECKPOINT
-    named = marker.read_text(encoding="utf-8", errors="replace").strip() if marker.is_file() else ""
-    candidates = [p for _, p in _epoch_checkpoints(output_dir)]
-    if named:
-        candidates = [output_dir / named] + [p for p in candidates if p.name != named]
-    elif marker.is_file():
-        logger.warning("%s is empty; looking for the newest readable checkpoint instead", marker)
-    skipped = []
-    for path in candidates:
-        reason = "does not exist" if not path.is_file() else _readable(path)
-        if reason is None:
-            if skipped:
-                logger.warning("resuming from %s instead: skipped %s", path.name, "; ".join(skipped))
-            return path
-        skipped.append(f"{path.name} ({reason})")
-        logger.warning("cannot resume from %s: %s", path, reason)
-    if skipped or marker.is_file():
-        raise CheckpointError(f"no readable checkpoint in {output_dir} to resume from ("
-                              f"{'; '.join(skipped) or 'last_checkpoint is empty and no checkpoint_*.pth exists'}); "
-                              f"delete {output_dir} (or its {LAST_CHECKPOINT}) to start over")
-    return None
+    return checkpoint_dir.find_resume_file(output_dir, _CHECKPOINT_RE, required=("state_dict", "epoch"),
+                                           fix=f"delete {output_dir} (or its {LAST_CHECKPOINT}) to start over",
+                                           what="a pretraining checkpoint", files="checkpoint_*.pth", log=logger)

@@ -33,7 +33,7 @@ from .run_setup import Run, load_run
 from .schedule import adjust_learning_rate, scaled_lr
 from .utils.config import CfgNode, add_config_args
 from .utils.dist import barrier
-from .utils.io import atomic_torch_save, atomic_write_json
+from .utils.io import atomic_torch_save, atomic_write_json, load_weights_only
 from .utils.logger import MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
 
@@ -150,7 +150,7 @@ def _resume(path: Path | None, sha: str, classifier: nn.Module,
     """Restore classifier and optimizer from ``path``; (start epoch, best top-1, history)."""
     if path is None:
         return 0, 0.0, []
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_only(path, fix=f"delete it to restart the linear evaluation in {path.parent}")
     if ckpt["checkpoint_sha256"] != sha:
         raise SystemExit(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs); "
                          "use a fresh OUTPUT_DIR")

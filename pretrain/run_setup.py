@@ -1,7 +1,7 @@
 """One run setup for every command that writes an ``OUTPUT_DIR`` (pretrain, supervised, lincls, knn).
 
 ``setup_run`` checks ``DATA.ROOT``, refuses to replace another run and locks ``OUTPUT_DIR``
-(``siambench.pretrain.run_dir``), saves ``config.yaml``, logs to ``OUTPUT_DIR`` and seeds
+(``siambench.pretrain.utils.run_dir``), saves ``config.yaml``, logs to ``OUTPUT_DIR`` and seeds
 the process. Bad input stops before anything is created. ``load_run`` adds the config
 loading and the process group in front of it, for the commands that need nothing between.
 """
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .data.folder import resolve_cfg_data_root
-from .run_dir import RUN_MARKERS, prepare_run_dir
+from .utils.run_dir import RUN_MARKERS, prepare_run_dir
 from .utils.config import CfgNode, load_config, save_config
 from .utils.dist import DistInfo, init_distributed_mode
 from .utils.env import environment

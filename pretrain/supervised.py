@@ -30,7 +30,7 @@ from .classification import accuracy, build_backbone, build_eval_loader, build_t
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
-from .run_dir import RUN_MARKERS
+from .utils.run_dir import RUN_MARKERS
 from .run_setup import Run, load_run
 from .schedule import lr_at, scaled_lr
 from .utils.config import CfgNode, add_config_args

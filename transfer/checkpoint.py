@@ -1,17 +1,24 @@
 """detectron2 checkpoints that a kill cannot corrupt, resume that skips a damaged one, and retention.
 
+:class:`SafeDetectionCheckpointer` is detectron2's ``DetectionCheckpointer`` reading files
+safely: ``.pkl`` in any case (``.PKL``) through the restricted unpickler
+(:func:`siambench.convert.safe_pickle.load_detectron2_weights`, which also holds the
+Caffe2 layout), ``.pth``/``.pyth`` through the suite's one weights-only reader, with one
+clear error for a file that is empty, truncated or carries code.
+
 detectron2 (fvcore) writes ``model_*.pth`` and ``last_checkpoint`` in place, so a kill
 during a save leaves a truncated file that the next resume (or ``--eval-only``) trips
-over. :class:`AtomicCheckpointer` is the safe ``DetectionCheckpointer`` of
-:mod:`siambench.convert.safe_pickle` with
+over. :class:`AtomicCheckpointer` adds, for a local ``save_dir``:
 
-* ``save`` / ``tag_last_checkpoint`` written to a temp file and renamed
-  (:mod:`siambench.pretrain.utils.io`);
+* ``save`` / ``tag_last_checkpoint`` written to a temp file, fsynced and renamed
+  (:mod:`siambench.pretrain.utils.io`). iopath's ``PathManager`` has no rename onto an
+  existing file (its ``mv`` refuses one), so local writes cannot be atomic through it; a
+  ``save_dir`` that a ``PathManager`` handler serves (``scheme://...``) is written through
+  ``PathManager`` as detectron2 does;
 * ``get_checkpoint_file``: the file ``last_checkpoint`` names if it loads, else the
-  newest loadable ``model_*.pth``, with a warning naming the damaged one (an empty
-  ``last_checkpoint`` included);
-* ``_load_file``: ``.pkl`` in any case (``.PKL``) through the restricted unpickler, and
-  one clear error for a ``.pth``/``.pyth`` that is empty, truncated or carries code.
+  newest loadable ``model_final.pth`` / ``model_*.pth``, with a warning naming the damaged
+  one (an empty ``last_checkpoint`` included) -- the rule of every siambench checkpoint
+  directory (:mod:`siambench.pretrain.utils.checkpoint_dir`).
 
 :class:`RetainingPeriodicCheckpointer` replaces detectron2's periodic checkpointer hook:
 it keeps the newest ``SIAMBENCH.KEEP_CHECKPOINTS`` periodic files (deleting older ones
@@ -23,70 +30,38 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
-from siambench.convert.errors import UnsafeCheckpointError
-from siambench.convert.safe_pickle import SafeDetectionCheckpointer, load_weights_pkl
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
 from detectron2.utils.file_io import PathManager
-from siambench.pretrain.checkpoint import CheckpointError
-from siambench.pretrain.utils.io import atomic_torch_save, atomic_write_text
+from siambench.convert.safe_pickle import load_detectron2_weights
+from siambench.pretrain.utils import checkpoint_dir
+from siambench.pretrain.utils.checkpoint_dir import LAST_CHECKPOINT
+from siambench.pretrain.utils.errors import CheckpointError
+from siambench.pretrain.utils.io import atomic_torch_save, load_weights_only
 
-__all__ = ["AtomicCheckpointer", "RetainingPeriodicCheckpointer", "unreadable_reason", "check_weights_file",
-           "LAST_CHECKPOINT"]
+__all__ = ["SafeDetectionCheckpointer", "AtomicCheckpointer", "RetainingPeriodicCheckpointer", "unreadable_reason",
+           "check_weights_file", "LAST_CHECKPOINT"]
 
 logger = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last_checkpoint"
 _PERIODIC_RE = re.compile(r"^model_(\d{7})\.pth$")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+_FIX = "delete it, or rerun the trial that wrote it"
+_UNSAFE_FIX = "pass weights converted by `siambench convert` (.pkl) or a checkpoint written by `siambench transfer`"
 
 
 def _torch_load(path: str, mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)``, its failures turned into one-line errors naming the file.
-
-    Raises:
-        UnsafeCheckpointError: the file needs arbitrary unpickling (it could run code).
-        CheckpointError: the file is empty, truncated or not a torch file.
-    """
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes; a run killed while saving it?); delete it, or rerun "
-                              "the trial that wrote it")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{path}: refused: loading it needs arbitrary unpickling, which could run code hidden in the file "
-            f"({_first_line(e)}). Pass weights converted by `siambench convert` (.pkl) or a checkpoint written "
-            "by `siambench transfer`") from None
-    except (EOFError, RuntimeError, ValueError, OSError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # permissions, disk errors: reported as such
-        raise CheckpointError(f"cannot read {path} ({_first_line(e)}): truncated or not a torch checkpoint; "
-                              "delete it, or rerun the trial that wrote it") from None
+    return load_weights_only(path, mmap=mmap, fix=_FIX, unsafe_fix=_UNSAFE_FIX)
 
 
 def unreadable_reason(path: str | os.PathLike) -> str | None:
     """None if ``path`` loads as a detectron2 checkpoint (memory-mapped, cheap), else why not."""
-    path = str(path)
-    if not os.path.isfile(path):
-        return "does not exist"
-    try:
-        data = _torch_load(path, mmap=True)
-    except (CheckpointError, UnsafeCheckpointError) as e:
-        return str(e)
-    if not isinstance(data, dict) or "model" not in data:
-        return f"{path} holds no 'model' state dict"
-    return None
+    return checkpoint_dir.unreadable_reason(path, required=("model",), what="a detectron2 checkpoint")
 
 
 def check_weights_file(path: str | os.PathLike) -> None:
@@ -100,9 +75,37 @@ def check_weights_file(path: str | os.PathLike) -> None:
     """
     path = str(path)
     if path.lower().endswith(".pkl"):
-        load_weights_pkl(path)
+        load_detectron2_weights(path)
     else:
         _torch_load(path, mmap=True)
+
+
+def _is_local(path: str) -> bool:
+    """A plain file path: iopath's native handler, which serves every path no ``scheme://`` handler claims."""
+    return "://" not in path
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` that never runs code from a file and fails in one line.
+
+    Same results as detectron2's loader for model-zoo, Caffe2 and ``siambench convert``
+    ``.pkl`` files, ``.pyth`` (pycls) and ``.pth`` checkpoints; a file that needs arbitrary
+    unpickling raises :class:`~siambench.pretrain.utils.errors.UnsafeCheckpointError` instead.
+    """
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        local = PathManager.get_local_path(filename)
+        if filename.lower().endswith(".pkl"):
+            data = load_detectron2_weights(local)
+            self.logger.info("Reading a file from '%s'", data["__author__"])
+            return data
+        data = _torch_load(local)
+        if filename.endswith(".pyth"):  # pycls, as detectron2 reads it
+            if not isinstance(data, dict) or "model_state" not in data:
+                raise CheckpointError(f"{filename}: a .pyth (pycls) checkpoint must hold 'model_state'")
+            model = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": model, "__author__": "pycls", "matching_heuristics": True}
+        return data if isinstance(data, dict) and "model" in data else {"model": data}
 
 
 class AtomicCheckpointer(SafeDetectionCheckpointer):
@@ -110,6 +113,9 @@ class AtomicCheckpointer(SafeDetectionCheckpointer):
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
+            return
+        if not _is_local(self.save_dir):
+            super().save(name, **kwargs)  # through PathManager (calls our tag_last_checkpoint)
             return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
@@ -120,10 +126,10 @@ class AtomicCheckpointer(SafeDetectionCheckpointer):
         self.tag_last_checkpoint(path.name)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        atomic_write_text(Path(self.save_dir) / LAST_CHECKPOINT, last_filename_basename)
-
-    def has_checkpoint(self) -> bool:
-        return (Path(self.save_dir) / LAST_CHECKPOINT).is_file()
+        if _is_local(self.save_dir):
+            checkpoint_dir.tag_last_checkpoint(self.save_dir, last_filename_basename)
+        else:
+            super().tag_last_checkpoint(last_filename_basename)
 
     def get_checkpoint_file(self) -> str:
         """The checkpoint to resume from: ``last_checkpoint``'s if it loads, else the newest that does.
@@ -131,51 +137,13 @@ class AtomicCheckpointer(SafeDetectionCheckpointer):
         Raises:
             CheckpointError: checkpoints exist but none of them loads.
         """
-        save_dir = Path(self.save_dir)
-        marker = save_dir / LAST_CHECKPOINT
-        named = marker.read_text(encoding="utf-8", errors="replace").strip() if marker.is_file() else ""
-        periodic = sorted((p for p in save_dir.glob("model_*.pth") if _PERIODIC_RE.match(p.name)), reverse=True)
-        candidates = [save_dir / "model_final.pth"] if (save_dir / "model_final.pth").is_file() else []
-        candidates = ([save_dir / named] if named else []) + [p for p in candidates + periodic if p.name != named]
-        if not named:
-            logger.warning("%s is empty; looking for the newest readable checkpoint instead", marker)
-        skipped = []
-        for path in candidates:
-            reason = unreadable_reason(path)
-            if reason is None:
-                if skipped:
-                    logger.warning("resuming from %s instead of the damaged %s", path.name, "; ".join(skipped))
-                return str(path)
-            skipped.append(f"{path.name} ({reason})")
-            logger.warning("cannot resume from %s: %s", path, reason)
-        raise CheckpointError(f"no readable checkpoint in {save_dir} to resume from "
-                              f"({'; '.join(skipped) or 'last_checkpoint is empty and no model_*.pth exists'}); "
-                              f"delete {save_dir} to rerun the trial from the start")
-
-    def _load_file(self, filename: str) -> dict[str, Any]:
-        if filename.endswith(".pkl"):
-            return super()._load_file(filename)
-        local = PathManager.get_local_path(filename)
-        if filename.lower().endswith(".pkl"):  # .PKL: the same restricted unpickler, not torch.load
-            return self._load_pkl(local)
-        data = _torch_load(local)
-        if filename.endswith(".pyth"):  # pycls, as detectron2 reads it
-            if not isinstance(data, dict) or "model_state" not in data:
-                raise CheckpointError(f"{filename}: a .pyth (pycls) checkpoint must hold 'model_state'")
-            model = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
-            return {"model": model, "__author__": "pycls", "matching_heuristics": True}
-        return data if isinstance(data, dict) and "model" in data else {"model": data}
-
-    def _load_pkl(self, local: str) -> dict[str, Any]:
-        """The ``.pkl`` branch of ``SafeDetectionCheckpointer`` for names it does not match (``.PKL``)."""
-        data = load_weights_pkl(local)
-        if not isinstance(data, dict):
-            raise UnsafeCheckpointError(f"{local}: holds a {type(data).__name__}, not a weights dict")
-        if "model" in data and "__author__" in data:
-            return data
-        blobs = data.get("blobs", data)
-        return {"model": {k: v for k, v in blobs.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
-                "matching_heuristics": True}
+        if not _is_local(self.save_dir):
+            return super().get_checkpoint_file()
+        path = checkpoint_dir.find_resume_file(
+            self.save_dir, _PERIODIC_RE, required=("model",), also=("model_final.pth",),
+            fix=f"delete {self.save_dir} to rerun the trial from the start", what="a detectron2 checkpoint",
+            files="model_*.pth", log=logger)
+        return str(path) if path is not None else ""
 
 
 class RetainingPeriodicCheckpointer(hooks.PeriodicCheckpointer):
@@ -201,15 +169,7 @@ class RetainingPeriodicCheckpointer(hooks.PeriodicCheckpointer):
 
     def _prune(self) -> None:
         """Delete periodic checkpoints beyond the newest ``max_to_keep`` (after the new one is written)."""
-        if not self.max_to_keep:
-            return
-        save_dir = Path(self.checkpointer.save_dir)
-        marker = save_dir / LAST_CHECKPOINT
-        current = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
-        periodic = sorted((p for p in save_dir.glob(f"{self.file_prefix}_*.pth") if _PERIODIC_RE.match(p.name)),
-                          reverse=True)
-        for path in periodic[self.max_to_keep:]:
-            if path.name != current:
-                path.unlink(missing_ok=True)
-                logger.info("checkpoint retention (SIAMBENCH.KEEP_CHECKPOINTS %d): removed %s", self.max_to_keep,
-                            path.name)
+        if self.max_to_keep and _is_local(self.checkpointer.save_dir):
+            pattern = re.compile(rf"^{re.escape(self.file_prefix)}_(\d{{7}})\.pth$")
+            checkpoint_dir.prune(self.checkpointer.save_dir, pattern, self.max_to_keep,
+                                 setting=f"SIAMBENCH.KEEP_CHECKPOINTS {self.max_to_keep}", log=logger)

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode, get_cfg
-from siambench.pretrain.utils.config import ConfigError, load_config
+from siambench.pretrain.utils.config import ConfigError, config_diff, flatten, load_config, plain
 from siambench.pretrain.utils.paths import CONFIG_ROOT
 
 __all__ = [
@@ -264,28 +264,12 @@ _UNSUPPORTED = {
 
 def _refuse_unsupported(cfg: CfgNode) -> None:
     for key, (needed, why) in _UNSUPPORTED.items():
-        if _plain(_get(cfg, key)) != needed:
+        if plain(_get(cfg, key)) != needed:
             raise ConfigError(f"{key} {_get(cfg, key)!r} is not supported ({why}); leave it at {needed!r}")
 
 
-def _plain(value: Any) -> Any:
-    """Tuples and lists compare equal once a config went through YAML (which has only lists)."""
-    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _flatten(cfg: CfgNode, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, CfgNode):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = _plain(value)
-    return flat
-
-
 def _comparable(cfg: CfgNode) -> dict[str, Any]:
-    flat = _flatten(cfg)
+    flat = flatten(cfg)
     for key in _PER_TRIAL_KEYS:
         flat.pop(key, None)
     return flat
@@ -303,6 +287,4 @@ def config_hash(cfg: CfgNode) -> str:
 
 def diff_configs(old: CfgNode, new: CfgNode) -> list[str]:
     """``KEY: old -> new`` for every experiment-defining key that differs."""
-    a, b = _comparable(old), _comparable(new)
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return config_diff(_comparable(old), _comparable(new))

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as _np
 from PIL import Image as _Image
 
+from siambench.pretrain.utils.errors import UserError
 from siambench.transfer import install_d2  # standard library only: the install hint
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CompiledOpsUnavailable", "info", "has_compiled_ops"]
 
 
-class CompiledOpsUnavailable(RuntimeError, AttributeError):
+class CompiledOpsUnavailable(UserError, RuntimeError, AttributeError):
     """A detectron2 feature needs compiled C++/CUDA ops that this install lacks.
 
     Subclasses AttributeError too, so ``hasattr(_C, name)`` stays a quiet probe.

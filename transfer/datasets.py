@@ -39,6 +39,7 @@ from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.datasets import load_coco_json, load_voc_instances  # noqa: E402
+from siambench.pretrain.utils.errors import UserError
 
 from .annotations import coco_problems, sanitize_boxes, voc_problems
 
@@ -77,7 +78,7 @@ SYNTH_HINT = "create it with `siambench data synth --out DIR` and point $SIAMBEN
 logger = logging.getLogger(__name__)
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset root is missing or malformed; the message names the path and the fix."""
 
 

@@ -30,16 +30,16 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
-from siambench.convert.errors import ConversionError
-from siambench.pretrain.run_dir import lock_dir, sweep_temp_files
 from siambench.pretrain.utils.config import ConfigError, add_config_args, save_config
-from siambench.pretrain.utils.io import atomic_write_json
+from siambench.pretrain.utils.errors import MissingFileError, exit_2_on_user_error
+from siambench.pretrain.utils.io import atomic_write_json, sha256_file
+from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
 
 from . import datasets
 from .checkpoint import check_weights_file, unreadable_reason
 from .config import CONFIG_DIR, default_trials, load_task_config, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
-from .trials import SCRATCH, TrialConfigMismatch, TrialPlan, trial_record, trial_state, write_results
+from .trials import SCRATCH, TrialPlan, trial_record, trial_state, write_results
 
 __all__ = ["main", "build_parser", "make_plan"]
 
@@ -106,7 +106,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
 
     Raises:
         ConfigError: unknown task/keys, bad overrides, bad GPU/machine arguments.
-        FileNotFoundError: the weights file does not exist.
+        MissingFileError: the weights file does not exist.
     """
     if not args.task and not args.config_file:
         raise ConfigError("give --task NAME (configs/transfer/NAME.yaml) or --config-file FILE")
@@ -118,10 +118,8 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     _check_weights_override(args)
     weights_sha256 = None
     if not scratch:
-        from siambench.convert.checkpoints import sha256_file
-
         if not Path(args.weights).is_file():
-            raise FileNotFoundError(f"--weights {args.weights}: no such file; create it with `siambench convert "
+            raise MissingFileError(f"--weights {args.weights}: no such file; create it with `siambench convert "
                                     "CHECKPOINT OUT.pkl`, or pass 'scratch'")
         weights_sha256 = sha256_file(args.weights)
     if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
@@ -275,36 +273,33 @@ def run(plan: TrialPlan) -> list[dict[str, Any]]:
         return [r for r in records if r]
 
 
+@exit_2_on_user_error("siambench transfer")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     datasets.register_datasets()
-    try:
-        plan = make_plan(args)
-        if args.dry_run:
-            print(plan.cfg.dump())
-            print(plan.describe())
-            try:
-                datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
-            except datasets.DatasetLayoutError as e:
-                print(f"warning: {e}")
-            return 0
-        datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
-        # Refuse before anything is written: a trial of another config, weights that cannot be read
-        # (empty, truncated, code-carrying) and malformed annotations (train and test).
-        pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in range(plan.trials))
-        if pending and plan.weights != SCRATCH:
-            check_weights_file(plan.weights)
-        if pending:
-            datasets.validate_annotations([*([] if plan.eval_only else plan.cfg.DATASETS.TRAIN),
-                                           *plan.cfg.DATASETS.TEST])
-        if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
-            run(plan)
-        else:
-            launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(plan,))
-    except (ConfigError, FileNotFoundError, TrialConfigMismatch, ConversionError) as e:
-        print(f"siambench transfer: error: {e}", file=sys.stderr)
-        return 2
+    plan = make_plan(args)
+    if args.dry_run:
+        print(plan.cfg.dump())
+        print(plan.describe())
+        try:
+            datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
+        except datasets.DatasetLayoutError as e:
+            print(f"warning: {e}")
+        return 0
+    datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
+    # Refuse before anything is written: a trial of another config, weights that cannot be read
+    # (empty, truncated, code-carrying) and malformed annotations (train and test).
+    pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in range(plan.trials))
+    if pending and plan.weights != SCRATCH:
+        check_weights_file(plan.weights)
+    if pending:
+        datasets.validate_annotations([*([] if plan.eval_only else plan.cfg.DATASETS.TRAIN),
+                                       *plan.cfg.DATASETS.TEST])
+    if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
+        run(plan)
+    else:
+        launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(plan,))
     return 0
 
 

@@ -28,6 +28,7 @@ from siambench.transfer import d2compat  # must precede detectron2 imports; also
 
 from detectron2.config import CfgNode
 from siambench.pretrain.utils.env import environment
+from siambench.pretrain.utils.errors import UserError
 from siambench.pretrain.utils.io import atomic_write_json
 
 from .config import ScalingInfo, config_hash, diff_configs, get_transfer_cfg
@@ -39,7 +40,7 @@ RESULTS = "results.json"
 SCRATCH = "scratch"
 
 
-class TrialConfigMismatch(RuntimeError):
+class TrialConfigMismatch(UserError, RuntimeError):
     """A trial directory holds a run with another config or other weights."""
 
 

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from ..utils.config import ConfigError
+from ..utils.errors import UserError
 from ..utils.images import HIGH_DEPTH_MODES, to_8bit
 from ..utils.paths import IMAGENET_ENV, imagenet_root
 
@@ -46,7 +47,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 _MAX_REPLACEMENT_TRIES = 64
 
 
-class CorruptDataError(RuntimeError):
+class CorruptDataError(UserError, RuntimeError):
     """Too many unreadable images (or one, in strict mode).
 
     A DataLoader worker's exception is re-raised in the main process as

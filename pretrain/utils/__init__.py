@@ -1,1 +1,3 @@
-"""Shared utilities for the whole suite: config files, atomic I/O, logging."""
+"""The suite's core, one home per shared concept: config (``_BASE_`` walk, flatten/diff), errors
+(``UserError``: one line, exit 2), I/O (atomic writes, the weights-only reader, sha256), run and
+checkpoint directories, logging, distributed helpers. It imports no other siambench package."""

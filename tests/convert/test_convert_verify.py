@@ -18,7 +18,7 @@ from siambench.convert.cli import main
 from siambench.convert.errors import UnsafeCheckpointError, VerificationError
 from siambench.convert.export import convert_checkpoint, to_detectron2, write_detectron2_pkl
 from siambench.convert.naming import is_resnet_key
-from siambench.convert.safe_pickle import SafeDetectionCheckpointer
+from siambench.transfer.checkpoint import SafeDetectionCheckpointer
 from siambench.convert.verify import check_loads_into, d2_config, verify_weights
 
 # Keys a detection model may leave at their fresh initialisation: heads, FPN, the extra norm.

@@ -16,7 +16,7 @@ from siambench.pretrain.lincls import build_linear_eval, build_optimizer, sanity
 from siambench.pretrain.schedule import cosine_lr
 from siambench.pretrain.lincls import main as lincls_main
 from siambench.pretrain.methods.encoders import build_encoder
-from siambench.pretrain.run_dir import RunDirError
+from siambench.pretrain.utils.run_dir import RunDirError
 from siambench.pretrain.supervised import main as supervised_main
 from siambench.pretrain.utils.config import load_config
 

@@ -1,4 +1,4 @@
-"""OUTPUT_DIR guard (siambench.pretrain.run_dir), resume fallback and retention (pretrain.checkpoint)."""
+"""OUTPUT_DIR guard (siambench.pretrain.utils.run_dir), resume fallback and retention (pretrain.checkpoint)."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +12,7 @@ import pytest
 from siambench.benchmarks.cli import main as cli_main
 from siambench.pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, prune_checkpoints
 from siambench.pretrain.main import main
-from siambench.pretrain.run_dir import RunDirError, lock_dir, release_dir
+from siambench.pretrain.utils.run_dir import RunDirError, lock_dir, release_dir
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_arch_mismatch_on_explicit_resume_path_is_one_clean_error(run, tmp_path)
 
 _HOLD = """
 import sys, time
-from siambench.pretrain.run_dir import lock_dir
+from siambench.pretrain.utils.run_dir import lock_dir
 lock_dir(sys.argv[1]); print("locked", flush=True); time.sleep(60)
 """
 
@@ -173,7 +173,7 @@ def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, ca
 
     import torch
 
-    import siambench.pretrain.run_dir
+    import siambench.pretrain.utils.run_dir
 
     def full_disk(obj, f, *args, **kwargs):
         try:
@@ -192,7 +192,7 @@ def test_full_disk_and_read_only_output_dir_are_one_line(tiny_opts, tmp_path, ca
     def read_only(path, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(siambench.pretrain.run_dir.os, "open", read_only)
+    monkeypatch.setattr(siambench.pretrain.utils.run_dir.os, "open", read_only)
     rc = cli_main(["pretrain", "OUTPUT_DIR", str(tmp_path / "ro"), *tiny_opts])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Read-only file system" in err and "writable" in err

@@ -9,7 +9,7 @@ import torch
 
 from siambench.pretrain.data.folder import DataRootError
 from siambench.pretrain.eval_config import get_lincls_defaults
-from siambench.pretrain.run_dir import RunDirError
+from siambench.pretrain.utils.run_dir import RunDirError
 from siambench.pretrain.run_setup import load_run, setup_run
 from siambench.pretrain.utils.dist import DistInfo
 

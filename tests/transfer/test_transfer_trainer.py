@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from siambench.convert.errors import UnsafeCheckpointError
-from siambench.convert.safe_pickle import SafeDetectionCheckpointer
+from siambench.transfer.checkpoint import SafeDetectionCheckpointer
 from detectron2.engine import DefaultTrainer, hooks
 from siambench.transfer.evaluation import FastCOCOEvaluator
 from siambench.transfer.main import build_parser, make_plan

@@ -1,7 +1,12 @@
 """One run per OUTPUT_DIR: refuse to replace another run, lock the directory, sweep stale temp files.
 
-Called at the top of a command (``pretrain``, ``supervised``; before ``setup_logger`` and
-``save_config``), so a refused run creates and overwrites nothing:
+:func:`prepare_run_dir` is called at the top of a command, before ``setup_logger`` and
+``save_config``, so a refused run creates and overwrites nothing: by ``pretrain``
+(``pretrain/main.py``, :data:`RUN_MARKERS`) and, through ``lincls.setup_run``, by
+``supervised`` (:data:`RUN_MARKERS`), ``lincls`` (its checkpoint and results) and ``knn``
+(no markers: the lock only). ``transfer`` (``transfer/main.py``) takes the lock and sweeps
+(:func:`lock_dir`, :func:`sweep_temp_files`); its trials guard their own directories.
+What :func:`prepare_run_dir` refuses:
 
 * **another run** -- an OUTPUT_DIR with checkpoints, ``last_checkpoint``,
   ``model_final.pth`` or ``metrics.jsonl`` is never replaced: without ``--resume`` the
@@ -27,12 +32,13 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import yaml
 
-from .utils.config import ConfigError
-from .utils.dist import DistInfo, broadcast_object
+from .config import config_diff
+from .dist import DistInfo, broadcast_object
+from .errors import ConfigError
 
 __all__ = ["RunDirError", "RESUMABLE", "RUN_MARKERS", "LOCK_NAME", "prepare_run_dir", "lock_dir",
            "release_dir", "sweep_temp_files", "config_diffs"]
@@ -60,29 +66,14 @@ class RunDirError(ConfigError):
     """OUTPUT_DIR holds another run, or another process is using it; the message says what to do."""
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        return {prefix.rstrip("."): obj}
-    flat: dict[str, Any] = {}
-    for key, value in obj.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
-def _resumable(key: str, allowed: Sequence[str]) -> bool:
-    return any(key == a or (a.endswith(".") and key.startswith(a)) for a in allowed)
-
-
 def config_diffs(saved_yaml: str, cfg, ignore: Sequence[str] = ()) -> list[str]:
     """``KEY: old -> new`` for every key of the saved config whose value differs in ``cfg``.
 
     Keys absent from the saved config (added by a newer siambench with their defaults) are
     not differences; keys matched by ``ignore`` (exact, or a prefix ending in ".") are skipped.
     """
-    old = _flatten(yaml.safe_load(saved_yaml) or {})
-    new = _flatten(yaml.safe_load(cfg.dump()) or {})
-    return [f"{k}: {old[k]!r} -> {new.get(k, '<absent>')!r}" for k in sorted(old)
-            if old[k] != new.get(k, "<absent>") and not _resumable(k, ignore)]
+    return config_diff(yaml.safe_load(saved_yaml) or {}, yaml.safe_load(cfg.dump()) or {}, ignore,
+                       old_keys_only=True)
 
 
 def _run_files(out: Path, markers: Iterable[str]) -> list[str]:
