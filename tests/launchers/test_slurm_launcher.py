@@ -1,0 +1,170 @@
+"""SlurmLauncher against a real SLURM (the ``slurm_cluster`` fixture: two slurmd on this host).
+
+Every job is a tiny python command; each test takes seconds. A requeued job is held by SLURM
+for about 2 minutes before it may start again, so the tests release it with
+``scontrol update StartTime=now`` once they have seen it requeued.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from siambench.benchmarks.launchers import JobState, LauncherError, Resources, SlurmLauncher
+
+TIMEOUT_S = 40
+
+# Counts its runs in a file (its "checkpoint"), prints them, and keeps running (until SLURM
+# stops it) while it has run fewer than STOP_AT times.
+COUNTER = """
+import os, pathlib, sys, time
+path, stop_at = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+n = int(path.read_text()) + 1 if path.exists() else 1
+path.write_text(str(n))
+print(f"run {n} SLURM_RESTART_COUNT={os.environ.get('SLURM_RESTART_COUNT', '-')}", flush=True)
+while n < stop_at:
+    time.sleep(0.2)
+"""
+
+
+def wait_for(launcher, handle, cluster, states, timeout=TIMEOUT_S, until=lambda: True):
+    """Poll until the job is in one of ``states`` (and ``until()``); fail with the logs otherwise."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = launcher.poll(handle)
+        if status.state in states and until():
+            return status
+        time.sleep(0.2)
+    log = Path(handle.log)
+    pytest.fail(f"job {handle.job_id} not {states} after {timeout} s: {status}\n"
+                f"{cluster.job_info(handle.job_id)}\n--- job log\n"
+                f"{log.read_text() if log.exists() else '(none)'}\n{cluster.log_tails()}")
+
+
+def counter_job(launcher, tmp_path, stop_at, name="counter"):
+    script = tmp_path / "counter.py"
+    script.write_text(COUNTER)
+    count = tmp_path / "runs.txt"
+    handle = launcher.submit(name, [sys.executable, str(script), str(count), str(stop_at)],
+                             log=tmp_path / "logs" / f"{name}.log", cwd=tmp_path)
+    return handle, count
+
+
+def release(cluster, job_id):
+    """Let a requeued job start now instead of after SLURM's requeue hold."""
+    cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+
+def test_job_runs_to_done_with_log_and_env(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher()
+    cmd = [sys.executable, "-c", "import os; print('hello', os.environ['SIAMBENCH_X'], os.environ['SLURM_JOB_ID'])"]
+    handle = launcher.submit("hello", cmd, log=tmp_path / "hello.log", cwd=tmp_path, env={"SIAMBENCH_X": "a b"})
+    assert handle.job_id.isdigit()
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
+    assert status.node == "node1" and status.requeues == 0 and status.reason == ""
+    assert f"hello a b {handle.job_id}" in Path(handle.log).read_text()
+    info = slurm_cluster.job_info(handle.job_id)
+    assert info["JobState"] == "COMPLETED" and info["JobName"] == "siambench:hello"
+    deadline = time.monotonic() + 10  # jobcomp is written when the controller records the end
+    while not any(r.get("JobId") == handle.job_id for r in slurm_cluster.jobcomp()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {"JobState": "COMPLETED"}.items() <= next(r for r in slurm_cluster.jobcomp()
+                                                      if r.get("JobId") == handle.job_id).items()
+    assert Path(handle.log + ".sbatch").read_text().startswith("#!/bin/bash\n#SBATCH --job-name=siambench:hello")
+
+
+def test_failing_command_is_failed_with_its_exit_code(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher()
+    cmd = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    handle = launcher.submit("fails", cmd, log=tmp_path / "fails.log", cwd=tmp_path)
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.FAILED})
+    assert status.reason == "exit code 3"
+    assert "boom" in Path(handle.log).read_text()
+    assert slurm_cluster.job_info(handle.job_id)["JobState"] == "FAILED"
+
+
+def test_cancel_running_job(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher()
+    handle, count = counter_job(launcher, tmp_path, stop_at=99)
+    wait_for(launcher, handle, slurm_cluster, {JobState.RUNNING}, until=count.exists)
+    launcher.cancel(handle)
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.FAILED})
+    assert status.reason == "cancelled"
+    deadline = time.monotonic() + 15
+    while slurm_cluster.job_info(handle.job_id).get("JobState") != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert slurm_cluster.job_info(handle.job_id)["JobState"] == "CANCELLED"
+    assert count.read_text() == "1"
+
+
+def test_scontrol_requeue_runs_again_then_done(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher(max_requeues=3)
+    handle, count = counter_job(launcher, tmp_path, stop_at=2)
+    wait_for(launcher, handle, slurm_cluster, {JobState.RUNNING}, until=count.exists)
+    slurm_cluster.run("scontrol", "requeue", handle.job_id)
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.REQUEUED})
+    assert status.requeues == 1
+    release(slurm_cluster, handle.job_id)
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
+    assert status.requeues == 1 and count.read_text() == "2"
+    log = Path(handle.log).read_text()
+    assert "run 1 SLURM_RESTART_COUNT=-" in log and "run 2 SLURM_RESTART_COUNT=1" in log
+
+
+def test_time_limit_signal_requeues_until_max_then_fails(slurm_cluster, tmp_path):
+    """The warning before the time limit (sbatch --signal=B:USR1, sent here with scancel) stops the
+    command, requeues the job once (max_requeues=1), and at the second warning fails it."""
+    launcher = SlurmLauncher(max_requeues=1)
+    handle, count = counter_job(launcher, tmp_path, stop_at=99)
+    wait_for(launcher, handle, slurm_cluster, {JobState.RUNNING}, until=count.exists)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", handle.job_id)
+    assert wait_for(launcher, handle, slurm_cluster, {JobState.REQUEUED}).requeues == 1
+    release(slurm_cluster, handle.job_id)
+    wait_for(launcher, handle, slurm_cluster, {JobState.RUNNING}, until=lambda: count.read_text() == "2")
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", handle.job_id)
+    status = wait_for(launcher, handle, slurm_cluster, {JobState.FAILED})
+    assert status.reason == "time limit reached after 1 requeues (LAUNCHER.SLURM.MAX_REQUEUES=1)"
+    assert count.read_text() == "2"
+
+
+def test_reattach_from_saved_handle_submits_nothing(slurm_cluster, tmp_path):
+    handle, count = counter_job(SlurmLauncher(), tmp_path, stop_at=99, name="reattach")
+    saved = json.dumps(handle.to_json())
+    other = SlurmLauncher()  # a restarted runner
+    again = other.attach(json.loads(saved))
+    assert again == handle
+    wait_for(other, again, slurm_cluster, {JobState.RUNNING}, until=count.exists)
+    jobs = slurm_cluster.run("squeue", "-h", "-n", "siambench:reattach", "-o", "%i").stdout.split()
+    assert jobs == [handle.job_id]
+    other.cancel(again)
+    assert wait_for(SlurmLauncher(), handle, slurm_cluster, {JobState.FAILED}).reason == "cancelled"
+    with pytest.raises(ValueError, match="not a saved job handle"):
+        other.attach({"job_id": "1"})
+
+
+def test_two_node_job_runs_one_task_per_node(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher()
+    cmd = [sys.executable, "-c", "import os; print('rank', os.environ['SLURM_PROCID'], os.environ['SLURMD_NODENAME'],"
+           " os.environ['SLURM_NTASKS'], flush=True)"]
+    handle = launcher.submit("two", cmd, log=tmp_path / "two.log", cwd=tmp_path, resources=Resources(nodes=2))
+    wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
+    log = Path(handle.log).read_text()
+    assert "rank 0 node1 2" in log and "rank 1 node2 2" in log
+    assert slurm_cluster.job_info(handle.job_id)["NodeList"] == "node[1-2]"
+
+
+def test_sbatch_refusal_names_the_problem(slurm_cluster, tmp_path):
+    with pytest.raises(LauncherError, match="sbatch --parsable failed: .*[Ii]nvalid partition"):
+        SlurmLauncher().submit("bad", ["true"], log=tmp_path / "bad.log", resources=Resources(partition="nope"))
+
+
+def test_cluster_answers_srun(slurm_cluster):
+    res = subprocess.run(["srun", "-N2", "-n2", "hostname"], capture_output=True, text=True, timeout=30,
+                         env=slurm_cluster.env)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.split()) == 2

@@ -1,0 +1,250 @@
+"""A real SLURM cluster on this machine for the tests: munged, slurmctld and one or two slurmd.
+
+Everything lives in a temp dir (config, munge key and socket, state, spool, logs, pid files);
+the daemons run as root on random free ports, so the machine's own /etc/slurm and munge are
+untouched and several sessions can run side by side. Two slurmd on one host (``node1`` on
+the real host name, ``node2`` with ``NodeHostname=localhost``) make a two-node cluster.
+Finished jobs stay visible to ``scontrol show job`` for ``MinJobAge`` seconds and are
+appended to ``jobcomp.txt`` (``JobCompType=jobcomp/filetxt``).
+
+The ``slurm_cluster`` fixture (exposed by ``tests/conftest.py``) starts it once per session
+and exports ``$SLURM_CONF``; without the binaries it installs Debian's ``slurm-wlm`` and
+``munge`` when it runs as root with apt-get, else it skips with one line saying how.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "srun")
+ENABLE_HINT = "as root: apt-get install -y slurm-wlm munge (.ci/run does it)"
+APT_TIMEOUT_S = 600
+START_TIMEOUT_S = 60
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in DAEMONS + CLIENTS if _which(b) is None]
+
+
+def install_with_apt() -> str:
+    """Install slurm-wlm and munge (root with apt-get only); returns "" or why it could not."""
+    if os.geteuid() != 0 or _which("apt-get") is None:
+        return "not root with apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
+        try:
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return f"{' '.join(cmd)} took over {APT_TIMEOUT_S} s"
+        if res.returncode != 0:
+            return f"{' '.join(cmd)} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}"
+    return ""
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free right now (bound to 0, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class SlurmCluster:
+    """A running cluster: ``conf`` is its slurm.conf (exported as ``$SLURM_CONF``)."""
+
+    root: Path
+    nodes: tuple[str, ...]
+    cpus_per_node: int = 2
+    partition: str = "debug"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def run(self, *cmd: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
+        """A SLURM client command against this cluster (text output)."""
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=check)
+
+    def job_info(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job -o`` as a dict ({} once the controller forgot the job)."""
+        res = self.run("scontrol", "show", "job", "-o", str(job_id), check=False)
+        if res.returncode != 0:
+            return {}
+        return dict(kv.split("=", 1) for kv in res.stdout.split() if "=" in kv)
+
+    def jobcomp(self) -> list[dict[str, str]]:
+        """Finished jobs, from the ``jobcomp/filetxt`` file (one ``key=value ...`` line each)."""
+        path = self.root / "jobcomp.txt"
+        if not path.exists():
+            return []
+        return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                for line in path.read_text().splitlines() if line.strip()]
+
+    def write_config(self, hostname: str) -> None:
+        r = self.root
+        for d in ("state", "log", "munge", *(f"spool/{n}" for n in self.nodes)):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        (r / "munge").chmod(0o700)
+        key = r / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        ctld_port, *node_ports = free_ports(1 + len(self.nodes))
+        node_lines = [
+            f"NodeName={name} NodeHostname={hostname if i == 0 else 'localhost'} NodeAddr=127.0.0.1 "
+            f"Port={port} CPUs={self.cpus_per_node} State=UNKNOWN"
+            for i, (name, port) in enumerate(zip(self.nodes, node_ports))]
+        self.conf.write_text("\n".join([
+            "ClusterName=siambench",
+            f"SlurmctldHost={hostname}(127.0.0.1)",
+            f"SlurmctldPort={ctld_port}",
+            "SlurmUser=root", "SlurmdUser=root",
+            "AuthType=auth/munge", "CredType=cred/munge",
+            f"AuthInfo=socket={r / 'munge' / 'munge.socket'}",
+            f"StateSaveLocation={r / 'state'}",
+            f"SlurmdSpoolDir={r / 'spool'}/%n",
+            f"SlurmctldPidFile={r / 'slurmctld.pid'}",
+            f"SlurmdPidFile={r}/slurmd.%n.pid",
+            f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
+            f"SlurmdLogFile={r / 'log'}/slurmd.%n.log",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
+            "SchedulerType=sched/builtin", "MpiDefault=none",
+            "JobCompType=jobcomp/filetxt", f"JobCompLoc={r / 'jobcomp.txt'}",
+            "AccountingStorageType=accounting_storage/none",
+            "ReturnToService=2", "MinJobAge=600", "KillWait=5", "InactiveLimit=0",
+            "SlurmctldTimeout=30", "SlurmdTimeout=30", "MessageTimeout=10",
+            "MailProg=/bin/true",
+            *node_lines,
+            f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+        ]) + "\n")
+
+    def start(self) -> None:
+        hostname = socket.gethostname().split(".")[0]
+        self.write_config(hostname)
+        r, env = self.root, self.env
+        munge = r / "munge"
+        subprocess.run([_which("munged"), "--force", f"--socket={munge / 'munge.socket'}",
+                        f"--key-file={munge / 'munge.key'}", f"--pid-file={r / 'munged.pid'}",
+                        f"--log-file={r / 'log' / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}"],
+                       env=env, check=True, capture_output=True, timeout=30)
+        subprocess.run([_which("slurmctld"), "-i"], env=env, check=True, capture_output=True, timeout=30)
+        for name in self.nodes:
+            subprocess.run([_which("slurmd"), "-N", name], env=env, check=True, capture_output=True, timeout=30)
+        self.wait_idle()
+
+    def wait_idle(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until ``sinfo`` lists every node idle; RuntimeError with the logs' tails otherwise."""
+        deadline = time.monotonic() + timeout
+        states = ""
+        while time.monotonic() < deadline:
+            res = self.run("sinfo", "-h", "-N", "-o", "%N %T", check=False, timeout=10)
+            states = res.stdout.strip()
+            lines = [ln.split() for ln in states.splitlines() if ln.strip()]
+            if res.returncode == 0 and len(lines) == len(self.nodes) and all(s == "idle" for _, s in lines):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"SLURM cluster in {self.root} not idle after {timeout:.0f} s: sinfo says "
+                           f"{states!r}\n{self.log_tails()}")
+
+    def log_tails(self, lines: int = 15) -> str:
+        out = []
+        for log in sorted((self.root / "log").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """SIGTERM every daemon by its pid file (slurmd first), SIGKILL what is left after 10 s."""
+        pid_files = [self.root / f"slurmd.{n}.pid" for n in self.nodes]
+        pid_files += [self.root / "slurmctld.pid", self.root / "munged.pid"]
+        pids = []
+        for pf in pid_files:
+            try:
+                pid = int(pf.read_text().split()[0])
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        deadline = time.monotonic() + 10
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (a daemon we forked but nobody reaps) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _skip_reason() -> str:
+    """"" when the cluster can start here, else the one-line reason to skip."""
+    if sys.platform != "linux":
+        return f"SLURM tests need Linux; this is {sys.platform}"
+    missing = missing_binaries()
+    if missing and os.geteuid() == 0 and _which("apt-get"):
+        print("slurm_cluster: installing slurm-wlm and munge with apt-get", file=sys.stderr)
+        install_with_apt()
+        missing = missing_binaries()
+    if missing:
+        return f"SLURM tests skipped: {', '.join(missing)} not found; to run them, {ENABLE_HINT}"
+    if os.geteuid() != 0:
+        return f"SLURM tests skipped: the test cluster's daemons run as root; run pytest as root ({ENABLE_HINT})"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A two-node SLURM cluster (``node1``, ``node2``, 2 CPUs each, partition ``debug``) for the
+    session, with ``$SLURM_CONF`` exported; skips (one line) where it cannot run."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=("node1", "node2"))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SLURM_CONF", str(cluster.conf))
+            yield cluster
+    finally:
+        cluster.stop()
