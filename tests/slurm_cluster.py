@@ -52,7 +52,8 @@ def install_with_apt() -> str:
         except subprocess.TimeoutExpired:
             return f"{' '.join(cmd)} took over {APT_TIMEOUT_S} s"
         if res.returncode != 0:
-            return f"{' '.join(cmd)} failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}"
+            lines = (res.stderr or res.stdout).strip().splitlines()
+            return f"{' '.join(cmd)} failed: {lines[-1] if lines else f'exit {res.returncode}'}"
     return ""
 
 
@@ -220,8 +221,10 @@ def _skip_reason() -> str:
     missing = missing_binaries()
     if missing and os.geteuid() == 0 and _which("apt-get"):
         print("slurm_cluster: installing slurm-wlm and munge with apt-get", file=sys.stderr)
-        install_with_apt()
+        why = install_with_apt()
         missing = missing_binaries()
+        if missing:
+            return f"SLURM tests skipped: {', '.join(missing)} not found and apt-get could not install them ({why})"
     if missing:
         return f"SLURM tests skipped: {', '.join(missing)} not found; to run them, {ENABLE_HINT}"
     if os.geteuid() != 0:

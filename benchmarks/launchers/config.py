@@ -1,7 +1,7 @@
 """The ``LAUNCHER`` section of a pipeline file: where ``siambench run`` runs its steps.
 
 ``add_launcher_config(cfg)`` adds the keys with their defaults, ``check_launcher_config`` checks
-them (ConfigError naming the key and the fix), ``build_launcher`` makes the SLURM launcher and
+them (ConfigError naming the key and the fix), ``build_slurm_launcher`` makes the SLURM launcher and
 ``slurm_resources`` the resources of one step from them.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from siambench.pretrain.utils.config import ConfigError
 from .base import Resources
 from .slurm import SlurmLauncher
 
-__all__ = ["add_launcher_config", "check_launcher_config", "build_launcher", "slurm_resources", "LAUNCHERS"]
+__all__ = ["add_launcher_config", "check_launcher_config", "build_slurm_launcher", "slurm_resources", "LAUNCHERS"]
 
 LAUNCHERS = ("local", "slurm")
 
@@ -72,7 +72,7 @@ def check_launcher_config(cfg: CfgNode, source: str) -> None:
                           f"TIME_LIMIT_MIN ({s.TIME_LIMIT_MIN} min)")
 
 
-def build_launcher(cfg: CfgNode) -> SlurmLauncher:
+def build_slurm_launcher(cfg: CfgNode) -> SlurmLauncher:
     """The SLURM launcher of ``cfg.LAUNCHER`` (``NAME slurm``)."""
     s = cfg.LAUNCHER.SLURM
     return SlurmLauncher(max_requeues=s.MAX_REQUEUES, signal_delay_s=s.SIGNAL_DELAY_S, max_jobs=s.MAX_JOBS)

@@ -3,7 +3,7 @@
 For a step with log ``L`` (say ``logs/pretrain_x.log``) the launcher writes ``L.sbatch`` (the
 batch script: ``sbatch logs/pretrain_x.log.sbatch`` reruns the step by hand) and the job
 appends one line per event to ``L.events``: ``JOBID UNIXTIME RESTARTS EVENT [DETAIL]`` with
-EVENT ``start`` (DETAIL: host), ``exit`` (the command's exit code), ``requeue``, ``stopped``
+EVENT ``start`` (DETAIL: node), ``exit`` (the command's exit code), ``requeue``, ``stopped``
 (SLURM stopped the job: cancel, requeue, preemption), ``done`` or ``failed`` (DETAIL: why).
 Both live next to the log, so OUTPUT_DIR must be on a file system the compute nodes share.
 
@@ -73,7 +73,7 @@ why=""; child=""; rc=""
 on_signal() { why=$1; interrupted=1; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null; }
 trap 'on_signal "time limit"' USR1
 trap 'on_signal stopped' TERM
-note start "$(hostname)"
+note start "${SLURMD_NODENAME:-$(hostname)}"
 echo "===== $(date -Is) job $SLURM_JOB_ID (restart $restarts) on ${SLURM_JOB_NODELIST:-?}: $command_text"
 "${command[@]}" &
 child=$!
