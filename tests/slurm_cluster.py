@@ -234,12 +234,14 @@ def _skip_reason() -> str:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A two-node SLURM cluster (``node1``, ``node2``, 2 CPUs each, partition ``debug``) for the
+    """A two-node SLURM cluster (``node1``, ``node2``, 2 CPUs each (1 on a 1-CPU machine: slurmd
+    drains a node with more CPUs than the host), partition ``debug``) for the
     session, with ``$SLURM_CONF`` exported; skips (one line) where it cannot run."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=("node1", "node2"))
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=("node1", "node2"),
+                           cpus_per_node=min(2, os.cpu_count() or 1))
     try:
         cluster.start()
     except BaseException:

@@ -112,7 +112,7 @@ class Launcher(abc.ABC):
 
     @abc.abstractmethod
     def poll_many(self, handles: Iterable[JobHandle]) -> dict[str, JobStatus]:
-        """Status of each handle, by job id (one scheduler query for all of them)."""
+        """Status of each handle, by job id."""
 
     @abc.abstractmethod
     def cancel(self, handle: JobHandle) -> None:

@@ -243,13 +243,19 @@ class SlurmLauncher(Launcher):
         return JobHandle(launcher=self.name, job_id=job_id, name=name, log=str(log))
 
     def poll_many(self, handles: Iterable[JobHandle]) -> dict[str, JobStatus]:
-        handles = list(handles)
-        if not handles:
-            return {}
-        # All jobs in one call: a job id the controller forgot would fail a per-job query.
-        jobs = parse_scontrol(self._call(["scontrol", "show", "job", "-o"]).stdout)
-        return {h.job_id: decide_status(jobs.get(h.job_id, {}), read_events(_paths(Path(h.log))[1], h.job_id),
+        return {h.job_id: decide_status(self._job_info(h.job_id), read_events(_paths(Path(h.log))[1], h.job_id),
                                         h.job_id) for h in handles}
+
+    def _job_info(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` of one job ({} once the controller forgot it). One query per job:
+        all jobs at once (``scontrol show job``) lists every user's jobs, megabytes on a big cluster."""
+        res = self._call(["scontrol", "show", "job", "-o", job_id], check=False)
+        if res.returncode == 0:
+            return parse_scontrol(res.stdout).get(job_id, {})
+        msg = (res.stderr or res.stdout).strip()
+        if "invalid job id" in msg.lower():
+            return {}
+        raise LauncherError(f"scontrol show job {job_id} failed: {msg}")
 
     def cancel(self, handle: JobHandle) -> None:
         status = self.poll(handle)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fvcore.common.config import CfgNode
 
-from siambench.benchmarks.launchers import JobHandle, JobState, Resources, SlurmLauncher
+from siambench.benchmarks.launchers import JobHandle, JobState, LauncherError, Resources, SlurmLauncher
 from siambench.benchmarks.launchers.config import (add_launcher_config, build_slurm_launcher,
                                                    check_launcher_config, slurm_resources)
 from siambench.benchmarks.launchers.slurm import (Event, decide_status, parse_duration, parse_scontrol,
@@ -147,3 +147,9 @@ def test_cluster_skip_is_one_line_naming_the_install(monkeypatch):
     reason = cluster._skip_reason()
     assert "\n" not in reason and reason.startswith("SLURM tests skipped: munged, slurmctld")
     assert "apt-get install -y slurm-wlm munge" in reason
+
+
+def test_without_slurm_commands_the_error_says_where_to_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LauncherError, match="^sbatch not found: LAUNCHER.NAME slurm runs on a SLURM cluster"):
+        SlurmLauncher().submit("x", ["true"], log=tmp_path / "x.log")

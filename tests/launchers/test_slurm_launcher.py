@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.launchers import JobState, LauncherError, Resources, SlurmLauncher
+from siambench.benchmarks.launchers import JobHandle, JobState, LauncherError, Resources, SlurmLauncher
 
 TIMEOUT_S = 40
 
@@ -168,3 +168,9 @@ def test_cluster_answers_srun(slurm_cluster):
                          env=slurm_cluster.env)
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split()) == 2
+
+
+def test_job_unknown_to_the_controller_is_failed(slurm_cluster, tmp_path):
+    handle = JobHandle(launcher="slurm", job_id="999999", name="gone", log=str(tmp_path / "gone.log"))
+    status = SlurmLauncher().poll(handle)
+    assert (status.state, status.reason) == (JobState.FAILED, "SLURM no longer knows job 999999 and the job wrote no result")
