@@ -2,8 +2,8 @@
 
 Everything lives in a temp dir (config, munge key and socket, state, spool, logs, pid files);
 the daemons run as root on random free ports, so the machine's own /etc/slurm and munge are
-untouched and several sessions can run side by side. Two slurmd on one host (``node1`` on
-the real host name, ``node2`` with ``NodeHostname=localhost``) make a two-node cluster.
+untouched and several sessions can run side by side. Two slurmd on one host (the first named
+after the host, the second ``localhost`` with ``NodeHostname=localhost``) make a two-node cluster.
 Finished jobs stay visible to ``scontrol show job`` for ``MinJobAge`` seconds and are
 appended to ``jobcomp.txt`` (``JobCompType=jobcomp/filetxt``).
 
@@ -234,13 +234,17 @@ def _skip_reason() -> str:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A two-node SLURM cluster (``node1``, ``node2``, 2 CPUs each (1 on a 1-CPU machine: slurmd
-    drains a node with more CPUs than the host), partition ``debug``) for the
-    session, with ``$SLURM_CONF`` exported; skips (one line) where it cannot run."""
+    """A two-node SLURM cluster for the session, with ``$SLURM_CONF`` exported; skips (one line)
+    where it cannot run. Nodes: this host's name and ``localhost``, names that resolve, as the
+    first node of an allocation must (``MASTER_ADDR`` of ``pretrain/utils/dist.py``; SLURM sorts
+    an allocation's nodes by name); 2 CPUs each (1 on a 1-CPU machine: slurmd drains a node
+    with more CPUs than the host); partition ``debug``."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=("node1", "node2"),
+    host = socket.gethostname().split(".")[0]
+    second = "localhost" if host != "localhost" else "node2"
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), nodes=(host, second),
                            cpus_per_node=min(2, os.cpu_count() or 1))
     try:
         cluster.start()

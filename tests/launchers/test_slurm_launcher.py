@@ -7,6 +7,7 @@ for about 2 minutes before it may start again, so the tests release it with
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,12 @@ def counter_job(launcher, tmp_path, stop_at, name="counter"):
     return handle, count
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def release(cluster, job_id):
     """Let a requeued job start now instead of after SLURM's requeue hold."""
     cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
@@ -66,7 +73,7 @@ def test_job_runs_to_done_with_log_and_env(slurm_cluster, tmp_path):
     handle = launcher.submit("hello", cmd, log=tmp_path / "hello.log", cwd=tmp_path, env={"SIAMBENCH_X": "a b"})
     assert handle.job_id.isdigit()
     status = wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
-    assert status.node == "node1" and status.requeues == 0 and status.reason == ""
+    assert status.node in slurm_cluster.nodes and status.requeues == 0 and status.reason == ""
     assert f"hello a b {handle.job_id}" in Path(handle.log).read_text()
     info = slurm_cluster.job_info(handle.job_id)
     assert info["JobState"] == "COMPLETED" and info["JobName"] == "siambench:hello"
@@ -154,8 +161,23 @@ def test_two_node_job_runs_one_task_per_node(slurm_cluster, tmp_path):
     handle = launcher.submit("two", cmd, log=tmp_path / "two.log", cwd=tmp_path, resources=Resources(nodes=2))
     wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
     log = Path(handle.log).read_text()
-    assert "rank 0 node1 2" in log and "rank 1 node2 2" in log
-    assert slurm_cluster.job_info(handle.job_id)["NodeList"] == "node[1-2]"
+    first, second = sorted(slurm_cluster.nodes)  # SLURM's order: by name
+    assert f"rank 0 {first} 2" in log and f"rank 1 {second} 2" in log
+    assert slurm_cluster.job_info(handle.job_id)["NumNodes"] == "2"
+
+
+def test_two_node_job_joins_one_process_group_through_dist(slurm_cluster, tmp_path):
+    """pretrain/utils/dist.py's SLURM path across the two slurmd: one gloo group of 2 ranks."""
+    code = ("import torch, torch.distributed as d; from siambench.pretrain.utils import dist; "
+            "info = dist.init_distributed_mode(device='cpu'); t = torch.tensor([info.rank + 1.0]); "
+            "d.all_reduce(t); print('rank', info.rank, 'of', info.world_size, 'sum', t.item(), flush=True); "
+            "d.destroy_process_group()")
+    port = free_port()
+    handle = SlurmLauncher().submit("gloo", [sys.executable, "-c", code], log=tmp_path / "gloo.log", cwd=tmp_path,
+                                    env={"MASTER_PORT": str(port)}, resources=Resources(nodes=2))
+    wait_for(SlurmLauncher(), handle, slurm_cluster, {JobState.DONE}, timeout=90)
+    log = Path(handle.log).read_text()
+    assert "rank 0 of 2 sum 3.0" in log and "rank 1 of 2 sum 3.0" in log
 
 
 def test_sbatch_refusal_names_the_problem(slurm_cluster, tmp_path):
