@@ -13,6 +13,7 @@ and exports ``$SLURM_CONF``; without the binaries it installs Debian's ``slurm-w
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -181,23 +182,52 @@ class SlurmCluster:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """SIGTERM every daemon by its pid file (slurmd first), SIGKILL what is left after 10 s."""
-        pid_files = [self.root / f"slurmd.{n}.pid" for n in self.nodes]
-        pid_files += [self.root / "slurmctld.pid", self.root / "munged.pid"]
+        """Cancel every job, stop the daemons by their pid files (SIGTERM, SIGKILL after 10 s),
+        then SIGKILL what the jobs left behind (slurmstepd outlives slurmd): the processes
+        whose environment carries this cluster's ``SLURM_CONF``."""
+        if (self.root / "slurmctld.pid").exists():
+            self.run("scancel", f"--user={getpass.getuser()}", check=False)
+            deadline = time.monotonic() + 15
+            while self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.2)
         pids = []
-        for pf in pid_files:
+        for name in [*(f"slurmd.{n}.pid" for n in self.nodes), "slurmctld.pid", "munged.pid"]:
             try:
-                pid = int(pf.read_text().split()[0])
-                os.kill(pid, signal.SIGTERM)
-                pids.append(pid)
+                pids.append(int((self.root / name).read_text().split()[0]))
             except (OSError, ValueError, IndexError):
                 continue
-        deadline = time.monotonic() + 10
-        for pid in pids:
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
+        _terminate(pids)
+        _terminate(self.leftover_pids(), sig=signal.SIGKILL)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes started by this cluster (their environment has its ``SLURM_CONF``)."""
+        marker = f"SLURM_CONF={self.conf}".encode() + b"\0"
+        pids = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker in (proc / "environ").read_bytes() and int(proc.name) != os.getpid():
+                    pids.append(int(proc.name))
+            except (OSError, ValueError):
+                continue
+        return pids
+
+
+def _terminate(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Send ``sig`` to each pid; SIGKILL those still alive after ``timeout`` seconds."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            continue
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _alive(pid: int) -> bool:

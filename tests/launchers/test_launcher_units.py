@@ -28,7 +28,8 @@ def test_defaults_are_local_with_documented_slurm_values():
     check_launcher_config(cfg, "p.yaml")
     s = cfg.LAUNCHER.SLURM
     assert cfg.LAUNCHER.NAME == "local"
-    assert (s.GPUS_PER_NODE, s.CPUS_PER_GPU, s.MEM_PER_GPU_GB, s.MAX_REQUEUES, s.SIGNAL_DELAY_S) == (8, 10, 40.0, 3, 120)
+    assert (s.GPUS_PER_NODE, s.CPUS_PER_GPU, s.MEM_PER_GPU_GB) == (8, 10, 40.0)
+    assert (s.MAX_REQUEUES, s.SIGNAL_DELAY_S, s.MAX_JOBS, s.TIME_LIMIT_MIN) == (3, 120, 0, 0)
     lines = Path(sys.modules[add_launcher_config.__module__].__file__).read_text().splitlines()
     for key in s:  # every key explained where it is defined: on its line or the one above
         i = next(i for i, ln in enumerate(lines) if f"s.{key} = " in ln)
@@ -39,7 +40,8 @@ def test_defaults_are_local_with_documented_slurm_values():
     (("LAUNCHER.NAME", "pbs"), "LAUNCHER.NAME 'pbs' is not one of local, slurm"),
     (("LAUNCHER.SLURM.MAX_REQUEUES", -1), "LAUNCHER.SLURM.MAX_REQUEUES must be an integer >= 0"),
     (("LAUNCHER.SLURM.EXTRA", ["exclusive"]), "LAUNCHER.SLURM.EXTRA entries are sbatch options"),
-    (("LAUNCHER.SLURM.TIME_LIMIT_MIN", 2), "LAUNCHER.SLURM.SIGNAL_DELAY_S \\(120 s\\) must be shorter than TIME_LIMIT_MIN"),
+    (("LAUNCHER.SLURM.TIME_LIMIT_MIN", 2),
+     "LAUNCHER.SLURM.SIGNAL_DELAY_S \\(120 s\\) must be shorter than TIME_LIMIT_MIN \\(2 min\\)"),
 ])
 def test_bad_values_name_the_key(opts, message):
     with pytest.raises(ConfigError, match="^p.yaml: " + message):

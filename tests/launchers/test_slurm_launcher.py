@@ -195,4 +195,23 @@ def test_cluster_answers_srun(slurm_cluster):
 def test_job_unknown_to_the_controller_is_failed(slurm_cluster, tmp_path):
     handle = JobHandle(launcher="slurm", job_id="999999", name="gone", log=str(tmp_path / "gone.log"))
     status = SlurmLauncher().poll(handle)
-    assert (status.state, status.reason) == (JobState.FAILED, "SLURM no longer knows job 999999 and the job wrote no result")
+    assert status.state == JobState.FAILED
+    assert status.reason == "SLURM no longer knows job 999999 and the job wrote no result"
+
+
+def test_cluster_stop_leaves_no_process_behind(slurm_cluster, tmp_path):
+    """A second cluster with a job still running: stop() ends the job and every daemon."""
+    module = sys.modules[type(slurm_cluster).__module__]
+    other = module.SlurmCluster(tmp_path / "c", nodes=slurm_cluster.nodes, cpus_per_node=slurm_cluster.cpus_per_node)
+    try:
+        other.start()
+        script = tmp_path / "sleep.sh"
+        script.write_text("#!/bin/bash\nsleep 300\n")
+        job_id = other.run("sbatch", "--parsable", f"--output={tmp_path / 'sleep.log'}", str(script)).stdout.strip()
+        deadline = time.monotonic() + TIMEOUT_S
+        while other.job_info(job_id).get("JobState") != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert other.leftover_pids()  # daemons and the job carry its SLURM_CONF
+    finally:
+        other.stop()
+    assert other.leftover_pids() == []
