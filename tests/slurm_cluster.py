@@ -200,16 +200,31 @@ class SlurmCluster:
         _terminate(self.leftover_pids(), sig=signal.SIGKILL)
 
     def leftover_pids(self) -> list[int]:
-        """Processes started by this cluster (their environment has its ``SLURM_CONF``)."""
+        """Processes started by this cluster (their environment has its ``SLURM_CONF``), except
+        this process and its ancestors (a shell that exported the same ``SLURM_CONF``)."""
         marker = f"SLURM_CONF={self.conf}".encode() + b"\0"
+        mine = _ancestors()
         pids = []
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if marker in (proc / "environ").read_bytes() and int(proc.name) != os.getpid():
+                if int(proc.name) not in mine and marker in (proc / "environ").read_bytes():
                     pids.append(int(proc.name))
             except (OSError, ValueError):
                 continue
         return pids
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents up to init."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
 
 
 def _terminate(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 10) -> None:

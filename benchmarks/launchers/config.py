@@ -45,8 +45,9 @@ def add_launcher_config(cfg: CfgNode) -> CfgNode:
     # Requeues of one step after its time limit or a preemption before it fails with that reason.
     # 3 as submitit's SlurmExecutor (max_num_timeout=3).
     s.MAX_REQUEUES = 3
-    # Seconds before the time limit at which SLURM signals a step to checkpoint and requeue
-    # (sbatch --signal=B:USR1@N); 120 as MAE's launcher (slurm_signal_delay_s=120).
+    # Seconds before the time limit at which SLURM warns a step (sbatch --signal=B:USR1@N): the step gets
+    # SIGTERM and its job is requeued, to resume from its last checkpoint. 120 as MAE's launcher
+    # (slurm_signal_delay_s=120).
     s.SIGNAL_DELAY_S = 120
     return cfg
 

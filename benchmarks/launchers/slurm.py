@@ -8,11 +8,11 @@ EVENT ``start`` (DETAIL: node), ``exit`` (the command's exit code), ``requeue``,
 Both live next to the log, so OUTPUT_DIR must be on a file system the compute nodes share.
 
 Time limits and preemption: the job asks ``--signal=B:USR1@SIGNAL_DELAY_S`` and ``--requeue``.
-On USR1 the batch shell sends SIGTERM to the command (the signal a local run's Ctrl-C and
-SLURM's own stop send; every step checkpoints or stops cleanly on it), waits for it and, if it
-did not finish, requeues the job with ``scontrol requeue``. A requeued job starts again with
-``SLURM_RESTART_COUNT`` one higher (the cluster may delay it: SLURM 22.05 holds a requeued job
-for about 2 minutes) and the command resumes from its own checkpoints. A job started more
+On USR1 the batch shell sends SIGTERM to the command (the signal SLURM itself sends at any
+stop), waits for it to exit and, unless it exited 0, requeues the job with ``scontrol requeue``.
+A requeued job starts again with ``SLURM_RESTART_COUNT`` one higher (the cluster may delay it:
+SLURM 22.05 holds a requeued job for about 2 minutes) and the command resumes from its own
+last checkpoint. A job started more
 than ``max_requeues`` times fails at once with that reason, whoever requeued it.
 
 State: ``scontrol show job`` while the controller knows the job (``MinJobAge`` after its end,
@@ -102,13 +102,19 @@ exit "$rc"
 """
 
 
+def _quote_option(option: str) -> str:
+    """``--key=value`` with the value quoted for an ``#SBATCH`` line (sbatch reads shell quotes)."""
+    key, eq, value = option.partition("=")
+    return f"{key}={shlex.quote(value)}" if eq else option
+
+
 def render_script(argv: Sequence[str], *, options: Sequence[str], events: Path, env: Mapping[str, str],
                   max_requeues: int, num_tasks: int) -> str:
     """The batch script of one step (see the module docstring for what it does)."""
     command = list(argv)
     if num_tasks > 1:  # one copy per task; a failing rank stops the others
         command = ["srun", "--kill-on-bad-exit=1", *command]
-    lines = ["#!/bin/bash", *(f"#SBATCH {opt}" for opt in options),
+    lines = ["#!/bin/bash", *(f"#SBATCH {_quote_option(opt)}" for opt in options),
              "# Written by siambench (benchmarks/launchers/slurm.py); `sbatch` this file reruns the step.",
              f"events={shlex.quote(str(events))}", f"max_requeues={int(max_requeues)}",
              f"command=({' '.join(shlex.quote(a) for a in command)})",

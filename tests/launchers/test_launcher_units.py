@@ -77,7 +77,8 @@ def test_sbatch_options_gpu_and_cpu():
 
 def test_batch_script_is_valid_bash_and_quotes_everything(tmp_path):
     argv = ["python", "-m", "siambench.benchmarks.cli", "pretrain", "OUTPUT_DIR", "a dir/with 'quotes'"]
-    one = render_script(argv, options=["--nodes=1"], events=tmp_path / "e v", env={"X": "$HOME; rm -rf /"},
+    one = render_script(argv, options=["--nodes=1", "--output=/a b/x.log", "--exclusive"], events=tmp_path / "e v",
+                        env={"X": "$HOME; rm -rf /"},
                         max_requeues=2, num_tasks=1)
     many = render_script(argv, options=[], events=tmp_path / "e", env={}, max_requeues=2, num_tasks=4)
     for text in (one, many):
@@ -85,6 +86,7 @@ def test_batch_script_is_valid_bash_and_quotes_everything(tmp_path):
         path.write_text(text)
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
     assert "export X='$HOME; rm -rf /'" in one and "max_requeues=2" in one
+    assert "#SBATCH --nodes=1\n#SBATCH --output='/a b/x.log'\n#SBATCH --exclusive\n" in one
     assert "command=(python -m" in one and "srun" not in one.split("command=")[1].split("\n")[0]
     assert "command=(srun --kill-on-bad-exit=1 python" in many
 
