@@ -118,6 +118,12 @@ class Launcher(abc.ABC):
     def cancel(self, handle: JobHandle) -> None:
         """Stop the job (pending or running); its status becomes failed, reason "cancelled"."""
 
+    def find(self, name: str, log: Path) -> list[JobHandle]:
+        """Unfinished jobs of step ``name`` with log ``log`` that the scheduler still holds, also
+        those whose handle was never saved (the runner died right after submitting). A launcher
+        whose jobs end with the runner finds none."""
+        return []
+
     def poll(self, handle: JobHandle) -> JobStatus:
         return self.poll_many([handle])[handle.job_id]
 

@@ -248,6 +248,16 @@ class SlurmLauncher(Launcher):
             raise LauncherError(f"sbatch {script} answered {res.stdout.strip()!r}, not a job id")
         return JobHandle(launcher=self.name, job_id=job_id, name=name, log=str(log))
 
+    def find(self, name: str, log: Path) -> list[JobHandle]:
+        """This user's pending/running jobs whose batch script is the step's ``LOG.sbatch`` (unique
+        per OUTPUT_DIR and step, unlike the job name), oldest first."""
+        log = Path(log).resolve()
+        script = str(_paths(log)[0])
+        out = self._call(["squeue", "--me", "-h", "-o", "%i|%o"]).stdout
+        ids = sorted((int(i) for i, _, cmd in (ln.partition("|") for ln in out.splitlines())
+                      if cmd.strip() == script and i.strip().isdigit()))
+        return [JobHandle(launcher=self.name, job_id=str(i), name=name, log=str(log)) for i in ids]
+
     def poll_many(self, handles: Iterable[JobHandle]) -> dict[str, JobStatus]:
         return {h.job_id: decide_status(self._job_info(h.job_id), read_events(_paths(Path(h.log))[1], h.job_id),
                                         h.job_id) for h in handles}

@@ -154,6 +154,22 @@ def test_reattach_from_saved_handle_submits_nothing(slurm_cluster, tmp_path):
         other.attach({"job_id": "1"})
 
 
+def test_find_a_job_whose_handle_was_lost(slurm_cluster, tmp_path):
+    """The runner died between sbatch and saving the handle: find() returns the job by its script."""
+    launcher = SlurmLauncher()
+    handle, count = counter_job(launcher, tmp_path, stop_at=99, name="lost")
+    (tmp_path / "elsewhere").mkdir()
+    other, _ = counter_job(launcher, tmp_path / "elsewhere", stop_at=99, name="lost")  # same step, other dir
+    found = launcher.find("lost", Path(handle.log))
+    assert [h.job_id for h in found] == [handle.job_id] and found[0].log == handle.log
+    for h in (handle, other):
+        launcher.cancel(h)
+    deadline = time.monotonic() + TIMEOUT_S
+    while launcher.find("lost", Path(handle.log)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert launcher.find("lost", Path(handle.log)) == []
+
+
 def test_two_node_job_runs_one_task_per_node(slurm_cluster, tmp_path):
     launcher = SlurmLauncher()
     cmd = [sys.executable, "-c", "import os; print('rank', os.environ['SLURM_PROCID'], os.environ['SLURMD_NODENAME'],"
