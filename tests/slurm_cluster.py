@@ -149,16 +149,21 @@ class SlurmCluster:
     def start(self) -> None:
         hostname = socket.gethostname().split(".")[0]
         self.write_config(hostname)
-        r, env = self.root, self.env
-        munge = r / "munge"
-        subprocess.run([_which("munged"), "--force", f"--socket={munge / 'munge.socket'}",
-                        f"--key-file={munge / 'munge.key'}", f"--pid-file={r / 'munged.pid'}",
-                        f"--log-file={r / 'log' / 'munged.log'}", f"--seed-file={munge / 'munged.seed'}"],
-                       env=env, check=True, capture_output=True, timeout=30)
-        subprocess.run([_which("slurmctld"), "-i"], env=env, check=True, capture_output=True, timeout=30)
+        r, munge = self.root, self.root / "munge"
+        self._daemon("munged", "--force", f"--socket={munge / 'munge.socket'}", f"--key-file={munge / 'munge.key'}",
+                     f"--pid-file={r / 'munged.pid'}", f"--log-file={r / 'log' / 'munged.log'}",
+                     f"--seed-file={munge / 'munged.seed'}")
+        self._daemon("slurmctld", "-i")
         for name in self.nodes:
-            subprocess.run([_which("slurmd"), "-N", name], env=env, check=True, capture_output=True, timeout=30)
+            self._daemon("slurmd", "-N", name)
         self.wait_idle()
+
+    def _daemon(self, name: str, *args: str) -> None:
+        """Start a daemon (it forks and writes its pid file); RuntimeError with its output and logs."""
+        res = subprocess.run([_which(name), *args], env=self.env, capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"{name} {' '.join(args)} failed (exit {res.returncode}): "
+                               f"{(res.stderr or res.stdout).strip()}\n{self.log_tails()}")
 
     def wait_idle(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until ``sinfo`` lists every node idle; RuntimeError with the logs' tails otherwise."""
@@ -186,10 +191,13 @@ class SlurmCluster:
         then SIGKILL what the jobs left behind (slurmstepd outlives slurmd): the processes
         whose environment carries this cluster's ``SLURM_CONF``."""
         if (self.root / "slurmctld.pid").exists():
-            self.run("scancel", f"--user={getpass.getuser()}", check=False)
-            deadline = time.monotonic() + 15
-            while self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            try:
+                self.run("scancel", f"--user={getpass.getuser()}", check=False)
+                deadline = time.monotonic() + 15
+                while self.run("squeue", "-h", "-o", "%i", check=False).stdout.strip() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            except (OSError, subprocess.SubprocessError):
+                pass  # a controller that does not answer: its jobs' processes are swept below
         pids = []
         for name in [*(f"slurmd.{n}.pid" for n in self.nodes), "slurmctld.pid", "munged.pid"]:
             try:
