@@ -62,6 +62,8 @@ def sbatch_options(res: Resources, *, name: str, log: Path, cwd: Path, signal_de
 # The batch shell: runs the command in the background so that it can take USR1/TERM while it
 # waits; ``wait`` returns early when a trapped signal arrives, hence the loop (an exit status
 # of 127 after the first wait means the child was already reaped: keep the status we have).
+# Under srun the ranks get SIGTERM from ``scancel --signal=TERM`` (every step's tasks): srun
+# itself, sent SIGTERM, kills its tasks with SIGKILL (measured with SLURM 22.05).
 _BODY = r"""
 restarts=${SLURM_RESTART_COUNT:-0}
 note() { echo "$SLURM_JOB_ID $(date +%s) $restarts $*" >> "$events"; }
@@ -70,7 +72,11 @@ if (( restarts > max_requeues )); then
   exit 1
 fi
 why=""; child=""; rc=""
-on_signal() { why=$1; interrupted=1; [[ -n $child ]] && kill -TERM "$child" 2>/dev/null; }
+on_signal() {
+  why=$1; interrupted=1
+  [[ -z $child ]] && return
+  if (( tasks > 1 )); then scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null; else kill -TERM "$child" 2>/dev/null; fi
+}
 trap 'on_signal "time limit"' USR1
 trap 'on_signal stopped' TERM
 note start "${SLURMD_NODENAME:-$(hostname)}"
@@ -116,7 +122,7 @@ def render_script(argv: Sequence[str], *, options: Sequence[str], events: Path, 
         command = ["srun", "--kill-on-bad-exit=1", *command]
     lines = ["#!/bin/bash", *(f"#SBATCH {_quote_option(opt)}" for opt in options),
              "# Written by siambench (benchmarks/launchers/slurm.py); `sbatch` this file reruns the step.",
-             f"events={shlex.quote(str(events))}", f"max_requeues={int(max_requeues)}",
+             f"events={shlex.quote(str(events))}", f"max_requeues={int(max_requeues)}", f"tasks={int(num_tasks)}",
              f"command=({' '.join(shlex.quote(a) for a in command)})",
              f"command_text={shlex.quote(shlex.join(command))}",
              *(f"export {k}={shlex.quote(str(v))}" for k, v in sorted(env.items()))]

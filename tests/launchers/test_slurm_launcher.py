@@ -139,6 +139,35 @@ def test_time_limit_signal_requeues_until_max_then_fails(slurm_cluster, tmp_path
     assert count.read_text() == "2"
 
 
+RANK_TERM = """
+import os, signal, sys, time
+rank, restart = os.environ["SLURM_PROCID"], os.environ.get("SLURM_RESTART_COUNT", "0")
+def on_term(*_):
+    print(f"rank {rank} got SIGTERM in run {restart}", flush=True)
+    sys.exit(1)
+signal.signal(signal.SIGTERM, on_term)
+print(f"rank {rank} started run {restart}", flush=True)
+while restart == "0":
+    time.sleep(0.2)
+"""
+
+
+def test_time_limit_signal_reaches_every_rank_of_a_two_node_job(slurm_cluster, tmp_path):
+    launcher = SlurmLauncher()
+    handle = launcher.submit("ranks", [sys.executable, "-c", RANK_TERM], log=tmp_path / "ranks.log", cwd=tmp_path,
+                             resources=Resources(nodes=2))
+    log = Path(handle.log)
+    wait_for(launcher, handle, slurm_cluster, {JobState.RUNNING},
+             until=lambda: log.exists() and log.read_text().count("started run 0") == 2)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", handle.job_id)
+    wait_for(launcher, handle, slurm_cluster, {JobState.REQUEUED})
+    release(slurm_cluster, handle.job_id)
+    assert wait_for(launcher, handle, slurm_cluster, {JobState.DONE}).requeues == 1
+    text = log.read_text()
+    assert "rank 0 got SIGTERM in run 0" in text and "rank 1 got SIGTERM in run 0" in text
+    assert "rank 0 started run 1" in text and "rank 1 started run 1" in text
+
+
 def test_reattach_from_saved_handle_submits_nothing(slurm_cluster, tmp_path):
     handle, count = counter_job(SlurmLauncher(), tmp_path, stop_at=99, name="reattach")
     saved = json.dumps(handle.to_json())
