@@ -37,8 +37,9 @@ def add_launcher_config(cfg: CfgNode) -> CfgNode:
     # CPUs per GPU (--cpus-per-gpu): the main process and the DataLoader workers of one rank. 10 as MAE's
     # submitit launcher (submitit_pretrain.py: cpus_per_task=10, one task per GPU). CPU steps ask this many.
     s.CPUS_PER_GPU = 10
-    # Memory per GPU in GB (--mem-per-gpu); 40 as MAE's launcher (mem_gb=40 * GPUs per node). CPU steps ask this.
-    s.MEM_PER_GPU_GB = 40.0
+    # Memory per GPU in GB, an integer (--mem-per-gpu); 40 as MAE's launcher (mem_gb=40 * GPUs per node).
+    # CPU steps ask this much.
+    s.MEM_PER_GPU_GB = 40
     s.CONSTRAINT = ""  # sbatch --constraint (node features), e.g. "volta32gb"; "" = any node
     s.EXTRA = []  # further sbatch options, each one string "--key=value" or "--flag", e.g. ["--exclusive"]
     s.MAX_JOBS = 0  # steps submitted and not finished at once (pending + running); 0 = no cap
@@ -58,12 +59,11 @@ def check_launcher_config(cfg: CfgNode, source: str) -> None:
     if name not in LAUNCHERS:
         raise ConfigError(f"{source}: LAUNCHER.NAME {name!r} is not one of {', '.join(LAUNCHERS)}")
     s = cfg.LAUNCHER.SLURM
-    for key in ("TIME_LIMIT_MIN", "GPUS_PER_NODE", "CPUS_PER_GPU", "MAX_JOBS", "MAX_REQUEUES", "SIGNAL_DELAY_S"):
+    for key in ("TIME_LIMIT_MIN", "GPUS_PER_NODE", "CPUS_PER_GPU", "MEM_PER_GPU_GB", "MAX_JOBS", "MAX_REQUEUES",
+                "SIGNAL_DELAY_S"):
         value = s[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{source}: LAUNCHER.SLURM.{key} must be an integer >= 0, got {value!r}")
-    if not isinstance(s.MEM_PER_GPU_GB, (int, float)) or s.MEM_PER_GPU_GB < 0:
-        raise ConfigError(f"{source}: LAUNCHER.SLURM.MEM_PER_GPU_GB must be a number >= 0, got {s.MEM_PER_GPU_GB!r}")
     bad = [o for o in s.EXTRA if not isinstance(o, str) or not o.startswith("--")]
     if bad:
         raise ConfigError(f"{source}: LAUNCHER.SLURM.EXTRA entries are sbatch options written '--key=value', "

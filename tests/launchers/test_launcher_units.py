@@ -28,7 +28,7 @@ def test_defaults_are_local_with_documented_slurm_values():
     check_launcher_config(cfg, "p.yaml")
     s = cfg.LAUNCHER.SLURM
     assert cfg.LAUNCHER.NAME == "local"
-    assert (s.GPUS_PER_NODE, s.CPUS_PER_GPU, s.MEM_PER_GPU_GB) == (8, 10, 40.0)
+    assert (s.GPUS_PER_NODE, s.CPUS_PER_GPU, s.MEM_PER_GPU_GB) == (8, 10, 40)
     assert (s.MAX_REQUEUES, s.SIGNAL_DELAY_S, s.MAX_JOBS, s.TIME_LIMIT_MIN) == (3, 120, 0, 0)
     lines = Path(sys.modules[add_launcher_config.__module__].__file__).read_text().splitlines()
     for key in s:  # every key explained where it is defined: on its line or the one above
@@ -48,16 +48,25 @@ def test_bad_values_name_the_key(opts, message):
         check_launcher_config(launcher_cfg(*opts), "p.yaml")
 
 
+def test_yaml_values_merge_with_their_types(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("LAUNCHER:\n  NAME: slurm\n  SLURM:\n    MEM_PER_GPU_GB: 80\n    EXTRA: ['--exclusive']\n")
+    cfg = launcher_cfg()
+    cfg.merge_from_file(str(path))
+    check_launcher_config(cfg, "p.yaml")
+    assert (cfg.LAUNCHER.NAME, cfg.LAUNCHER.SLURM.MEM_PER_GPU_GB, cfg.LAUNCHER.SLURM.EXTRA) == ("slurm", 80, ["--exclusive"])
+
+
 def test_step_resources_from_config():
     cfg = launcher_cfg("LAUNCHER.SLURM.PARTITION", "gpu", "LAUNCHER.SLURM.TIME_LIMIT_MIN", 600,
                        "LAUNCHER.SLURM.EXTRA", ["--exclusive"], "LAUNCHER.SLURM.GPUS_PER_NODE", 4)
     gpu = slurm_resources(cfg, nodes=2, tasks_per_node=4, time_min=900)
-    assert (gpu.nodes, gpu.num_tasks, gpu.gpus_per_node, gpu.cpus_per_gpu, gpu.mem_per_gpu_gb) == (2, 8, 4, 10, 40.0)
+    assert (gpu.nodes, gpu.num_tasks, gpu.gpus_per_node, gpu.cpus_per_gpu, gpu.mem_per_gpu_gb) == (2, 8, 4, 10, 40)
     assert (gpu.time_min, gpu.partition, gpu.extra) == (600, "gpu", ("--exclusive",))  # capped by TIME_LIMIT_MIN
     assert slurm_resources(cfg, time_min=30).time_min == 30
     assert slurm_resources(cfg).time_min == 600
     cpu = slurm_resources(cfg, gpus=False)
-    assert (cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (0, 10, 40.0)
+    assert (cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (0, 10, 40)
     launcher = build_slurm_launcher(launcher_cfg("LAUNCHER.SLURM.MAX_JOBS", 16))
     assert (launcher.max_jobs, launcher.max_requeues, launcher.signal_delay_s) == (16, 3, 120)
 
