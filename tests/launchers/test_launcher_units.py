@@ -54,7 +54,8 @@ def test_yaml_values_merge_with_their_types(tmp_path):
     cfg = launcher_cfg()
     cfg.merge_from_file(str(path))
     check_launcher_config(cfg, "p.yaml")
-    assert (cfg.LAUNCHER.NAME, cfg.LAUNCHER.SLURM.MEM_PER_GPU_GB, cfg.LAUNCHER.SLURM.EXTRA) == ("slurm", 80, ["--exclusive"])
+    s = cfg.LAUNCHER.SLURM
+    assert (cfg.LAUNCHER.NAME, s.MEM_PER_GPU_GB, s.EXTRA) == ("slurm", 80, ["--exclusive"])
 
 
 def test_step_resources_from_config():
