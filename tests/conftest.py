@@ -136,3 +136,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         with open(dest, "w") as f:
             f.write("nodeid\twrite_bytes\twchar\n")
             f.writelines(f"{n}\t{wb}\t{wc}\n" for n, wb, wc in _io_rows)
+
+
+# --- A real SLURM cluster (tests/slurm_cluster.py), loaded by path: pytest imports test files
+# with --import-mode=importlib, so tests/ is not on sys.path.
+def _load_slurm_cluster():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("siambench_tests_slurm_cluster",
+                                                  Path(__file__).with_name("slurm_cluster.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+slurm_cluster = _load_slurm_cluster().slurm_cluster
