@@ -21,9 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "knn": ("siambench.pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
     "convert": ("siambench.convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
     "transfer": ("siambench.transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
-    "run": ("siambench.benchmarks.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
-    "table": ("siambench.benchmarks.table", "transfer / linear-eval tables from a runs directory"),
-    "report": ("siambench.benchmarks.report", "Markdown + HTML report of a runs directory"),
+    "run": ("siambench.benchmarks.pipeline.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
+    "table": ("siambench.benchmarks.report.table", "transfer / linear-eval tables from a runs directory"),
+    "report": ("siambench.benchmarks.report.report", "Markdown + HTML report of a runs directory"),
 }
 
 

@@ -34,7 +34,7 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """``siambench run`` exports ``$SIAMBENCH_SYNTH`` in its own process (benchmarks/preflight.py);
+    """``siambench run`` exports ``$SIAMBENCH_SYNTH`` in its own process (benchmarks/pipeline/preflight.py);
     a test that runs it in-process would leave it pointing at its tmp dir for every later test.
     Restored after the test body (fixtures, like ``synth_root``, set it during setup)."""
     before = os.environ.get("SIAMBENCH_SYNTH")

@@ -141,7 +141,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_report_writes_where_out_says(tmp_path: Path, synth_runs: Path) -> None:
-    from siambench.benchmarks.report import main
+    from siambench.benchmarks.report.report import main
 
     out = tmp_path / "elsewhere"
     assert main([str(synth_runs), "--out", str(out)]) == 0

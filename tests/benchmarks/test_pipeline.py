@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline import PipelineState, SubprocessRunner, format_plan, main, run_pipeline
-from siambench.benchmarks.pipeline_config import load_pipeline
-from siambench.benchmarks.steps import Step, build_steps
+from siambench.benchmarks.pipeline.pipeline import PipelineState, SubprocessRunner, format_plan, main, run_pipeline
+from siambench.benchmarks.pipeline.pipeline_config import load_pipeline
+from siambench.benchmarks.pipeline.steps import Step, build_steps
 from siambench.pretrain.utils.config import ConfigError
 
 PIPELINE = """
@@ -224,7 +224,7 @@ def test_subprocess_runner_command_and_log(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["demo", "simsiam_in1k_100ep", "simsiam_in1k_200ep"])
 def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
-    from siambench.benchmarks.pipeline_config import REPO_ROOT, check_files
+    from siambench.benchmarks.pipeline.pipeline_config import REPO_ROOT, check_files
 
     cfg = load_pipeline(REPO_ROOT / "configs" / "benchmarks" / f"{name}.yaml")
     assert check_files(cfg) == []
@@ -266,7 +266,7 @@ def test_checkpoint_entries_skip_pretraining(tmp_path: Path) -> None:
 def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: Path, tmp_path: Path,
                                                                  capsys) -> None:
     """issue 11 item 2: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
-    from siambench.benchmarks.pipeline_guard import PipelineChanged
+    from siambench.benchmarks.pipeline.pipeline_guard import PipelineChanged
 
     cfg = load_pipeline(pipeline_file)
     run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
@@ -291,7 +291,7 @@ def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: 
 
 
 def test_edited_config_file_and_stale_downstream_are_refused(tmp_path: Path) -> None:
-    from siambench.benchmarks.pipeline_guard import PipelineChanged
+    from siambench.benchmarks.pipeline.pipeline_guard import PipelineChanged
 
     conf = tmp_path / "pre.yaml"
     conf.write_text("_BASE_: base.yaml\n")

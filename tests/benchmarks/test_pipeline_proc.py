@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline_proc import SubprocessRunner
-from siambench.benchmarks.steps import Step
+from siambench.benchmarks.pipeline.pipeline_proc import SubprocessRunner
+from siambench.benchmarks.pipeline.steps import Step
 
 # A runner whose one step is a process that writes its pid (and its own child's) and sleeps.
 RUNNER = r"""
 import os, pathlib, sys
-from siambench.benchmarks.pipeline_proc import SubprocessRunner, install_signal_handlers
-from siambench.benchmarks.steps import Step
+from siambench.benchmarks.pipeline.pipeline_proc import SubprocessRunner, install_signal_handlers
+from siambench.benchmarks.pipeline.steps import Step
 
 STEP = '''
 import os, subprocess, sys, time

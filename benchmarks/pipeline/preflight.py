@@ -200,7 +200,7 @@ def estimate(step: Step, cfg: CfgNode) -> tuple[float | None, str]:
         epochs = int(_value(step, conf, "SOLVER.EPOCHS", 100) or 0)
         hours = PRETRAIN_GPU_H_PER_EPOCH * RELATIVE_COST[kind] * epochs * scale
         return hours, f"{epochs} ep x {PRETRAIN_GPU_H_PER_EPOCH * RELATIVE_COST[kind] * scale:.2f} GPU-h/ep " \
-                      "(MoCo README timing, see benchmarks/preflight.py)"
+                      "(MoCo README timing, see benchmarks/pipeline/preflight.py)"
     if step.name.startswith("transfer:"):
         iters = int(_value(step, conf, "SOLVER.MAX_ITER", 0) or 0)
         batch = int(_value(step, conf, "SOLVER.IMS_PER_BATCH", 16) or 16)
@@ -229,7 +229,7 @@ def format_estimates(steps: Sequence[Step], cfg: CfgNode) -> str:
         rows.append([s.key, "?" if hours is None else f"{hours:.1f}", basis])
     rows.append(["total (steps to run)", f"{total:.1f}" + (f" + {unknown} not estimated" if unknown else ""), ""])
     return tabulate(rows, ["step", "GPU-h", "basis"], tablefmt="simple", disable_numparse=True) + \
-        "\nGPU-hours on V100 from published timings (benchmarks/preflight.py); " \
+        "\nGPU-hours on V100 from published timings (benchmarks/pipeline/preflight.py); " \
         "estimates of the order of magnitude, not measurements of this machine"
 
 

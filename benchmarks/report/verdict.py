@@ -1,7 +1,7 @@
 """The verdict: which of the paper's claims the runs in a directory reproduce.
 
 Each claim the runs can test gets a mark — ``holds``, ``fails`` or ``not tested`` —
-the numbers it rests on and a significance test over trials (:mod:`siambench.benchmarks.stats`):
+the numbers it rests on and a significance test over trials (:mod:`siambench.benchmarks.report.stats`):
 
 1. *Stop-gradient prevents collapse* (paper Sec. 4.1, Fig. 2: without it the output std
    goes to 0, the loss to -1 and ImageNet linear accuracy to 0.1 %): the no-stop-grad

@@ -34,7 +34,7 @@ from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_output
 from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
-from .results import STATE_FILE
+from ..report.results import STATE_FILE
 from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "main"]
@@ -145,7 +145,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
     ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
     ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
-    (:mod:`siambench.benchmarks.pipeline_guard`). The console gets one line per finished step (with
+    (:mod:`siambench.benchmarks.pipeline.pipeline_guard`). The console gets one line per finished step (with
     the ETA and the next step); ``verbose`` adds each step's command before it runs.
 
     Raises:
@@ -289,11 +289,11 @@ def _finish(cfg: CfgNode) -> None:
     """Print the table and write tables + report (every number from the runs in OUTPUT_DIR)."""
     from siambench.pretrain.utils.io import atomic_write_text
 
-    from .report import write_report
-    from .results import collect
-    from .table import build_tables
-    from .table_format import render
-    from .verdict import build_verdict
+    from ..report.report import write_report
+    from ..report.results import collect
+    from ..report.table import build_tables
+    from ..report.table_format import render
+    from ..report.verdict import build_verdict
 
     out = Path(cfg.OUTPUT_DIR)
     res = collect(out)

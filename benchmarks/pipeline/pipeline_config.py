@@ -33,7 +33,7 @@ from siambench.pretrain.utils.config import ConfigError, merge_overrides
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # `siambench pretrain` entries, one KIND per method (pretrain/methods/; a test keeps the lists equal): the
 # KIND is also passed as MODEL.METHOD, so a row's kind is always the method that was trained.
 METHOD_KINDS = ("simsiam", "moco_v2", "simclr", "byol", "swav")
@@ -227,7 +227,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
         cfg.merge_from_file(str(path))
     except KeyError as e:
         raise ConfigError(f"{path}: unknown config key {e}; check the spelling against "
-                          "benchmarks/pipeline_config.py") from e
+                          "benchmarks/pipeline/pipeline_config.py") from e
     except Exception as e:  # yaml errors, type mismatches
         raise ConfigError(f"{path}: {e}") from e
     for name in list(cfg.ENTRIES):

@@ -1,6 +1,6 @@
 """``siambench table RUNS_DIR``: transfer and linear-eval tables shaped like the paper's.
 
-The tables are followed by the verdict (:mod:`siambench.benchmarks.verdict`): which of the
+The tables are followed by the verdict (:mod:`siambench.benchmarks.report.verdict`): which of the
 paper's claims the runs reproduce, with the numbers and a significance test.
 
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
@@ -13,13 +13,13 @@ COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table
 * Bold rule (the paper's): per column, every displayed entry within 0.5 below the
   column's best (compared at the displayed 0.1 precision) is bold. It is applied over
   all rows of the table, our rows and the paper's reference rows alike.
-* The paper's published rows (:mod:`siambench.benchmarks.reference`) are marked ``paper``.
+* The paper's published rows (:mod:`siambench.benchmarks.report.reference`) are marked ``paper``.
   Results on the synthetic dataset (``synth_*`` tasks) go to their own tables with the
   note "synthetic data: not comparable to paper rows"; the reference rows still print.
 * Deltas: each of our rows minus our supervised and our scratch row of the same table
   (same data), e.g. ``+1.2``.
 * Missing or partial results show as missing (``–``) with a note; they are never
-  averaged in. Invalid values (outside [0, 100] or non-finite, :mod:`siambench.benchmarks.results`)
+  averaged in. Invalid values (outside [0, 100] or non-finite, :mod:`siambench.benchmarks.report.results`)
   are never averaged in either; the cell counts them (``(n=2, 1 invalid)``, or
   ``invalid`` when no valid value is left) and a note names each file.
 """

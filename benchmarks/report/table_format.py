@@ -1,4 +1,4 @@
-"""Render :class:`siambench.benchmarks.table.Table` as Markdown, CSV, LaTeX or JSON, and read it back.
+"""Render :class:`siambench.benchmarks.report.table.Table` as Markdown, CSV, LaTeX or JSON, and read it back.
 
 * ``md``: one pipe table per table; a cell reads ``**47.0** ± 0.3 (n=5)`` (bold mean,
   std and trial count for our rows), ``–`` when missing; notes follow as a list.
@@ -156,7 +156,7 @@ def verdict_from_json(text: str) -> list[Claim]:
 def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = (), verdict: Sequence[Claim] = ()) -> str:
     """All tables in one format; ``notes`` (from collection: skipped files) are appended.
 
-    ``verdict`` (:func:`siambench.benchmarks.verdict.build_verdict`) follows the tables in ``md``
+    ``verdict`` (:func:`siambench.benchmarks.report.verdict.build_verdict`) follows the tables in ``md``
     (the last thing a console shows), is a ``verdict`` list in ``json`` and ``%`` comment
     lines in ``latex``; ``csv`` holds the table cells only.
     """

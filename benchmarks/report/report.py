@@ -1,7 +1,7 @@
 """``siambench report RUNS_DIR``: one Markdown and one HTML report of a runs directory.
 
-Contents: the verdict first (:mod:`siambench.benchmarks.verdict`: which of the paper's claims the
-runs reproduce), the tables (:mod:`siambench.benchmarks.table`), the plots (:mod:`siambench.benchmarks.plots`),
+Contents: the verdict first (:mod:`siambench.benchmarks.report.verdict`: which of the paper's claims the
+runs reproduce), the tables (:mod:`siambench.benchmarks.report.table`), the plots (:mod:`siambench.benchmarks.report.plots`),
 the pipeline's steps in run order with their status, timings and total, every resolved
 ``config.yaml`` under the runs directory, the environment and the code version. Wide
 tables scroll inside their own box in the HTML, so the page fits an 800-px window. ``report.md`` links the PNGs under
@@ -51,7 +51,7 @@ def _configs(root: Path) -> list[tuple[str, str]]:
 
 def _steps_rows(state: dict[str, Any]) -> list[list[str]]:
     """Steps in run order (the plan's ``order``; else by start time), then a total line."""
-    from .pipeline import fmt_duration
+    from ..pipeline.pipeline import fmt_duration
 
     steps = state.get("steps") or {}
     order = {k: i for i, k in enumerate(state.get("order") or [])}
