@@ -29,12 +29,14 @@ from fvcore.common.config import CfgNode
 from siambench.pretrain.utils.config import ConfigError, save_config
 from siambench.pretrain.utils.io import atomic_write_json
 
+from ..report.report import publish
+from ..report.results import STATE_FILE
+from ..report.table_format import fmt_duration
 from .pipeline_config import check_files, load_pipeline
 from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_outputs
 from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
-from ..report.results import STATE_FILE
 from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "main"]
@@ -65,15 +67,6 @@ def _children_written() -> int:
 
 def _now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class PipelineState:
@@ -285,29 +278,6 @@ def _eta(remaining: Sequence[Step], state: PipelineState, jobs: int = 1) -> str:
     return f">= {total} ({untimed} step{'s' * (untimed > 1)} not timed yet)" if untimed else total
 
 
-def _finish(cfg: CfgNode) -> None:
-    """Print the table and write tables + report (every number from the runs in OUTPUT_DIR)."""
-    from siambench.pretrain.utils.io import atomic_write_text
-
-    from ..report.report import write_report
-    from ..report.results import collect
-    from ..report.table import build_tables
-    from ..report.table_format import render
-    from ..report.verdict import build_verdict
-
-    out = Path(cfg.OUTPUT_DIR)
-    res = collect(out)
-    tables, verdict = build_tables(res), build_verdict(res)
-    for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
-        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
-    # The console shows the tables with rows of ours and the verdict; tables.md also has the paper-only ones.
-    ours = [t for t in tables if any(r.source == "ours" for r in t.rows)]
-    print("\n" + render(ours, "md", res.notes, verdict))
-    print(f"all tables: {out / 'tables.md'} (also .csv, .tex, .json)")
-    md, html = write_report(out)
-    print(f"report: {md} and {html}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="siambench run", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline file, e.g. configs/benchmarks/demo.yaml")
@@ -374,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         restore_signal_handlers(previous)
     failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
     if cfg.REPORT:
-        _finish(cfg)
+        publish(cfg.OUTPUT_DIR)
     if failed:
         print(f"siambench run: {len(failed)} step(s) not done: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ import base64
 import re
 from pathlib import Path
 
-from siambench.benchmarks.report.plots import read_metrics
+from siambench.benchmarks.report.metrics import read_metrics
 from siambench.benchmarks.report.report import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,8 @@ import pytest
 
 from siambench.benchmarks.report import reference
 from siambench.benchmarks.report.results import collect
-from siambench.benchmarks.report.table import Cell, Column, Row, Table, apply_bold, build_tables, main, summarize, task_group_name
+from siambench.benchmarks.report.table import build_tables, main, task_group_name
+from siambench.benchmarks.report.table_data import Cell, Column, Row, Table, apply_bold, summarize
 from siambench.benchmarks.report.table_format import FORMATS, parse_cell, read_csv, render, tables_from_json
 
 
