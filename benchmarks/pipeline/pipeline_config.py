@@ -165,6 +165,9 @@ def _validate(cfg: CfgNode, source: str) -> None:
     for key, opts in (("EVAL.KNN.OPTS", cfg.EVAL.KNN.OPTS), ("EVAL.LINCLS.OPTS", cfg.EVAL.LINCLS.OPTS),
                       ("TRANSFER.OPTS", cfg.TRANSFER.OPTS)):
         _check_opts(opts, key)
+    if not all(str(flag).startswith("--") for flag in cfg.SYNTH.ARGS[0::2]) or len(cfg.SYNTH.ARGS) % 2:
+        raise ConfigError(f"{source}: SYNTH.ARGS must be --flag value pairs of `siambench data synth`, "
+                          f"e.g. ['--num-images', '64'], got {list(cfg.SYNTH.ARGS)}")
     if cfg.JOBS < 1:
         raise ConfigError(f"{source}: JOBS must be >= 1, got {cfg.JOBS}")
     if cfg.JOBS > 1 and cfg.NUM_GPUS > 1:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from fvcore.common.config import CfgNode
 
@@ -32,23 +32,48 @@ PLAN_COLUMNS = ("pretrain", "knn", "lincls", "convert")  # then one column per t
 
 @dataclass
 class Step:
-    """One subprocess of the pipeline."""
+    """One subprocess of the pipeline: a ``siambench`` command, its config file, flags and overrides.
+
+    The options stay a mapping (``flags``, ``opts``) that the checks read; :attr:`argv` builds
+    the command line only to launch, describe or record the step.
+    """
 
     key: str  # unique, e.g. "simsiam/lincls"; the pipeline_state.json key
     entry: str  # entry name ("" for the dataset step)
     name: str  # plan column: data | pretrain | knn | lincls | convert | transfer:<task>
-    argv: list[str]  # arguments of `siambench`, e.g. ["lincls", "--config-file", ...]
+    command: list[str]  # the `siambench` command and its positional arguments, e.g. ["convert", CKPT, OUT]
     done: Callable[[], bool]
     deps: tuple[str, ...] = ()  # keys that must be done first
     nproc: int = 1  # > 1: launched with torchrun
     outputs: list[Path] = field(default_factory=list)  # what "done" looks at (for messages)
     out_dir: Path | None = None  # the directory the step writes (removed by `siambench run --force`)
     kind: str = ""  # the entry's KIND for pretrain steps: a 0-epoch random init is not timed like SimSiam
+    config_file: str = ""  # --config-file ("" = none: the command's defaults, or a transfer --task's file)
+    flags: dict[str, str | None] = field(default_factory=dict)  # "--name": value; None: a switch (--verify)
+    opts: dict[str, str] = field(default_factory=dict)  # KEY VALUE config overrides, e.g. "SOLVER.EPOCHS": "2"
 
     @property
     def family(self) -> str:
         """Steps of one family take about as long (used for the ETA)."""
         return f"{self.name}:{self.kind}" if self.kind else self.name
+
+    @property
+    def argv(self) -> list[str]:
+        """The arguments of ``siambench``: command, ``--config-file``, flags, then ``KEY VALUE`` pairs."""
+        out = list(self.command) + (["--config-file", self.config_file] if self.config_file else [])
+        for flag, value in self.flags.items():
+            out += [flag] if value is None else [flag, value]
+        for key, value in self.opts.items():
+            out += [key, value]
+        return out
+
+    def options(self) -> dict[str, str]:
+        """Every option by name: positionals ``#i`` (after the command), flags (a switch: ``(set)``), keys."""
+        out = {f"#{i}": arg for i, arg in enumerate(self.command[1:])}
+        if self.config_file:
+            out["--config-file"] = self.config_file
+        out.update({flag: "(set)" if value is None else value for flag, value in self.flags.items()})
+        return {**out, **self.opts}
 
 
 def complete_trials(task_dir: Path) -> int:
@@ -66,22 +91,22 @@ def _exists(path: Path) -> Callable[[], bool]:
     return lambda: path.is_file()
 
 
-def _str_opts(opts) -> list[str]:
-    """YAML gives ints/bools/lists; the commands take KEY VALUE strings (yacs literal-evals them)."""
-    return [str(o) for o in opts]
+def _pairs(items: Sequence[Any]) -> dict[str, str]:
+    """A YAML ``[KEY, VALUE, ...]`` list (ints, bools, lists) as strings (yacs literal-evals them); last wins."""
+    return {str(k): str(v) for k, v in zip(items[0::2], items[1::2])}
 
 
-def _shared_opts(cfg: CfgNode, data_root: str) -> list[str]:
+def _shared_opts(cfg: CfgNode, data_root: str) -> dict[str, str]:
     """Keys every pretraining/eval command shares (docs/design.md), set once by the pipeline."""
-    opts = ["MODEL.ARCH", cfg.MODEL.ARCH]
+    opts = {"MODEL.ARCH": cfg.MODEL.ARCH}
     if cfg.MODEL.WIDTH != 64:  # only when narrowed: the argv of torchvision-width runs stays as before
-        opts += ["MODEL.WIDTH", str(cfg.MODEL.WIDTH)]
+        opts["MODEL.WIDTH"] = str(cfg.MODEL.WIDTH)
     if data_root:
-        opts += ["DATA.ROOT", data_root]
+        opts["DATA.ROOT"] = data_root
     if cfg.DATA.IMAGE_SIZE > 0:
-        opts += ["DATA.IMAGE_SIZE", str(cfg.DATA.IMAGE_SIZE)]
+        opts["DATA.IMAGE_SIZE"] = str(cfg.DATA.IMAGE_SIZE)
     if cfg.DATA.NUM_WORKERS >= 0:
-        opts += ["DATA.NUM_WORKERS", str(cfg.DATA.NUM_WORKERS)]
+        opts["DATA.NUM_WORKERS"] = str(cfg.DATA.NUM_WORKERS)
     return opts
 
 
@@ -94,78 +119,97 @@ def _config(path: str) -> str:
     return str(resolve_path(path))
 
 
+@dataclass
+class _Entry:
+    """What the steps of one entry share: its name, directory, inputs and the step keys they need."""
+
+    name: str
+    e: CfgNode  # ENTRIES.<name>
+    d: Path  # OUTPUT_DIR/<name>
+    shared: dict[str, str]  # _shared_opts
+    data_deps: tuple[str, ...]  # ("synth",) when the dataset is generated first
+    ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
+    pkl: Path | None = None  # detectron2 weights for transfer
+    ckpt_deps: tuple[str, ...] = ()
+
+
 def build_steps(cfg: CfgNode) -> list[Step]:
     """All steps of a pipeline in run order (every step after the steps it depends on)."""
-    out = Path(cfg.OUTPUT_DIR)
     steps: list[Step] = []
-    data_root = cfg.DATA.ROOT
-    data_deps: tuple[str, ...] = ()
+    data_root, data_deps = cfg.DATA.ROOT, ()
     if cfg.SYNTH.ENABLED:
         root = synth_root(cfg)
-        steps.append(Step("synth", "", "data", ["data", "synth", "--out", str(root), *_str_opts(cfg.SYNTH.ARGS)],
-                          _exists(root / "synth.json"), outputs=[root / "synth.json"], out_dir=root))
-        data_root = data_root or str(root / "imagefolder")
-        data_deps = ("synth",)
+        steps.append(Step("synth", "", "data", ["data", "synth"], _exists(root / "synth.json"),
+                          outputs=[root / "synth.json"], out_dir=root,
+                          flags={"--out": str(root), **_pairs(cfg.SYNTH.ARGS)}))
+        data_root, data_deps = data_root or str(root / "imagefolder"), ("synth",)
     shared = _shared_opts(cfg, data_root)
-
     for name, e in cfg.ENTRIES.items():
-        d = out / name
-        label = e.LABEL or name
-        ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
-        pkl: Path | None = None  # detectron2 weights for transfer
-        ckpt_deps: tuple[str, ...] = data_deps
-        if e.KIND in PRETRAIN_KINDS:
-            command = "supervised" if e.KIND == "supervised" else "pretrain"
-            method = ["MODEL.METHOD", e.KIND] if e.KIND in METHOD_KINDS[1:] else []  # the row's kind is what runs
-            ckpt = d / "pretrain" / "model_final.pth"
-            # random init: the model as built (seeded) and saved before any step, without the kNN monitor
-            untrained = ["SOLVER.EPOCHS", "0", "MONITOR.KNN_PERIOD", "0"] if e.KIND == "random_init" else []
-            steps.append(Step(f"{name}/pretrain", name, "pretrain",
-                              [command, "--config-file", _config(e.CONFIG), "--resume", "auto", *shared,
-                               *_str_opts(e.OPTS), *method, *untrained, "OUTPUT_DIR", str(d / "pretrain")],
-                              _exists(ckpt), data_deps, 1 if e.KIND == "random_init" else cfg.NUM_GPUS, [ckpt],
-                              d / "pretrain", e.KIND))
-            ckpt_deps = (f"{name}/pretrain",)
-        elif e.KIND == "checkpoint":
-            given = resolve_path(e.CHECKPOINT)
-            if given.suffix == ".pkl":  # already detectron2 weights: transfer only
-                pkl = given
-            else:
-                ckpt, ckpt_deps = given, ()
+        en = _Entry(name, e, Path(cfg.OUTPUT_DIR) / name, shared, data_deps, ckpt_deps=data_deps)
+        steps += _pretrain_steps(cfg, en) + _eval_steps(cfg, en) + _transfer_steps(cfg, en)
+    return steps
 
-        if ckpt is not None and e.EVAL:
-            if cfg.EVAL.KNN.ENABLED:
-                res = d / "knn" / "knn_results.json"
-                steps.append(Step(f"{name}/knn", name, "knn",
-                                  ["knn", "--config-file", _config(cfg.EVAL.KNN.CONFIG), *shared,
-                                   *_str_opts(cfg.EVAL.KNN.OPTS), "MODEL.WEIGHTS", str(ckpt),
-                                   "OUTPUT_DIR", str(d / "knn")],
-                                  _exists(res), ckpt_deps + data_deps, 1, [res], d / "knn"))
-            if cfg.EVAL.LINCLS.ENABLED:
-                res = d / "lincls" / "lincls_results.json"
-                steps.append(Step(f"{name}/lincls", name, "lincls",
-                                  ["lincls", "--config-file", _config(cfg.EVAL.LINCLS.CONFIG), "--resume", "auto",
-                                   *shared, *_str_opts(cfg.EVAL.LINCLS.OPTS), "MODEL.WEIGHTS", str(ckpt),
-                                   "OUTPUT_DIR", str(d / "lincls")],
-                                  _exists(res), ckpt_deps + data_deps, cfg.NUM_GPUS, [res], d / "lincls"))
-        transfer_deps: tuple[str, ...] = data_deps
-        tasks = entry_tasks(cfg, name)
-        if ckpt is not None and tasks:
-            pkl = d / "convert" / "model.pkl"
-            argv = ["convert", str(ckpt), str(pkl)]
-            argv += ["--format", e.CONVERT_FORMAT] if e.CONVERT_FORMAT else []
-            argv += ["--verify"] if cfg.CONVERT.VERIFY else []
-            steps.append(Step(f"{name}/convert", name, "convert", argv, _exists(pkl), ckpt_deps, 1, [pkl],
-                              d / "convert"))
-            transfer_deps = (f"{name}/convert",) + data_deps
-        weights = "scratch" if e.KIND == "scratch" else str(pkl)
-        for task, trials in tasks:
-            task_dir = d / "transfer" / task
-            argv = ["transfer", "--task", task, "--weights", weights, "--trials", str(trials), "--label", label]
-            if cfg.NUM_GPUS > 1:
-                argv += ["--num-gpus", str(cfg.NUM_GPUS)]
-            argv += [*_str_opts(cfg.TRANSFER.OPTS), *_str_opts(e.TRANSFER_OPTS), "OUTPUT_DIR", str(task_dir)]
-            steps.append(Step(f"{name}/transfer/{task}", name, f"transfer:{task}", argv,
-                              lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,
-                              transfer_deps, 1, [task_dir / "trial*/results.json"], task_dir))
+
+def _pretrain_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
+    """The pretraining step of a method / supervised / random_init entry; a checkpoint entry's inputs."""
+    e = en.e
+    if e.KIND == "checkpoint":
+        given = resolve_path(e.CHECKPOINT)
+        if given.suffix == ".pkl":  # already detectron2 weights: transfer only
+            en.pkl = given
+        else:
+            en.ckpt, en.ckpt_deps = given, ()
+    if e.KIND not in PRETRAIN_KINDS:
+        return []
+    en.ckpt, en.ckpt_deps = en.d / "pretrain" / "model_final.pth", (f"{en.name}/pretrain",)
+    opts = {**en.shared, **_pairs(e.OPTS)}
+    if e.KIND in METHOD_KINDS[1:]:  # the row's kind is what runs
+        opts["MODEL.METHOD"] = e.KIND
+    if e.KIND == "random_init":  # the model as built (seeded) and saved before any step, without the kNN monitor
+        opts.update({"SOLVER.EPOCHS": "0", "MONITOR.KNN_PERIOD": "0"})
+    opts["OUTPUT_DIR"] = str(en.d / "pretrain")
+    return [Step(f"{en.name}/pretrain", en.name, "pretrain", ["supervised" if e.KIND == "supervised" else "pretrain"],
+                 _exists(en.ckpt), en.data_deps, 1 if e.KIND == "random_init" else cfg.NUM_GPUS, [en.ckpt],
+                 en.d / "pretrain", e.KIND, config_file=_config(e.CONFIG), flags={"--resume": "auto"}, opts=opts)]
+
+
+def _eval_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
+    """kNN and linear evaluation of the entry's encoder (when it has one and EVAL is on)."""
+    if en.ckpt is None or not en.e.EVAL:
+        return []
+    steps = []
+    for name, node, nproc, flags in (("knn", cfg.EVAL.KNN, 1, {}),
+                                     ("lincls", cfg.EVAL.LINCLS, cfg.NUM_GPUS, {"--resume": "auto"})):
+        if not node.ENABLED:
+            continue
+        res = en.d / name / f"{name}_results.json"
+        opts = {**en.shared, **_pairs(node.OPTS), "MODEL.WEIGHTS": str(en.ckpt), "OUTPUT_DIR": str(en.d / name)}
+        steps.append(Step(f"{en.name}/{name}", en.name, name, [name], _exists(res), en.ckpt_deps + en.data_deps,
+                          nproc, [res], en.d / name, config_file=_config(node.CONFIG), flags=flags, opts=opts))
+    return steps
+
+
+def _transfer_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
+    """The conversion to detectron2 weights (if the entry has a checkpoint) and one step per task."""
+    e, steps = en.e, []
+    tasks = entry_tasks(cfg, en.name)
+    transfer_deps = en.data_deps
+    if en.ckpt is not None and tasks:
+        en.pkl = en.d / "convert" / "model.pkl"
+        flags: dict[str, str | None] = {"--format": e.CONVERT_FORMAT} if e.CONVERT_FORMAT else {}
+        if cfg.CONVERT.VERIFY:
+            flags["--verify"] = None
+        steps.append(Step(f"{en.name}/convert", en.name, "convert", ["convert", str(en.ckpt), str(en.pkl)],
+                          _exists(en.pkl), en.ckpt_deps, 1, [en.pkl], en.d / "convert", flags=flags))
+        transfer_deps = (f"{en.name}/convert",) + en.data_deps
+    weights = "scratch" if e.KIND == "scratch" else str(en.pkl)
+    for task, trials in tasks:
+        task_dir = en.d / "transfer" / task
+        flags = {"--task": task, "--weights": weights, "--trials": str(trials), "--label": e.LABEL or en.name}
+        if cfg.NUM_GPUS > 1:
+            flags["--num-gpus"] = str(cfg.NUM_GPUS)
+        opts = {**_pairs(cfg.TRANSFER.OPTS), **_pairs(e.TRANSFER_OPTS), "OUTPUT_DIR": str(task_dir)}
+        steps.append(Step(f"{en.name}/transfer/{task}", en.name, f"transfer:{task}", ["transfer"],
+                          lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,
+                          transfer_deps, 1, [task_dir / "trial*/results.json"], task_dir, flags=flags, opts=opts))
     return steps
