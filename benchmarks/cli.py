@@ -14,7 +14,7 @@ import sys
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("siambench.benchmarks.doctor", "check the installation, devices and datasets"),
-    "data": ("siambench.benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
+    "data": ("siambench.transfer.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
     "pretrain": ("siambench.pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
     "supervised": ("siambench.pretrain.supervised", "supervised baseline pretraining on ImageFolder labels"),
     "lincls": ("siambench.pretrain.lincls", "linear evaluation of a pretrained encoder"),

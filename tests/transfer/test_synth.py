@@ -12,8 +12,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from siambench.benchmarks import cli, synth
-from siambench.benchmarks.synth import SYNTH_CLASSES, generate, render_scene
+from siambench.benchmarks import cli
+from siambench.transfer import synth
+from siambench.transfer.synth import SYNTH_CLASSES, generate, render_scene
 
 
 SMALL_DET = {"det_num_images": 12, "det_size": 48}  # small detection layouts: fast tests
