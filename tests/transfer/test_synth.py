@@ -15,7 +15,6 @@ from pycocotools.coco import COCO
 from siambench.benchmarks import cli
 from siambench.pretrain.data import shapes
 from siambench.pretrain.data.shapes import SYNTH_CLASSES, render_scene
-from siambench.transfer import synth
 from siambench.transfer.synth import generate
 
 
