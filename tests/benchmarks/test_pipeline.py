@@ -233,7 +233,7 @@ def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
                      {"simsiam", "supervised", "scratch"})
     if name == "demo":
         assert cfg.SYNTH.ENABLED and all(t.startswith("synth_") for t in cfg.TRANSFER.TASKS)
-        # issue 10 rows: the collapse ablation (kNN / linear only) and the untrained reference
+        # the demo's rows: the collapse ablation (kNN / linear only) and the untrained reference
         steps = {s.key: s for s in build_steps(cfg)}
         assert "no_stop_grad/lincls" in steps and not any(k.startswith("no_stop_grad/transfer") for k in steps)
         assert "--trials" in steps["simsiam/transfer/synth_voc07"].argv
@@ -265,7 +265,7 @@ def test_checkpoint_entries_skip_pretraining(tmp_path: Path) -> None:
 
 def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: Path, tmp_path: Path,
                                                                  capsys) -> None:
-    """issue 11 item 2: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
+    """Regression: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
     from siambench.benchmarks.pipeline.pipeline_guard import PipelineChanged
 
     cfg = load_pipeline(pipeline_file)
@@ -350,7 +350,7 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
 
 
 def test_console_is_one_line_per_step(pipeline_file: Path) -> None:
-    """issue 11 item 22: ~3,000 console lines for the demo; now the plan, then a line per step."""
+    """Regression: ~3,000 console lines for the demo; now the plan, then a line per step."""
     cfg = load_pipeline(pipeline_file)
     lines: list[str] = []
     run_pipeline(cfg, FakeSteps(), log=lines.append)

@@ -1,4 +1,4 @@
-"""`siambench run` checks GPUs, datasets and weights before the first launch (issue 11 item 14)."""
+"""`siambench run` checks GPUs, datasets and weights before the first launch."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -53,7 +53,7 @@ def test_read_metrics_dedups_resumed_steps_and_skips_bad_lines(tmp_path: Path) -
 
 
 def test_report_steps_in_run_order_with_total_scroll_boxes_and_verdict(synth_runs: Path) -> None:
-    """issue 11 item 22: steps were listed alphabetically, with no total; 14-column tables overflowed."""
+    """Regression: steps were listed alphabetically, with no total; 14-column tables overflowed."""
     import json
 
     state = json.loads((synth_runs / "pipeline_state.json").read_text())

@@ -209,7 +209,7 @@ def test_nan_in_metrics_the_tables_do_not_show_is_not_noted(tmp_path: Path, resu
 
 
 def test_out_of_range_values_are_invalid_never_averaged_and_never_crash(tmp_path: Path, results_files) -> None:
-    """issue 11 item 8: an AP of 1e308 was averaged into a 1,923-character cell and crashed the report."""
+    """Regression: an AP of 1e308 was averaged into a 1,923-character cell and crashed the report."""
     import json
 
     from siambench.benchmarks.report.report import write_report
