@@ -35,6 +35,7 @@ def _parser_of(name: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentP
 
     with monkeypatch.context() as m:
         m.setattr(argparse.ArgumentParser, "parse_args", capture)
+        m.setattr(argparse.ArgumentParser, "parse_intermixed_args", capture)  # `siambench run`: flags after overrides
         with pytest.raises(_Reached):
             importlib.import_module(cli.COMMANDS[name][0]).main([])
     return seen[0]
