@@ -13,6 +13,12 @@
 
 A step is done when its output file exists and is complete; all writers use atomic
 writes, so existence means complete (transfer trials carry ``status``).
+
+A step keeps its options as a mapping (config file, ``--flags``, ``KEY VALUE`` overrides):
+the checks before launch read it, and :attr:`Step.argv` builds the command line from it in a
+fixed order (command and positionals, ``--config-file``, flags, overrides), the order the
+recorded fingerprints of earlier runs have. An entry's key that repeats a pipeline-wide one
+(say ``MODEL.ARCH`` in its ``OPTS``) replaces its value in place: the key appears once.
 """
 from __future__ import annotations
 
