@@ -1,1 +1,2 @@
-"""siambench suite level: the ``siambench`` command, datasets, pipelines, tables and reports."""
+"""siambench suite level: the ``siambench`` command and doctor; ``pipeline/`` (``siambench run``),
+``report/`` (tables, verdict, plots, reports), ``speed/`` (speed benchmarks)."""

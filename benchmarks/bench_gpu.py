@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-from siambench.benchmarks.bench_common import (Summary, alternate, format_summary, machine_info, sync, write_jpeg_folder)
-from siambench.benchmarks.bench_pretrain_throughput import Recipe, Trainer, data_steps, e2e_throughput, images_needed, \
+from siambench.benchmarks.speed.bench_common import (Summary, alternate, format_summary, machine_info, sync, write_jpeg_folder)
+from siambench.benchmarks.speed.bench_pretrain_throughput import Recipe, Trainer, data_steps, e2e_throughput, images_needed, \
     make_cfg, step_throughput
 
 TARGET_E2E_IMG_S = 3000  # issue 12's goal on one H100-class GPU
@@ -182,7 +182,7 @@ def bench_coco_eval(args: argparse.Namespace) -> dict[str, Any]:
         return {"skipped": msg}
     import numpy as np
 
-    from siambench.benchmarks.bench_coco_eval import synthetic_val2017
+    from siambench.benchmarks.speed.bench_coco_eval import synthetic_val2017
 
     gt, dets = synthetic_val2017(args.coco_images, 100, 0)
     backends = ["pycocotools"] + (["faster_coco_eval"] if resolve_backend("auto") == "faster_coco_eval" else [])

@@ -8,7 +8,7 @@
 # needs), detectron2, pycocotools or faster-coco-eval. --prepare copies the pure-Python ones from this
 # venv into .pydeps/ (detectron2 included: the pure-Python v0.6 that transfer/d2compat.py patches) and
 # downloads the binary ones as cp312 manylinux wheels into .whl/; both are git-ignored, so carry them
-# (device tool: carry [".pydeps", ".whl"]). Without detectron2 the transfer and COCO sections are
+# to the GPU machine too (a checkout copy has only tracked files). Without detectron2 the transfer and COCO sections are
 # skipped with a message. Results: $OUT/bench_gpu.json if OUT is set, else ./bench_gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

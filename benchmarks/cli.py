@@ -16,16 +16,16 @@ from siambench.pretrain.utils.errors import USER_ERROR_EXIT, UserError
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("siambench.benchmarks.doctor", "check the installation, devices and datasets"),
-    "data": ("siambench.benchmarks.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
+    "data": ("siambench.transfer.synth", "write the built-in synthetic dataset (`siambench data synth --out DIR`)"),
     "pretrain": ("siambench.pretrain.main", "SimSiam pretraining (torchrun for multi-GPU)"),
     "supervised": ("siambench.pretrain.supervised", "supervised baseline pretraining on ImageFolder labels"),
     "lincls": ("siambench.pretrain.lincls", "linear evaluation of a pretrained encoder"),
     "knn": ("siambench.pretrain.knn", "weighted kNN evaluation of a pretrained encoder"),
     "convert": ("siambench.convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
     "transfer": ("siambench.transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
-    "run": ("siambench.benchmarks.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
-    "table": ("siambench.benchmarks.table", "transfer / linear-eval tables from a runs directory"),
-    "report": ("siambench.benchmarks.report", "Markdown + HTML report of a runs directory"),
+    "run": ("siambench.benchmarks.pipeline.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
+    "table": ("siambench.benchmarks.report.table", "transfer / linear-eval tables from a runs directory"),
+    "report": ("siambench.benchmarks.report.report", "Markdown + HTML report of a runs directory"),
 }
 
 

@@ -106,7 +106,7 @@ _C.DATA.SYNTHETIC = CN()  # DATA.DATASET synthetic: procedurally generated shape
 _C.DATA.SYNTHETIC.TRAIN_SIZE = 512  # images in the train split
 _C.DATA.SYNTHETIC.VAL_SIZE = 128  # images in the val split (kNN monitor queries)
 _C.DATA.SYNTHETIC.IMAGE_SIZE = 64  # side of the generated images in pixels
-_C.DATA.SYNTHETIC.NUM_CLASSES = 4  # shapes used (2-4)
+_C.DATA.SYNTHETIC.NUM_CLASSES = 4  # shapes used: the first 2-6 of the synthetic classes
 
 _C.SOLVER = CN()
 _C.SOLVER.EPOCHS = 100  # training epochs

@@ -1,7 +1,7 @@
 """Fixtures shared by every test area.
 
 ``synth_root``: one small built-in synthetic dataset per test session (all layouts:
-ImageFolder, VOC2007/VOC2012, COCO; see ``benchmarks/synth.py``), with
+ImageFolder, VOC2007/VOC2012, COCO; see ``transfer/synth.py``), with
 ``SIAMBENCH_SYNTH`` pointing at it so ``siambench.transfer.datasets`` resolves the ``synth_*``
 detectron2 names to it. Treat it as read-only: other tests share it.
 """
@@ -34,7 +34,7 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """``siambench run`` exports ``$SIAMBENCH_SYNTH`` in its own process (benchmarks/preflight.py);
+    """``siambench run`` exports ``$SIAMBENCH_SYNTH`` in its own process (benchmarks/pipeline/preflight.py);
     a test that runs it in-process would leave it pointing at its tmp dir for every later test.
     Restored after the test body (fixtures, like ``synth_root``, set it during setup)."""
     before = os.environ.get("SIAMBENCH_SYNTH")
@@ -48,7 +48,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Path of the session's synthetic dataset; also exported as ``$SIAMBENCH_SYNTH``."""
-    from siambench.benchmarks.synth import generate
+    from siambench.transfer.synth import generate
 
     root = tmp_path_factory.mktemp("synth") / "siambench_synth"
     generate(root, seed=SYNTH_SEED, num_images=SYNTH_NUM_IMAGES, size=SYNTH_SIZE,

@@ -50,7 +50,7 @@ def test_installed_wheel_finds_its_configs_from_any_directory(wheel: Path, tmp_p
     ns = paths.__name__.rpartition("pretrain.")[0]  # the packages' namespace prefix ("siambench." or "")
     code = (
         f"from {ns}pretrain.utils.paths import CONFIG_ROOT, resolve\n"
-        f"from {ns}benchmarks.pipeline_config import load_pipeline\n"
+        f"from {ns}benchmarks.pipeline.pipeline_config import load_pipeline\n"
         f"from {ns}pretrain.utils.config import load_config\n"
         f"from {ns}pretrain.config import get_cfg\n"
         "print(CONFIG_ROOT)\n"

@@ -40,6 +40,7 @@ __all__ = [
     "diff_configs",
     "get_transfer_cfg",
     "load_task_config",
+    "overrides",
     "resolve_runtime",
     "task_config_path",
     "available_tasks",
@@ -139,6 +140,12 @@ class ScalingInfo:
         return asdict(self)
 
 
+def overrides(opts: Sequence[str]) -> dict[str, str]:
+    """Trailing ``KEY VALUE`` overrides (``--`` dropped) by key, as merged: the last value of a key wins."""
+    opts = [o for o in opts if o != "--"]
+    return dict(zip(opts[0::2], opts[1::2]))
+
+
 def _get(cfg: CfgNode, key: str) -> Any:
     node = cfg
     for part in key.split("."):
@@ -155,7 +162,7 @@ def _set(cfg: CfgNode, key: str, value: Any) -> None:
 
 
 def _overridden(opts: Sequence[str], key: str) -> bool:
-    return key in list(opts)[0::2]
+    return key in overrides(opts)
 
 
 def apply_batch_scaling(cfg: CfgNode, recipe: CfgNode, opts: Sequence[str]) -> ScalingInfo:

@@ -40,6 +40,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.catalog import Metadata  # noqa: E402
 from detectron2.data.datasets import load_coco_json, load_voc_instances  # noqa: E402
 from siambench.pretrain.utils.errors import UserError
+from siambench.pretrain.data.shapes import SYNTH_CLASSES  # noqa: E402  (the classes `siambench data synth` draws)
 
 from .annotations import coco_problems, sanitize_boxes, voc_problems
 
@@ -48,10 +49,6 @@ __all__ = [
     "synth_root", "register_datasets", "register_synth_datasets", "check_dataset_root", "check_datasets",
     "wrap_builtin_loaders", "dataset_status", "validate_annotations",
 ]
-
-# Must equal benchmarks.synth.SYNTH_CLASSES (a test checks it). Repeated here because
-# `transfer` may not import `benchmarks` (see docs/design.md).
-SYNTH_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "arrow")
 
 # name -> (directory under the synthetic root, split, year)
 SYNTH_VOC: dict[str, tuple[str, str, int]] = {

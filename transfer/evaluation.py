@@ -4,7 +4,7 @@
   ``COCOEvaluator`` with the AP computation done by ``faster-coco-eval`` (C++ matching and
   accumulation; the same algorithm as pycocotools, so the same AP) when it is installed,
   else by pycocotools. Evaluating COCO val2017 with pycocotools takes minutes per IoU type
-  (siambench's ``bench_coco_eval`` speed benchmark measures the ratio); it must not dominate wall time.
+  (``benchmarks/speed/bench_coco_eval.py`` measures the ratio); it must not dominate wall time.
 * VOC (``evaluator_type == "pascal_voc"``): detectron2's ``PascalVOCDetectionEvaluator``
   unchanged. It reports ``AP`` (mean over IoU .50:.95 in steps of .05, "COCO-style"),
   ``AP50`` and ``AP75``, with VOC2007's 11-point metric on VOC2007 test: exactly the

@@ -37,7 +37,7 @@ from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
 
 from . import datasets
 from .checkpoint import check_weights_file, unreadable_reason
-from .config import CONFIG_DIR, default_trials, load_task_config, resolve_runtime, task_config_path
+from .config import CONFIG_DIR, default_trials, load_task_config, overrides, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
 from .trials import SCRATCH, TrialPlan, trial_record, trial_state, write_results
 
@@ -85,14 +85,12 @@ def _label(weights: str) -> str:
 def _check_weights_override(args: argparse.Namespace) -> None:
     """``--weights`` names what is loaded; a ``MODEL.WEIGHTS`` override that disagrees is refused
     (the plan and the results would say one file while detectron2 loads another, or none)."""
-    opts = [o for o in args.opts if o != "--"]
-    given = [v for k, v in zip(opts[0::2], opts[1::2]) if k == "MODEL.WEIGHTS"]
-    if not given or not given[-1] or given[-1].strip("'\"") == "":
-        if given and args.weights != SCRATCH:  # MODEL.WEIGHTS "" with real --weights
+    value = overrides(args.opts).get("MODEL.WEIGHTS")
+    if value is None or value.strip("'\"") == "":
+        if value is not None and args.weights != SCRATCH:  # MODEL.WEIGHTS "" with real --weights
             raise ConfigError(f"MODEL.WEIGHTS '' contradicts --weights {args.weights}; drop the MODEL.WEIGHTS "
                               "override (--weights scratch trains from random init)")
         return
-    value = given[-1]
     if args.weights == SCRATCH:
         raise ConfigError(f"--weights scratch contradicts MODEL.WEIGHTS {value}: pass --weights {value} to fine-tune "
                           "from that file, or drop MODEL.WEIGHTS to train from scratch")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from siambench.benchmarks import bench_gpu
-from siambench.benchmarks.bench_common import TimedLoader, alternate, write_jpeg_folder
+from siambench.benchmarks.speed.bench_common import TimedLoader, alternate, write_jpeg_folder
 
 
 def test_alternate_interleaves_arms_and_ratios_are_per_round():

@@ -35,6 +35,7 @@ def _parser_of(name: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentP
 
     with monkeypatch.context() as m:
         m.setattr(argparse.ArgumentParser, "parse_args", capture)
+        m.setattr(argparse.ArgumentParser, "parse_intermixed_args", capture)  # `siambench run`: flags after overrides
         with pytest.raises(_Reached):
             importlib.import_module(cli.COMMANDS[name][0]).main([])
     return seen[0]
@@ -141,7 +142,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_report_writes_where_out_says(tmp_path: Path, synth_runs: Path) -> None:
-    from siambench.benchmarks.report import main
+    from siambench.benchmarks.report.report import main
 
     out = tmp_path / "elsewhere"
     assert main([str(synth_runs), "--out", str(out)]) == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline import main
+from siambench.benchmarks.pipeline.pipeline import main
 
 PIPELINE = """
 OUTPUT_DIR: {out}

@@ -27,8 +27,8 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_table_report_results_modules_import_no_torch():
-    assert _loaded_after("import siambench.benchmarks.table, siambench.benchmarks.report, "
-                         "siambench.benchmarks.results, siambench.benchmarks.table_format, siambench.pretrain.utils.io, "
+    assert _loaded_after("import siambench.benchmarks.report.table, siambench.benchmarks.report.report, "
+                         "siambench.benchmarks.report.results, siambench.benchmarks.report.table_format, siambench.pretrain.utils.io, "
                          "siambench.pretrain.utils.config, siambench.pretrain.utils.env") == []
 
 

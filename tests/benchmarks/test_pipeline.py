@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline import PipelineState, SubprocessRunner, format_plan, main, run_pipeline
-from siambench.benchmarks.pipeline_config import load_pipeline
-from siambench.benchmarks.steps import Step, build_steps
+from siambench.benchmarks.pipeline.pipeline import PipelineState, SubprocessRunner, format_plan, main, run_pipeline
+from siambench.benchmarks.pipeline.pipeline_config import load_pipeline
+from siambench.benchmarks.pipeline.steps import Step, build_steps
 from siambench.pretrain.utils.config import ConfigError
 
 PIPELINE = """
@@ -224,7 +224,7 @@ def test_subprocess_runner_command_and_log(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["demo", "simsiam_in1k_100ep", "simsiam_in1k_200ep"])
 def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
-    from siambench.benchmarks.pipeline_config import REPO_ROOT, check_files
+    from siambench.benchmarks.pipeline.pipeline_config import REPO_ROOT, check_files
 
     cfg = load_pipeline(REPO_ROOT / "configs" / "benchmarks" / f"{name}.yaml")
     assert check_files(cfg) == []
@@ -233,7 +233,7 @@ def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
                      {"simsiam", "supervised", "scratch"})
     if name == "demo":
         assert cfg.SYNTH.ENABLED and all(t.startswith("synth_") for t in cfg.TRANSFER.TASKS)
-        # issue 10 rows: the collapse ablation (kNN / linear only) and the untrained reference
+        # the demo's rows: the collapse ablation (kNN / linear only) and the untrained reference
         steps = {s.key: s for s in build_steps(cfg)}
         assert "no_stop_grad/lincls" in steps and not any(k.startswith("no_stop_grad/transfer") for k in steps)
         assert "--trials" in steps["simsiam/transfer/synth_voc07"].argv
@@ -265,8 +265,8 @@ def test_checkpoint_entries_skip_pretraining(tmp_path: Path) -> None:
 
 def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: Path, tmp_path: Path,
                                                                  capsys) -> None:
-    """issue 11 item 2: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
-    from siambench.benchmarks.pipeline_guard import PipelineChanged
+    """Regression: a rerun with other ENTRIES.simsiam.OPTS said "all steps done" and kept the old model."""
+    from siambench.benchmarks.pipeline.pipeline_guard import PipelineChanged
 
     cfg = load_pipeline(pipeline_file)
     run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
@@ -291,7 +291,7 @@ def test_changed_entry_options_are_refused_then_rerun_with_force(pipeline_file: 
 
 
 def test_edited_config_file_and_stale_downstream_are_refused(tmp_path: Path) -> None:
-    from siambench.benchmarks.pipeline_guard import PipelineChanged
+    from siambench.benchmarks.pipeline.pipeline_guard import PipelineChanged
 
     conf = tmp_path / "pre.yaml"
     conf.write_text("_BASE_: base.yaml\n")
@@ -350,7 +350,7 @@ def test_random_init_and_per_entry_transfer(tmp_path: Path) -> None:
 
 
 def test_console_is_one_line_per_step(pipeline_file: Path) -> None:
-    """issue 11 item 22: ~3,000 console lines for the demo; now the plan, then a line per step."""
+    """Regression: ~3,000 console lines for the demo; now the plan, then a line per step."""
     cfg = load_pipeline(pipeline_file)
     lines: list[str] = []
     run_pipeline(cfg, FakeSteps(), log=lines.append)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline import SubprocessRunner, run_pipeline
-from siambench.benchmarks.pipeline_config import load_pipeline
-from siambench.benchmarks.steps import Step
+from siambench.benchmarks.pipeline.pipeline import SubprocessRunner, run_pipeline
+from siambench.benchmarks.pipeline.pipeline_config import load_pipeline
+from siambench.benchmarks.pipeline.steps import Step
 from siambench.pretrain.utils.config import ConfigError
 
 # test_pipeline.py's pipeline and fake steps (tests/ is no package: --import-mode=importlib).
@@ -62,7 +62,7 @@ def test_two_jobs_run_at_once_after_their_dependencies(tmp_path: Path) -> None:
     status = run_pipeline(cfg, fake, log=lines.append)
     assert set(status.values()) == {"done"} and len(fake.calls) == 15
     assert fake.most == 2  # never more than JOBS, and parallel where the plan allows it
-    from siambench.benchmarks.steps import build_steps
+    from siambench.benchmarks.pipeline.steps import build_steps
 
     for step in build_steps(cfg):
         for dep in step.deps:  # a step starts only after every step it needs has ended
@@ -81,7 +81,7 @@ def test_one_job_keeps_the_plan_order(tmp_path: Path) -> None:
     cfg = _pipeline(tmp_path, 1)
     fake = SlowFakeSteps()
     run_pipeline(cfg, fake, log=lambda *_: None)
-    from siambench.benchmarks.steps import build_steps
+    from siambench.benchmarks.pipeline.steps import build_steps
 
     assert [s.key for s in fake.calls] == [s.key for s in build_steps(cfg)] and fake.most == 1
     assert all("OMP_NUM_THREADS" not in e or e["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS")

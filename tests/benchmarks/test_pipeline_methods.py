@@ -1,9 +1,9 @@
 """The Tables 4-5 comparison pipeline: all five methods + supervised + scratch, planned by --dry-run."""
 from __future__ import annotations
 
-from siambench.benchmarks.pipeline import main
-from siambench.benchmarks.pipeline_config import METHOD_KINDS, REPO_ROOT, check_files, load_pipeline
-from siambench.benchmarks.steps import build_steps
+from siambench.benchmarks.pipeline.pipeline import main
+from siambench.benchmarks.pipeline.pipeline_config import METHOD_KINDS, REPO_ROOT, check_files, load_pipeline
+from siambench.benchmarks.pipeline.steps import build_steps
 
 PIPELINE = REPO_ROOT / "configs" / "benchmarks" / "table4_table5.yaml"
 SYNTH_PIPELINE = REPO_ROOT / "configs" / "benchmarks" / "synth_table4_table5.yaml"

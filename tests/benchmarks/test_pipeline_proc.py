@@ -1,4 +1,4 @@
-"""Steps end with the runner (issue 11 item 5) and the console stays short (item 22)."""
+"""Steps end with the runner and the console stays short."""
 from __future__ import annotations
 
 import os
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.pipeline_proc import SubprocessRunner
-from siambench.benchmarks.steps import Step
+from siambench.benchmarks.pipeline.pipeline_proc import SubprocessRunner
+from siambench.benchmarks.pipeline.steps import Step
 
 # A runner whose one step is a process that writes its pid (and its own child's) and sleeps.
 RUNNER = r"""
 import os, pathlib, sys
-from siambench.benchmarks.pipeline_proc import SubprocessRunner, install_signal_handlers
-from siambench.benchmarks.steps import Step
+from siambench.benchmarks.pipeline.pipeline_proc import SubprocessRunner, install_signal_handlers
+from siambench.benchmarks.pipeline.steps import Step
 
 STEP = '''
 import os, subprocess, sys, time
@@ -94,7 +94,7 @@ def test_sigterm_to_the_runner_stops_the_whole_step_tree(tmp_path: Path) -> None
 
 
 def test_console_gets_no_step_output_but_a_failure_tail(tmp_path: Path, capfd) -> None:
-    """issue 11 item 22: the demo printed ~3,000 lines (full model prints) on the console."""
+    """Regression: the demo printed ~3,000 lines (full model prints) on the console."""
     class Runner(SubprocessRunner):
         @staticmethod
         def command(step: Step) -> list[str]:

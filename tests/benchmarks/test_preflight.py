@@ -1,14 +1,14 @@
-"""`siambench run` checks GPUs, datasets and weights before the first launch (issue 11 item 14)."""
+"""`siambench run` checks GPUs, datasets and weights before the first launch."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks import preflight
-from siambench.benchmarks.pipeline import main
-from siambench.benchmarks.pipeline_config import REPO_ROOT, load_pipeline
-from siambench.benchmarks.steps import build_steps
+from siambench.benchmarks.pipeline import preflight
+from siambench.benchmarks.pipeline.pipeline import main
+from siambench.benchmarks.pipeline.pipeline_config import REPO_ROOT, load_pipeline
+from siambench.benchmarks.pipeline.steps import build_steps
 
 IN1K = str(REPO_ROOT / "configs" / "benchmarks" / "simsiam_in1k_200ep.yaml")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks import reference
+from siambench.benchmarks.report import reference
 
 REFERENCE_MD = Path("/work/shared/paper/simsiam-reference-numbers.md")
 

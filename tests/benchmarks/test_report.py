@@ -5,8 +5,8 @@ import base64
 import re
 from pathlib import Path
 
-from siambench.benchmarks.plots import read_metrics
-from siambench.benchmarks.report import main
+from siambench.benchmarks.report.metrics import read_metrics
+from siambench.benchmarks.report.report import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -53,7 +53,7 @@ def test_read_metrics_dedups_resumed_steps_and_skips_bad_lines(tmp_path: Path) -
 
 
 def test_report_steps_in_run_order_with_total_scroll_boxes_and_verdict(synth_runs: Path) -> None:
-    """issue 11 item 22: steps were listed alphabetically, with no total; 14-column tables overflowed."""
+    """Regression: steps were listed alphabetically, with no total; 14-column tables overflowed."""
     import json
 
     state = json.loads((synth_runs / "pipeline_state.json").read_text())
@@ -74,9 +74,9 @@ def test_report_steps_in_run_order_with_total_scroll_boxes_and_verdict(synth_run
 
 
 def test_transfer_plot_says_points_and_shows_ap50(synth_runs: Path, monkeypatch) -> None:
-    from siambench.benchmarks import plots
-    from siambench.benchmarks.results import collect
-    from siambench.benchmarks.table import build_tables
+    from siambench.benchmarks.report import plots
+    from siambench.benchmarks.report.results import collect
+    from siambench.benchmarks.report.table import build_tables
 
     figs = []
     monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))

@@ -1,4 +1,4 @@
-"""Student t and Welch's test of benchmarks.stats against closed forms and table values."""
+"""Student t and Welch's test of benchmarks.report.stats against closed forms and table values."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from siambench.benchmarks.stats import betainc, one_sample, t_cdf, t_ppf, t_sf, welch
+from siambench.benchmarks.report.stats import betainc, one_sample, t_cdf, t_ppf, t_sf, welch
 
 
 @pytest.mark.parametrize("t", [-3.0, -0.4, 0.0, 0.7, 2.5, 40.0])

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks import reference
-from siambench.benchmarks.results import collect
-from siambench.benchmarks.table import Cell, Column, Row, Table, apply_bold, build_tables, main, summarize, task_group_name
-from siambench.benchmarks.table_format import FORMATS, parse_cell, read_csv, render, tables_from_json
+from siambench.benchmarks.report import reference
+from siambench.benchmarks.report.results import collect
+from siambench.benchmarks.report.table import build_tables, main, task_group_name
+from siambench.benchmarks.report.table_data import Cell, Column, Row, Table, apply_bold, summarize
+from siambench.benchmarks.report.table_format import FORMATS, parse_cell, read_csv, render, tables_from_json
 
 
 
@@ -208,10 +209,10 @@ def test_nan_in_metrics_the_tables_do_not_show_is_not_noted(tmp_path: Path, resu
 
 
 def test_out_of_range_values_are_invalid_never_averaged_and_never_crash(tmp_path: Path, results_files) -> None:
-    """issue 11 item 8: an AP of 1e308 was averaged into a 1,923-character cell and crashed the report."""
+    """Regression: an AP of 1e308 was averaged into a 1,923-character cell and crashed the report."""
     import json
 
-    from siambench.benchmarks.report import write_report
+    from siambench.benchmarks.report.report import write_report
 
     root = tmp_path / "runs"
     results_files.write_state(root, {"a": ("simsiam", "mine"), "b": ("scratch", "scr")}, synthetic=False)
@@ -244,7 +245,7 @@ def test_out_of_range_values_are_invalid_never_averaged_and_never_crash(tmp_path
         for row in t.rows:
             for c in row.cells:
                 if c.invalid and c.mean is not None and row.source == "ours" and not t.delta:
-                    from siambench.benchmarks.table_format import format_cell, parse_cell
+                    from siambench.benchmarks.report.table_format import format_cell, parse_cell
 
                     assert parse_cell(format_cell(c, "md", True), "md").invalid == c.invalid
     md, html = write_report(root)  # matplotlib sees no 1e308

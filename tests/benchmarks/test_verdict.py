@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks.results import collect
-from siambench.benchmarks.stats import welch
-from siambench.benchmarks.table import build_tables
-from siambench.benchmarks.table_format import render, verdict_from_json
-from siambench.benchmarks.verdict import build_verdict
+from siambench.benchmarks.report.results import collect
+from siambench.benchmarks.report.stats import welch
+from siambench.benchmarks.report.table import build_tables
+from siambench.benchmarks.report.table_format import render, verdict_from_json
+from siambench.benchmarks.report.verdict import build_verdict
 
 
 def _pretrain(root: Path, entry: str, stop_grad: bool, z_std: float, n: int = 30) -> None:

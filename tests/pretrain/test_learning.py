@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from siambench.benchmarks import synth
+from siambench.transfer import synth
 from siambench.pretrain.knn import main as knn_main
 from siambench.pretrain.main import main as pretrain_main
 

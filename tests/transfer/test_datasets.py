@@ -15,7 +15,7 @@ from siambench.transfer import d2compat  # noqa: F401
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
-from siambench.benchmarks import synth  # noqa: E402
+from siambench.transfer import synth  # noqa: E402
 from siambench.transfer import datasets  # noqa: E402
 from siambench.transfer.datasets import DatasetLayoutError, check_dataset_root, check_datasets  # noqa: E402
 

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -21,33 +20,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .table import Table  # noqa: E402
+from .metrics import read_metrics  # noqa: E402
+from .table_data import Table  # noqa: E402
 
-__all__ = ["read_metrics", "plot_pretraining", "plot_transfer", "make_plots"]
+__all__ = ["plot_pretraining", "plot_transfer", "make_plots"]
 
 _DEFAULT_DIM = 2048  # the paper's projector output d, when a run's config is unreadable
-
-
-def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(step records, epoch records) of a ``metrics.jsonl``; bad lines are skipped.
-
-    A resumed run may have logged a step twice; the last record of a (epoch, step) wins.
-    """
-    steps: dict[tuple, dict] = {}
-    epochs: dict[int, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if not isinstance(rec, dict):
-            continue
-        if rec.get("type") == "step":
-            steps[rec.get("epoch"), rec.get("step")] = rec
-        elif rec.get("type") == "epoch" and isinstance(rec.get("epoch"), int):
-            epochs[rec["epoch"]] = rec
-    step_list = sorted(steps.values(), key=lambda r: (r.get("epoch") or 0, r.get("step") or 0))
-    return step_list, [epochs[e] for e in sorted(epochs)]
 
 
 def _output_dim(metrics_path: Path) -> int:

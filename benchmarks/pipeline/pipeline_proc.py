@@ -1,4 +1,4 @@
-"""How ``siambench run`` starts a step and makes sure it ends with the runner (issue 11 item 5).
+"""How ``siambench run`` starts a step and makes sure it ends with the runner.
 
 Each step is a ``python -m siambench.benchmarks.cli ...`` (or torchrun) child in its own process
 group, so the runner can stop the whole tree of a step (torchrun's ranks, DataLoader

@@ -1,7 +1,7 @@
 """Per-step bookkeeping of ``siambench.pretrain.engine.train_one_epoch``: one host read per print period
 (today's engine) vs the previous per-step read (``torch.stack([loss, z_std]).tolist()`` every step).
 
-    python -m siambench.benchmarks.bench_engine_overhead [--batch 64] [--dim 2048] [--print-freq 10] [--repeats 7]
+    python -m siambench.benchmarks.speed.bench_engine_overhead [--batch 64] [--dim 2048] [--print-freq 10] [--repeats 7]
 
 Only the bookkeeping around the network runs -- monitored std of z, loss/std accumulation,
 the finite check, meters, the ``metrics.jsonl`` record and the collapse monitor -- on a

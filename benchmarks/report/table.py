@@ -1,6 +1,6 @@
 """``siambench table RUNS_DIR``: transfer and linear-eval tables shaped like the paper's.
 
-The tables are followed by the verdict (:mod:`siambench.benchmarks.verdict`): which of the
+The tables are followed by the verdict (:mod:`siambench.benchmarks.report.verdict`): which of the
 paper's claims the runs reproduce, with the numbers and a significance test.
 
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
@@ -13,13 +13,13 @@ COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table
 * Bold rule (the paper's): per column, every displayed entry within 0.5 below the
   column's best (compared at the displayed 0.1 precision) is bold. It is applied over
   all rows of the table, our rows and the paper's reference rows alike.
-* The paper's published rows (:mod:`siambench.benchmarks.reference`) are marked ``paper``.
+* The paper's published rows (:mod:`siambench.benchmarks.report.reference`) are marked ``paper``.
   Results on the synthetic dataset (``synth_*`` tasks) go to their own tables with the
   note "synthetic data: not comparable to paper rows"; the reference rows still print.
 * Deltas: each of our rows minus our supervised and our scratch row of the same table
   (same data), e.g. ``+1.2``.
 * Missing or partial results show as missing (``–``) with a note; they are never
-  averaged in. Invalid values (outside [0, 100] or non-finite, :mod:`siambench.benchmarks.results`)
+  averaged in. Invalid values (outside [0, 100] or non-finite, :mod:`siambench.benchmarks.report.results`)
   are never averaged in either; the cell counts them (``(n=2, 1 invalid)``, or
   ``invalid`` when no valid value is left) and a note names each file.
 """
@@ -27,90 +27,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
+
+from siambench.pretrain.utils.io import atomic_write_text
 
 from . import reference
 from .results import RunResults, TransferTrial, collect, is_synthetic_task
+from .table_data import Cell, Column, Row, Table, apply_bold, summarize
+from .table_format import FORMATS, render
+from .verdict import build_verdict
 
-__all__ = ["Cell", "Column", "Row", "Table", "summarize", "apply_bold", "build_tables",
-           "task_group_name", "main"]
+__all__ = ["build_tables", "task_group_name", "main"]
 
 SYNTHETIC_NOTE = "synthetic data: not comparable to paper rows"
 _KIND_ORDER = {"scratch": 0, "random_init": 1, "supervised": 2}  # then everything else, like the paper's rows
-
-
-@dataclass
-class Cell:
-    """One table entry; ``mean is None`` means missing."""
-
-    mean: float | None = None
-    std: float | None = None
-    n: int = 0
-    bold: bool = False
-    invalid: int = 0  # values left out as outside [0, 100] / non-finite
-
-
-@dataclass
-class Column:
-    group: str  # "VOC 07", "COCO det", "100 ep", ...
-    metric: str  # "AP50", "AP", "AP75", "top-1"
-
-
-@dataclass
-class Row:
-    label: str
-    source: str  # "ours" | "paper"
-    kind: str  # "scratch" | "supervised" | "simsiam" | "checkpoint" | "" (paper / unknown)
-    cells: list[Cell]
-
-
-@dataclass
-class Table:
-    name: str  # machine name: "table5", "table5_synthetic", "table4", ...
-    title: str
-    columns: list[Column]
-    rows: list[Row]
-    notes: list[str] = field(default_factory=list)
-    delta: bool = False  # cells are signed differences (no std, no bold)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Table":
-        return cls(
-            name=d["name"], title=d["title"], notes=list(d.get("notes", [])), delta=bool(d.get("delta")),
-            columns=[Column(**c) for c in d["columns"]],
-            rows=[Row(r["label"], r["source"], r["kind"], [Cell(**c) for c in r["cells"]]) for r in d["rows"]],
-        )
-
-
-def summarize(values: Iterable[float], invalid: int = 0) -> Cell:
-    """Mean, sample std (ddof=1, None for one value) and n of the finite values.
-
-    ``invalid``: how many values were left out as invalid before (shown in the cell).
-    """
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return Cell(invalid=invalid)
-    std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite), invalid=invalid)
-
-
-def apply_bold(table: Table, margin: float = reference.BOLD_MARGIN) -> None:
-    """Bold, per column, the entries within ``margin`` below the column's best."""
-    for j in range(len(table.columns)):
-        cells = [row.cells[j] for row in table.rows if row.cells[j].mean is not None]
-        if not cells:
-            continue
-        best = max(round(c.mean, 1) for c in cells)
-        for c in cells:
-            # 1e-6: 0.1-rounded floats; "within 0.5" includes exactly 0.5 below.
-            c.bold = round(c.mean, 1) >= best - margin - 1e-6
 
 
 def task_group_name(task: str, rtype: str) -> str:
@@ -252,11 +184,6 @@ def build_tables(res: RunResults) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from siambench.pretrain.utils.io import atomic_write_text
-
-    from .table_format import FORMATS, render
-    from .verdict import build_verdict
-
     parser = argparse.ArgumentParser(prog="siambench table", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs_dir", metavar="RUNS_DIR", help="OUTPUT_DIR of `siambench run` (or any results tree)")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")

@@ -29,15 +29,18 @@ from fvcore.common.config import CfgNode
 from siambench.pretrain.utils.config import ConfigError, save_config
 from siambench.pretrain.utils.io import atomic_write_json
 
+from ..report.report import publish
+from ..report.results import STATE_FILE
+from ..report.table_format import fmt_duration
 from .pipeline_config import check_files, load_pipeline
 from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_outputs
 from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
-from .results import STATE_FILE
 from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
 
-__all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "main"]
+__all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "build_parser",
+           "main"]
 
 # (step, log file, environment) -> exit status; injectable so tests can fake the steps.
 StepRunner = Callable[[Step, Path, dict[str, str]], int]
@@ -65,15 +68,6 @@ def _children_written() -> int:
 
 def _now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class PipelineState:
@@ -145,7 +139,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
     ``blocked`` (a step it needs is not done). KeyboardInterrupt marks the running step
     ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
-    (:mod:`siambench.benchmarks.pipeline_guard`). The console gets one line per finished step (with
+    (:mod:`.pipeline_guard`). The console gets one line per finished step (with
     the ETA and the next step); ``verbose`` adds each step's command before it runs.
 
     Raises:
@@ -285,30 +279,8 @@ def _eta(remaining: Sequence[Step], state: PipelineState, jobs: int = 1) -> str:
     return f">= {total} ({untimed} step{'s' * (untimed > 1)} not timed yet)" if untimed else total
 
 
-def _finish(cfg: CfgNode) -> None:
-    """Print the table and write tables + report (every number from the runs in OUTPUT_DIR)."""
-    from siambench.pretrain.utils.io import atomic_write_text
-
-    from .report import write_report
-    from .results import collect
-    from .table import build_tables
-    from .table_format import render
-    from .verdict import build_verdict
-
-    out = Path(cfg.OUTPUT_DIR)
-    res = collect(out)
-    tables, verdict = build_tables(res), build_verdict(res)
-    for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
-        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
-    # The console shows the tables with rows of ours and the verdict; tables.md also has the paper-only ones.
-    ours = [t for t in tables if any(r.source == "ours" for r in t.rows)]
-    print("\n" + render(ours, "md", res.notes, verdict))
-    print(f"all tables: {out / 'tables.md'} (also .csv, .tex, .json)")
-    md, html = write_report(out)
-    print(f"report: {md} and {html}")
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``siambench run``'s arguments; its flags may also follow the pipeline file and the overrides."""
     parser = argparse.ArgumentParser(prog="siambench run", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline file, e.g. configs/benchmarks/demo.yaml")
     parser.add_argument("--dry-run", action="store_true",
@@ -319,62 +291,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="copy every step's output to the console too")
     parser.add_argument("--quiet", action="store_true",
                         help="(the default) steps' output only to OUTPUT_DIR/logs/, one line per step here")
-    parser.add_argument("opts", metavar="KEY VALUE", nargs=argparse.REMAINDER, default=[],
+    parser.add_argument("opts", metavar="KEY VALUE", nargs="*", default=[],
                         help="pipeline overrides, e.g. OUTPUT_DIR runs/x TRANSFER.TRIALS 1")
-    args = parser.parse_args(argv)
-    opts = list(args.opts)
-    for flag in ("--dry-run", "--quiet", "--verbose"):  # also accepted after the pipeline file, among the overrides
-        while flag in opts[::2]:
-            del opts[2 * opts[::2].index(flag)]
-            setattr(args, flag[2:].replace("-", "_"), True)
-    while "--force" in opts[::2]:
-        i = 2 * opts[::2].index("--force")
-        args.force.append(opts[i + 1] if i + 1 < len(opts) else "")
-        del opts[i:i + 2]
+    return parser
+
+
+def _dry_run(cfg: CfgNode, steps: Sequence[Step], args: argparse.Namespace, lacking: Sequence[str]) -> int:
+    """Print the plan, each step's command, the GPU-hours and what would stop a real run."""
+    state = PipelineState(Path(cfg.OUTPUT_DIR) / STATE_FILE, cfg, args.pipeline)
+    print(format_plan(steps, state))
+    for s in steps:
+        print(f"{s.key}: {'done' if s.done() else describe(s)}")
+    print("\n" + format_estimates(steps, cfg))
     try:
-        cfg = load_pipeline(args.pipeline, opts)
+        check_reuse(steps, state.data["steps"], expand_force(args.force, steps))
     except ConfigError as e:
-        print(f"siambench run: error: {e}", file=sys.stderr)
-        return 2
+        print(f"warning: {e}")
+    for p in lacking:
+        print(f"warning: {p}")
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"siambench run: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    try:
+        cfg = load_pipeline(args.pipeline, args.opts)
+    except ConfigError as e:
+        return _error(str(e))
     problems = check_files(cfg)
     if problems:
-        print("siambench run: error: the pipeline refers to missing files:\n  " + "\n  ".join(problems),
-              file=sys.stderr)
-        return 2
+        return _error("the pipeline refers to missing files:\n  " + "\n  ".join(problems))
     steps = build_steps(cfg)
     with env_for_checks(cfg):
         lacking = preflight_problems(cfg, steps)
     if args.dry_run:
-        state = PipelineState(Path(cfg.OUTPUT_DIR) / STATE_FILE, cfg, args.pipeline)
-        print(format_plan(steps, state))
-        for s in steps:
-            print(f"{s.key}: {'done' if s.done() else describe(s)}")
-        print("\n" + format_estimates(steps, cfg))
-        try:
-            check_reuse(steps, state.data["steps"], expand_force(args.force, steps))
-        except ConfigError as e:
-            print(f"warning: {e}")
-        for p in lacking:
-            print(f"warning: {p}")
-        return 0
+        return _dry_run(cfg, steps, args, lacking)
     if lacking:
-        print(f"siambench run: error: this machine cannot run the plan ({len(lacking)} problem"
-              f"{'s' * (len(lacking) > 1)}; nothing was started):\n  " + "\n  ".join(lacking), file=sys.stderr)
-        return 2
+        return _error(f"this machine cannot run the plan ({len(lacking)} problem{'s' * (len(lacking) > 1)}; "
+                      "nothing was started):\n  " + "\n  ".join(lacking))
     previous = install_signal_handlers()
     try:
         status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force,
                               verbose=args.verbose)
     except ConfigError as e:  # PipelineChanged, a bad --force: before anything was written
-        print(f"siambench run: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     except KeyboardInterrupt:
         return 130
     finally:
         restore_signal_handlers(previous)
     failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
     if cfg.REPORT:
-        _finish(cfg)
+        publish(cfg.OUTPUT_DIR)
     if failed:
         print(f"siambench run: {len(failed)} step(s) not done: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Significance tests over trials for the verdict (:mod:`siambench.benchmarks.verdict`), in plain math.
+"""Significance tests over trials for the verdict (:mod:`siambench.benchmarks.report.verdict`), in plain math.
 
 scipy is not a dependency, so the Student t distribution is computed here from the
 regularized incomplete beta function (continued fraction, modified Lentz method):

@@ -12,8 +12,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from siambench.benchmarks import cli, synth
-from siambench.benchmarks.synth import SYNTH_CLASSES, generate, render_scene
+from siambench.benchmarks import cli
+from siambench.pretrain.data import shapes
+from siambench.pretrain.data.shapes import SYNTH_CLASSES, render_scene
+from siambench.transfer.synth import generate
 
 
 SMALL_DET = {"det_num_images": 12, "det_size": 48}  # small detection layouts: fast tests
@@ -80,7 +82,7 @@ def test_coco_masks_inside_boxes_inside_images(synth_root: Path, split: str) -> 
         ys, xs = np.nonzero(mask)
         assert xs.min() >= np.floor(x) and xs.max() < np.ceil(x + w)
         assert ys.min() >= np.floor(y) and ys.max() < np.ceil(y + h)
-        assert synth.MIN_VISIBLE <= ann["visible_fraction"] <= 1 and ann["iscrowd"] == 0
+        assert shapes.MIN_VISIBLE <= ann["visible_fraction"] <= 1 and ann["iscrowd"] == 0
 
 
 def test_object_pixels_are_drawn_where_the_mask_is() -> None:
@@ -130,7 +132,7 @@ def test_imagefolder_shapes_stand_upright() -> None:
         poly = max(objects, key=lambda o: o.area).polygon
         centre = poly.mean(0)
         angles = np.degrees(np.arctan2(poly[:, 1] - centre[1], poly[:, 0] - centre[0])) % 90
-        assert np.all(np.abs(angles - 45) <= synth.CLS_MAX_ROTATION + 15)  # + anisotropic stretch
+        assert np.all(np.abs(angles - 45) <= shapes.CLS_MAX_ROTATION + 15)  # + anisotropic stretch
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_detection_layouts_have_their_own_count_and_size(tmp_path: Path, capsys:
     sizes = [Image.open(p).size for p in (tmp_path / "det").glob("VOC20*/JPEGImages/*.jpg")]
     assert len(sizes) == 20 and max(max(s) for s in sizes) <= 40
     for xml in (tmp_path / "det" / "VOC2007" / "Annotations").glob("*.xml"):
-        assert synth.DET_OBJECTS[0] <= len(ET.parse(xml).findall("object")) <= synth.DET_OBJECTS[1]
+        assert shapes.DET_OBJECTS[0] <= len(ET.parse(xml).findall("object")) <= shapes.DET_OBJECTS[1]
     assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--num-images", "12", "--det-size", "16"]) == 2
     assert "--det-size must be >= 32" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

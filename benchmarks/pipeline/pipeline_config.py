@@ -33,7 +33,7 @@ from siambench.pretrain.utils.config import ConfigError, merge_overrides
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # `siambench pretrain` entries, one KIND per method (pretrain/methods/; a test keeps the lists equal): the
 # KIND is also passed as MODEL.METHOD, so a row's kind is always the method that was trained.
 METHOD_KINDS = ("simsiam", "moco_v2", "simclr", "byol", "swav")
@@ -165,6 +165,9 @@ def _validate(cfg: CfgNode, source: str) -> None:
     for key, opts in (("EVAL.KNN.OPTS", cfg.EVAL.KNN.OPTS), ("EVAL.LINCLS.OPTS", cfg.EVAL.LINCLS.OPTS),
                       ("TRANSFER.OPTS", cfg.TRANSFER.OPTS)):
         _check_opts(opts, key)
+    if not all(str(flag).startswith("--") for flag in cfg.SYNTH.ARGS[0::2]) or len(cfg.SYNTH.ARGS) % 2:
+        raise ConfigError(f"{source}: SYNTH.ARGS must be --flag value pairs of `siambench data synth`, "
+                          f"e.g. ['--num-images', '64'], got {list(cfg.SYNTH.ARGS)}")
     if cfg.JOBS < 1:
         raise ConfigError(f"{source}: JOBS must be >= 1, got {cfg.JOBS}")
     if cfg.JOBS > 1 and cfg.NUM_GPUS > 1:
@@ -227,7 +230,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
         cfg.merge_from_file(str(path))
     except KeyError as e:
         raise ConfigError(f"{path}: unknown config key {e}; check the spelling against "
-                          "benchmarks/pipeline_config.py") from e
+                          "benchmarks/pipeline/pipeline_config.py") from e
     except Exception as e:  # yaml errors, type mismatches
         raise ConfigError(f"{path}: {e}") from e
     for name in list(cfg.ENTRIES):

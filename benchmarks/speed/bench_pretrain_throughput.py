@@ -1,6 +1,6 @@
 """Pretraining throughput, side by side: train step and data pipeline, each against the official recipe.
 
-    python -m siambench.benchmarks.bench_pretrain_throughput --arch resnet50 --batch 64 --workers 8 --rounds 3
+    python -m siambench.benchmarks.speed.bench_pretrain_throughput --arch resnet50 --batch 64 --workers 8 --rounds 3
 
 * train step: SimSiam forward/backward/SGD on device-resident views through our engine
   (``siambench.pretrain.engine.train_one_epoch``) with every monitor on -- collapse monitor,
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from siambench.benchmarks.bench_common import TimedLoader, alternate, format_summary, machine_info, write_jpeg_folder
+from siambench.benchmarks.speed.bench_common import TimedLoader, alternate, format_summary, machine_info, write_jpeg_folder
 
 __all__ = ["Recipe", "Trainer", "make_cfg", "step_throughput", "data_throughput", "e2e_throughput", "main"]
 

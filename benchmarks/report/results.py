@@ -3,7 +3,7 @@
 Reads the files fixed by docs/design.md: transfer ``trial*/results.json``, linear
 evaluation ``lincls_results.json``, kNN ``knn_results.json`` and the pipeline's
 ``pipeline_state.json`` (entry labels and kinds). Nothing here averages or formats;
-:mod:`siambench.benchmarks.table` does. Unreadable, partial or NaN results never crash the
+:mod:`siambench.benchmarks.report.table` does. Unreadable, partial or NaN results never crash the
 collection: they are left out and described in :attr:`RunResults.notes`. A metric
 outside [0, 100] (APs and accuracies are percentages) or non-finite is *invalid*: kept
 out of every mean, counted per cell so the table shows it, and named in a note.
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 STATE_FILE = "pipeline_state.json"
-TABLE_METRICS = ("AP50", "AP", "AP75")  # the metrics of the paper's tables (benchmarks.reference.METRICS)
+TABLE_METRICS = ("AP50", "AP", "AP75")  # the metrics of the paper's tables (benchmarks.report.reference.METRICS)
 RESULT_TYPES = ("bbox", "segm")  # the transfer results the tables show
 VALID_RANGE = (0.0, 100.0)  # detectron2 APs and top-1 accuracies are percentages
 _SKIP_DIRS = {"synth", "logs", ".git", "__pycache__"}  # big trees that never hold results

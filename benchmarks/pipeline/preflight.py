@@ -1,4 +1,4 @@
-"""Checks before ``siambench run`` launches anything, and the GPU-hours a plan costs (issue 11 item 14).
+"""Checks before ``siambench run`` launches anything, and the GPU-hours a plan costs.
 
 :func:`problems` looks at every step of a plan for what it will need and the machine
 does not have — GPUs for torchrun steps, the ImageFolder root of the pretraining /
@@ -40,29 +40,22 @@ __all__ = ["problems", "estimate", "load_yaml_chain"]
 PRETRAIN_GPU_H_PER_EPOCH = 2.12 * 1.5  # MoCo README (53 h / 200 ep on 8 V100) x 1.5 for SimSiam's two backprops
 RELATIVE_COST = {"pretrain": 1.0, "supervised": 0.5, "lincls": 0.15}  # per epoch, against SimSiam pretraining
 KNN_GPU_H = 0.3  # one forward pass of ImageNet train + val with ResNet-50
-IMAGENET_TRAIN = 1_281_167  # images in ILSVRC-2012 train: the per-epoch timings above
 D2_S_PER_ITER = {False: 0.551, True: 0.584}  # detectron2 MODEL_ZOO.md R50-C4 1x, MASK_ON False / True, 8 V100
 ARCH_FLOPS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 4.1, "resnet101": 7.8, "resnet152": 11.5}  # GFLOPs
 
 
-def _opt(argv: Sequence[str], key: str) -> str | None:
-    """The last value of ``KEY VALUE`` / ``--flag VALUE`` in argv."""
-    hits = [i for i, tok in enumerate(argv[:-1]) if tok == key]
-    return argv[hits[-1] + 1] if hits else None
-
-
 def _step_config(step: Step) -> dict[str, Any]:
     """The step's config file (with bases): ``--config-file`` or the transfer task's."""
-    if "--config-file" in step.argv:
-        return load_yaml_chain(resolve_path(_opt(step.argv, "--config-file") or ""))
-    if step.argv[0] == "transfer":
-        return load_yaml_chain(resolve_path(f"configs/transfer/{_opt(step.argv, '--task')}.yaml"))
+    if step.config_file:
+        return load_yaml_chain(resolve_path(step.config_file))
+    if step.command[0] == "transfer":
+        return load_yaml_chain(resolve_path(f"configs/transfer/{step.flags.get('--task')}.yaml"))
     return {}
 
 
 def _value(step: Step, cfg: dict, key: str, default: Any = None) -> Any:
     """A config key as the step will see it: the command-line override, else the file's."""
-    given = _opt(step.argv, key)
+    given = step.opts.get(key)
     if given is None:
         return flatten(cfg).get(key, default)
     import ast
@@ -85,7 +78,7 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
     out: list[str] = []
     synth_made = any(s.key == "synth" for s in todo)
     synth_dir = synth_root(cfg).resolve() if cfg.SYNTH.ENABLED else None
-    need_gpus = max([s.nproc for s in todo] + [int(_opt(s.argv, "--num-gpus") or 1) for s in todo] + [1])
+    need_gpus = max([s.nproc for s in todo] + [int(s.flags.get("--num-gpus") or 1) for s in todo] + [1])
     if need_gpus > 1:
         have = _gpus()
         if have < need_gpus:
@@ -115,8 +108,8 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
     if real_tasks:
         out += _dataset_problems(real_tasks)
     for s in todo:  # weights no step of the plan makes (a checkpoint entry's)
-        given = [s.argv[1]] if s.argv[0] == "convert" else []
-        given += [w for w in (_opt(s.argv, "MODEL.WEIGHTS"), _opt(s.argv, "--weights")) if w and w != "scratch"]
+        given = [s.command[1]] if s.command[0] == "convert" else []
+        given += [w for w in (s.opts.get("MODEL.WEIGHTS"), s.flags.get("--weights")) if w and w != "scratch"]
         made = {str(o) for d in steps if d.key in s.deps for o in d.outputs}
         for path in given:
             if path not in made and not Path(path).is_file():
@@ -167,16 +160,16 @@ def estimate(step: Step, cfg: CfgNode) -> tuple[float | None, str]:
     if step.name == "knn":
         return KNN_GPU_H * scale, "one ResNet-50 forward pass of ImageNet"
     if step.name in ("pretrain", "lincls"):
-        kind = step.argv[0] if step.name == "pretrain" else "lincls"
+        kind = step.command[0] if step.name == "pretrain" else "lincls"
         epochs = int(_value(step, conf, "SOLVER.EPOCHS", 100) or 0)
         hours = PRETRAIN_GPU_H_PER_EPOCH * RELATIVE_COST[kind] * epochs * scale
         return hours, f"{epochs} ep x {PRETRAIN_GPU_H_PER_EPOCH * RELATIVE_COST[kind] * scale:.2f} GPU-h/ep " \
-                      "(MoCo README timing, see benchmarks/preflight.py)"
+                      "(MoCo README timing, see benchmarks/pipeline/preflight.py)"
     if step.name.startswith("transfer:"):
         iters = int(_value(step, conf, "SOLVER.MAX_ITER", 0) or 0)
         batch = int(_value(step, conf, "SOLVER.IMS_PER_BATCH", 16) or 16)
         mask = bool(_value(step, conf, "MODEL.MASK_ON", False))
-        trials = int(_opt(step.argv, "--trials") or 1)
+        trials = int(step.flags.get("--trials") or 1)
         per_trial = D2_S_PER_ITER[mask] * iters * 8 / 3600 * batch / 16 * scale
         return per_trial * trials, f"{trials} x {iters} it x {D2_S_PER_ITER[mask]} s/it x 8 GPUs " \
                                    "(detectron2 MODEL_ZOO R50-C4 1x)"
@@ -200,7 +193,7 @@ def format_estimates(steps: Sequence[Step], cfg: CfgNode) -> str:
         rows.append([s.key, "?" if hours is None else f"{hours:.1f}", basis])
     rows.append(["total (steps to run)", f"{total:.1f}" + (f" + {unknown} not estimated" if unknown else ""), ""])
     return tabulate(rows, ["step", "GPU-h", "basis"], tablefmt="simple", disable_numparse=True) + \
-        "\nGPU-hours on V100 from published timings (benchmarks/preflight.py); " \
+        "\nGPU-hours on V100 from published timings (benchmarks/pipeline/preflight.py); " \
         "estimates of the order of magnitude, not measurements of this machine"
 
 

@@ -1,6 +1,6 @@
 """COCO box-AP evaluation time: pycocotools vs faster-coco-eval, at COCO val2017 scale.
 
-    python -m siambench.benchmarks.bench_coco_eval [--images 5000] [--dets-per-image 100] [--seed 0]
+    python -m siambench.benchmarks.speed.bench_coco_eval [--images 5000] [--dets-per-image 100] [--seed 0]
 
 Synthetic ground truth shaped like val2017 (5000 images, ~36k boxes over the 80 COCO
 category ids, ~1% crowd) and 100 detections per image (jittered true positives, some

@@ -1,4 +1,4 @@
-"""Render :class:`siambench.benchmarks.table.Table` as Markdown, CSV, LaTeX or JSON, and read it back.
+"""Render :class:`siambench.benchmarks.report.table_data.Table` as Markdown, CSV, LaTeX or JSON, and read it back.
 
 * ``md``: one pipe table per table; a cell reads ``**47.0** ± 0.3 (n=5)`` (bold mean,
   std and trial count for our rows), ``–`` when missing; notes follow as a list.
@@ -20,15 +20,26 @@ import re
 from typing import Any, Sequence
 
 from . import reference
-from .table import Cell, Table
-from .verdict import Claim, render_verdict
+from .claims import Claim, render_verdict
+from .table_data import Cell, Table
 
-__all__ = ["FORMATS", "render", "format_cell", "parse_cell", "read_csv", "tables_from_json", "verdict_from_json"]
+__all__ = ["FORMATS", "render", "format_cell", "fmt_duration", "parse_cell", "read_csv", "tables_from_json",
+           "verdict_from_json"]
 
 FORMATS = ("md", "csv", "latex", "json")
 MISSING = {"md": "–", "latex": "--"}
 CSV_FIELDS = ("table", "label", "source", "kind", "group", "metric", "mean", "std", "n", "bold", "delta",
               "invalid")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725`` -> ``1h02m``, ``75`` -> ``1m15s``, ``9`` -> ``9s``; None -> ``?``."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def format_cell(cell: Cell, fmt: str, show_n: bool, delta: bool = False) -> str:
@@ -156,7 +167,7 @@ def verdict_from_json(text: str) -> list[Claim]:
 def render(tables: Sequence[Table], fmt: str, notes: Sequence[str] = (), verdict: Sequence[Claim] = ()) -> str:
     """All tables in one format; ``notes`` (from collection: skipped files) are appended.
 
-    ``verdict`` (:func:`siambench.benchmarks.verdict.build_verdict`) follows the tables in ``md``
+    ``verdict`` (:func:`siambench.benchmarks.report.verdict.build_verdict`) follows the tables in ``md``
     (the last thing a console shows), is a ``verdict`` list in ``json`` and ``%`` comment
     lines in ``latex``; ``csv`` holds the table cells only.
     """

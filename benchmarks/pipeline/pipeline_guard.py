@@ -1,4 +1,4 @@
-"""``siambench run`` never reuses a result made with other settings (issue 11 item 2).
+"""``siambench run`` never reuses a result made with other settings.
 
 Every step records a *fingerprint* when it starts: its arguments and the SHA-256 of each
 config file it reads (``--config-file``, a transfer task's ``configs/transfer/NAME.yaml``,
@@ -34,11 +34,9 @@ class PipelineChanged(ConfigError):
 
 def _config_files(step: Step) -> list[Path]:
     """The config files a step reads, with their ``_BASE_`` chains."""
-    argv = step.argv
-    files = []
-    for flag, template in (("--config-file", "{}"), ("--task", "configs/transfer/{}.yaml")):
-        if flag in argv[:-1]:
-            files.append(resolve_path(template.format(argv[argv.index(flag) + 1])))
+    files = [resolve_path(step.config_file)] if step.config_file else []
+    if step.flags.get("--task"):
+        files.append(resolve_path(f"configs/transfer/{step.flags['--task']}.yaml"))
     chain: list[Path] = []
     for root in reversed(files):
         chain += [p for p in base_chain(root) if p not in chain]
@@ -51,8 +49,9 @@ def fingerprint(step: Step) -> dict[str, Any]:
             "files": {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in _config_files(step)}}
 
 
-def _options(argv: Sequence[str]) -> dict[str, str]:
-    """``--flag value`` and ``KEY VALUE`` pairs (last wins) and positionals (``#i``) of an argv."""
+def _recorded_options(argv: Sequence[str]) -> dict[str, str]:
+    """A recorded command line (pipeline_state.json keeps each step's argv) by option name, as
+    :meth:`Step.options` names them: ``#i`` positionals, ``--flag`` values, ``KEY`` values (last wins)."""
     out: dict[str, str] = {}
     i, pos = 1, 0
     while i < len(argv):
@@ -78,7 +77,7 @@ def changes(step: Step, recorded: dict[str, Any]) -> list[str]:
         return []  # produced outside this runner: nothing to compare with
     out = []
     if old_argv != step.argv:
-        old, new = _options(old_argv), _options(step.argv)
+        old, new = _recorded_options(old_argv), step.options()
         for key in dict.fromkeys([*old, *new]):
             if old.get(key) != new.get(key):
                 out.append(f"{key} {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}")

@@ -1,7 +1,7 @@
 """``siambench report RUNS_DIR``: one Markdown and one HTML report of a runs directory.
 
-Contents: the verdict first (:mod:`siambench.benchmarks.verdict`: which of the paper's claims the
-runs reproduce), the tables (:mod:`siambench.benchmarks.table`), the plots (:mod:`siambench.benchmarks.plots`),
+Contents: the verdict first (:mod:`.verdict`: which of the paper's claims the
+runs reproduce), the tables (:mod:`.table`), the plots (:mod:`.plots`),
 the pipeline's steps in run order with their status, timings and total, every resolved
 ``config.yaml`` under the runs directory, the environment and the code version. Wide
 tables scroll inside their own box in the HTML, so the page fits an 800-px window. ``report.md`` links the PNGs under
@@ -17,17 +17,19 @@ import html
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from siambench.pretrain.utils.env import environment
 from siambench.pretrain.utils.io import atomic_write_text
 
+from .claims import MARKS, Claim, render_verdict
 from .results import collect
-from .table import Table, build_tables
-from .table_format import format_cell, render
-from .verdict import MARKS, Claim, build_verdict, render_verdict
+from .table import build_tables
+from .table_data import Table
+from .table_format import fmt_duration, format_cell, render
+from .verdict import build_verdict
 
-__all__ = ["write_report", "main"]
+__all__ = ["write_report", "publish", "main"]
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
@@ -51,8 +53,6 @@ def _configs(root: Path) -> list[tuple[str, str]]:
 
 def _steps_rows(state: dict[str, Any]) -> list[list[str]]:
     """Steps in run order (the plan's ``order``; else by start time), then a total line."""
-    from .pipeline import fmt_duration
-
     steps = state.get("steps") or {}
     order = {k: i for i, k in enumerate(state.get("order") or [])}
     keys = sorted(steps, key=lambda k: (order.get(k, len(order)), str(steps[k].get("started", "")), k))
@@ -172,6 +172,22 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> tup
     atomic_write_text(md, _md(root, tables, res.notes, plots, res.state, env, configs, verdict))
     atomic_write_text(page, _html(root, tables, res.notes, plots, res.state, env, configs, verdict))
     return md, page
+
+
+def publish(runs_dir: str | Path, log: Callable[[str], Any] = print) -> None:
+    """The end of ``siambench run``: print the tables with rows of ours and the verdict, write
+    ``tables.{md,csv,tex,json}`` (every table) and the report into ``runs_dir``."""
+    out = Path(runs_dir)
+    res = collect(out)
+    tables, verdict = build_tables(res), build_verdict(res)
+    for fmt, ext in (("md", "md"), ("csv", "csv"), ("latex", "tex"), ("json", "json")):
+        atomic_write_text(out / f"tables.{ext}", render(tables, fmt, res.notes, verdict))
+    # The console shows the tables with rows of ours and the verdict; tables.md also has the paper-only ones.
+    ours = [t for t in tables if any(r.source == "ours" for r in t.rows)]
+    log("\n" + render(ours, "md", res.notes, verdict))
+    log(f"all tables: {out / 'tables.md'} (also .csv, .tex, .json)")
+    md, page = write_report(out)
+    log(f"report: {md} and {page}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The verdict: which of the paper's claims the runs in a directory reproduce.
 
 Each claim the runs can test gets a mark — ``holds``, ``fails`` or ``not tested`` —
-the numbers it rests on and a significance test over trials (:mod:`siambench.benchmarks.stats`):
+the numbers it rests on and a significance test over trials (:mod:`siambench.benchmarks.report.stats`):
 
 1. *Stop-gradient prevents collapse* (paper Sec. 4.1, Fig. 2: without it the output std
    goes to 0, the loss to -1 and ImageNet linear accuracy to 0.1 %): the no-stop-grad
@@ -17,10 +17,10 @@ the numbers it rests on and a significance test over trials (:mod:`siambench.ben
 5. On real data only, *reproduction* of the paper's rows: our SimSiam, supervised and
    scratch within 1 point of Table 5 (SimSiam base, ImageNet supervised, scratch) and
    our SimSiam linear top-1 within 1 point of Table 4 at the same epochs.
-6. On the synthetic data only, the issue-10 targets *supervised linear top-1 >= 90 %*,
+6. On the synthetic data only, the demo's targets *supervised linear top-1 >= 90 %*,
    *the steps take <= 15 minutes* and *the run writes <= 1 GB to disk*.
 
-The thresholds of 1-3 and 6 are the targets of issue 10 (measured by ``make demo``).
+The thresholds of 1-3 and 6 are the demo's targets (:data:`.claims.THRESHOLDS`, measured by ``make demo``).
 A mark compares the mean difference with the threshold; the test column says how sure
 that is: Welch's t (one-sided, H0: Δ <= threshold) with the 95 % interval of Δ, or
 "n=1: no test" when a side has one trial — one run has no spread to test against.
@@ -32,49 +32,21 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from siambench.pretrain.collapse import CollapseMonitor
 
 from . import reference
+from .claims import THRESHOLDS, Claim
+from .metrics import read_metrics
 from .results import RunResults, is_synthetic_task
 from .stats import TestResult, one_sample, welch
 
-__all__ = ["Claim", "build_verdict", "render_verdict", "MARKS", "THRESHOLDS"]
+__all__ = ["build_verdict"]
 
-MARKS = ("holds", "fails", "not tested")
-# Issue 10 targets ("Targets, measured by make demo"), used as the claims' thresholds.
-THRESHOLDS: dict[str, float] = {
-    "linear_vs_random": 15.0,  # SimSiam linear top-1 >= random-init + 15 points
-    "knn_vs_random": 10.0,  # SimSiam kNN >= random-init + 10
-    "collapse_near_chance": 5.0,  # no stop-grad: within 5 points of chance ...
-    "collapse_below_simsiam": 15.0,  # ... or at least 15 points below SimSiam
-    "transfer_vs_scratch_ap50": 5.0,  # SimSiam / supervised AP50 >= scratch + 5
-    "transfer_vs_scratch_ap": 0.0,  # and AP above scratch
-    "simsiam_vs_supervised": -1.0,  # "on par": at most 1 point below supervised
-    "supervised_linear_min": 90.0,  # synthetic data: supervised linear top-1 >= 90 %
-    "reproduction_tol": 1.0,  # real data: within 1 point of the paper (MoCo's VOC std ~0.2-0.4)
-    "demo_minutes": 15.0,  # synthetic data: `make demo` <= 15 minutes of steps ...
-    "demo_disk_gb": 1.0,  # ... and <= 1 GB on disk
-}
 _PAPER_ROW = {"simsiam": "SimSiam, base", "supervised": "ImageNet supervised", "scratch": "scratch"}
-
-
-@dataclass
-class Claim:
-    """One line of the verdict."""
-
-    claim: str  # what the paper says, as tested here
-    source: str  # where the claim / threshold comes from
-    mark: str  # holds | fails | not tested
-    evidence: str  # the numbers
-    test: str  # the significance test, or why there is none
-    values: dict[str, Any] = field(default_factory=dict)  # machine-readable numbers
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -103,8 +75,6 @@ def _yaml(path: Path) -> dict:
 
 
 def _pretrain_info(run_dir: Path) -> _Pretrain | None:
-    from .plots import read_metrics
-
     cfg = _yaml(run_dir / "config.yaml")
     metrics = run_dir / "metrics.jsonl"
     if not cfg and not metrics.is_file():
@@ -258,9 +228,9 @@ def _transfer_claims(res: RunResults, roles: dict[str, str], synthetic: bool) ->
     tasks = sorted({t.task for t in res.transfer if is_synthetic_task(t.task) == synthetic})
     by_role = {r: [lb for lb, x in roles.items() if x == r] for r in ("simsiam", "supervised", "scratch")}
     out = []
-    pairs = [("simsiam", "scratch", "SimSiam beats training from scratch", "paper Table 5; threshold: issue 10"),
+    pairs = [("simsiam", "scratch", "SimSiam beats training from scratch", "paper Table 5; threshold: the demo's target"),
              ("supervised", "scratch", "supervised pre-training beats scratch (pre-training matters)",
-              "paper Table 5; threshold: issue 10"),
+              "paper Table 5; threshold: the demo's target"),
              ("simsiam", "supervised", "SimSiam transfers on par with supervised pre-training (Δ >= -1)",
               "paper Table 5 (SimSiam base: -0.7 to +4.6 AP vs ImageNet supervised)")]
     for a_role, b_role, text, source in pairs:
@@ -336,7 +306,7 @@ def build_verdict(res: RunResults) -> list[Claim]:
     for sim in sims:
         for protocol, key, name in (("lincls", "linear_vs_random", "linear"), ("knn", "knn_vs_random", "kNN")):
             claims.append(_compare(f"SimSiam beats a random-init encoder: {name} top-1 (Δ >= +{THRESHOLDS[key]:.0f})",
-                                   "issue 10 target (the paper's premise: pretraining learns features)",
+                                   "the demo's target (the paper's premise: pretraining learns features)",
                                    sim, _top1(res, sim, protocol), rands[0], _top1(res, rands[0], protocol),
                                    THRESHOLDS[key], f"{name} top-1", _val_sampling(res, sim, rands[0], protocol)))
     claims += _transfer_claims(res, roles, synthetic)
@@ -346,7 +316,7 @@ def build_verdict(res: RunResults) -> list[Claim]:
             if acc:
                 mean = statistics.fmean(acc)
                 claims.append(Claim(f"supervised linear top-1 >= {THRESHOLDS['supervised_linear_min']:.0f} % "
-                                    "(the synthetic labels are learnable)", "issue 10 target",
+                                    "(the synthetic labels are learnable)", "the demo's target",
                                     "holds" if mean >= THRESHOLDS["supervised_linear_min"] else "fails",
                                     f"{sup} {_fmt(acc)}", "n=1: no test" if len(acc) < 2 else "–",
                                     {"mean": mean}))
@@ -372,7 +342,7 @@ def _budget(res: RunResults) -> list[Claim]:
     else:
         minutes = sum(walls) / 60
         how = "sum of their wall times in pipeline_state.json; setup and the report not included"
-    out.append(Claim(f"the demo's steps take <= {THRESHOLDS['demo_minutes']:.0f} min", "issue 10 target (hard cap 20)",
+    out.append(Claim(f"the demo's steps take <= {THRESHOLDS['demo_minutes']:.0f} min", "the demo's target (hard cap 20)",
                      "holds" if minutes <= THRESHOLDS["demo_minutes"] else "fails",
                      f"{len(walls)} steps, {minutes:.1f} min in all ({how})", "–", {"minutes": minutes}))
     inodes = {}  # hard links (model_final.pth -> the last checkpoint) take the disk once
@@ -394,23 +364,5 @@ def _budget(res: RunResults) -> list[Claim]:
         evidence = (f"{gb:.2f} GB under {res.root} now (files deleted during the run, e.g. old checkpoints, "
                     "are not counted)")
     mark = "holds" if max(values.values()) <= THRESHOLDS["demo_disk_gb"] else "fails"
-    out.append(Claim(claim, "issue 10 target", mark, evidence, "–", values))
+    out.append(Claim(claim, "the demo's target", mark, evidence, "–", values))
     return out
-
-
-def render_verdict(claims: Sequence[Claim], fmt: str = "md") -> str:
-    """The verdict as a Markdown section (``md``) or plain dicts for JSON (see :meth:`Claim.to_dict`)."""
-    if fmt != "md":
-        raise ValueError(f"render_verdict: unknown format {fmt!r}")
-    counts = {m: sum(c.mark == m for c in claims) for m in MARKS}
-    lines = ["### Verdict: the paper's claims on these runs", "",
-             f"**{counts['holds']} hold, {counts['fails']} fail, {counts['not tested']} not tested.**", "",
-             "| # | claim | mark | evidence | significance |", "|---:|:---|:---:|:---|:---|"]
-    for i, c in enumerate(claims, 1):
-        mark = {"holds": "holds", "fails": "**FAILS**", "not tested": "not tested"}[c.mark]
-        cells = [str(i), c.claim, mark, c.evidence, c.test]
-        lines.append("| " + " | ".join(x.replace("|", "/") for x in cells) + " |")
-    lines += ["", "- mark: the mean difference against the threshold; significance: Welch's t over trials "
-              "(one-sided, H0: Δ <= threshold) with the 95 % interval of Δ; one trial has no spread: no test.",
-              "- thresholds: " + ", ".join(f"{k} {v:+g}" for k, v in THRESHOLDS.items()), ""]
-    return "\n".join(lines)

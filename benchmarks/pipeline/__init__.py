@@ -1,0 +1,1 @@
+"""``siambench run``: a pipeline file -> ordered steps -> subprocesses, resumable, with checks before launch."""

@@ -1,0 +1,1 @@
+"""Speed benchmarks of the suite's own code (``python -m siambench.benchmarks.speed.bench_...``)."""
