@@ -148,7 +148,7 @@ def test_real_runs_are_checked_against_the_paper(tmp_path: Path, results_files) 
 
 
 def test_collapse_replay_counts_the_steps_of_each_record_as_the_monitor(tmp_path):
-    from siambench.benchmarks.verdict import _pretrain_info
+    from siambench.benchmarks.report.verdict import _pretrain_info
 
     # two print periods of 10 steps below the limit: the training monitor (patience 20 steps) fired
     # after them; counting records instead of steps would need 20 such records
