@@ -25,9 +25,6 @@ from detectron2.structures import BoxMode
 
 __all__ = ["voc_problems", "coco_problems", "sanitize_boxes"]
 
-_VOC_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-
-
 def _finite_numbers(values: Any, n: int) -> bool:
     return (isinstance(values, (list, tuple)) and len(values) == n
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from fvcore.common.config import CfgNode
 
 from siambench.pretrain.utils.config import ConfigError, save_config
+from siambench.pretrain.utils.errors import exit_2_on_user_error
 from siambench.pretrain.utils.io import atomic_write_json
 
 from ..report.report import publish
@@ -317,12 +318,10 @@ def _error(message: str) -> int:
     return 2
 
 
+@exit_2_on_user_error("siambench run")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        cfg = load_pipeline(args.pipeline, args.opts)
-    except ConfigError as e:
-        return _error(str(e))
+    cfg = load_pipeline(args.pipeline, args.opts)
     problems = check_files(cfg)
     if problems:
         return _error("the pipeline refers to missing files:\n  " + "\n  ".join(problems))
@@ -338,8 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force,
                               verbose=args.verbose)
-    except ConfigError as e:  # PipelineChanged, a bad --force: before anything was written
-        return _error(str(e))
     except KeyboardInterrupt:
         return 130
     finally:
