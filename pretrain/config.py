@@ -45,7 +45,7 @@ _C.MODEL.MOCO.SYMMETRIC = False  # official False; True = the SimSiam paper's "r
 _C.MODEL.BYOL = CN()
 _C.MODEL.BYOL.HIDDEN_DIM = 4096  # projector and predictor hidden width (Linear-BN-ReLU-Linear)
 _C.MODEL.BYOL.DIM = 256  # projection / prediction dimension
-_C.MODEL.BYOL.TAU_BASE = 0.996  # EMA of the target: tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2, k = step
+_C.MODEL.BYOL.TAU_BASE = 0.996  # target EMA at step 0, cosine to 1 (official 1000-ep preset; 100/300-ep: 0.99)
 
 # SimCLR (Chen et al. 2020; the SimSiam paper's "repro.+" uses a 3-layer projector with BN).
 _C.MODEL.SIMCLR = CN()
