@@ -58,7 +58,7 @@ def official_lars_step(params, grads, momenta, lr, wd, excluded, momentum=0.9, e
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
 def test_loss_is_the_official_sum_of_two_cross_entropies(temperature):
     gen = torch.Generator().manual_seed(1)
-    z1, z2 = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(6, 5, generator=gen, dtype=torch.float64)
+    z1, z2 = (torch.randn(6, 5, generator=gen, dtype=torch.float64) for _ in range(2))
     ours = nt_xent(z1, z2, temperature)
     official = official_contrastive_loss(torch.cat([z1, z2]), temperature)
     torch.testing.assert_close(ours, official, rtol=1e-12, atol=1e-12)
