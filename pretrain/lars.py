@@ -76,6 +76,13 @@ class LARS(torch.optim.Optimizer):
                         trust_coefficient=trust_coefficient, eps=eps, clip=clip, rule=rule)
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict) -> None:
+        """Groups saved before ``rule`` existed (``load_state_dict`` of an older checkpoint) get this LARS's."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = None
