@@ -45,7 +45,7 @@ _C.MODEL.MOCO.SYMMETRIC = False  # official False; True = the SimSiam paper's "r
 _C.MODEL.BYOL = CN()
 _C.MODEL.BYOL.HIDDEN_DIM = 4096  # projector and predictor hidden width (Linear-BN-ReLU-Linear)
 _C.MODEL.BYOL.DIM = 256  # projection / prediction dimension
-_C.MODEL.BYOL.TAU_BASE = 0.996  # EMA of the target: tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2, k = step
+_C.MODEL.BYOL.TAU_BASE = 0.996  # target EMA at step 0, cosine to 1 (official 1000-ep preset; 100/300-ep: 0.99)
 
 # SimCLR (Chen et al. 2020; the SimSiam paper's "repro.+" uses a 3-layer projector with BN).
 _C.MODEL.SIMCLR = CN()
@@ -118,8 +118,10 @@ _C.SOLVER.FIX_PRED_LR = True  # predictor lr stays at the initial lr (official r
 _C.SOLVER.SCHEDULE_UNIT = "epoch"  # cosine decay updated per "epoch" (official) or per "step"
 _C.SOLVER.OPTIMIZER = "sgd"  # "sgd" (SimSiam, MoCo v2) or "lars" (SimCLR, BYOL, SwAV: pretrain/lars.py)
 _C.SOLVER.LARS_TRUST = 0.001  # LARS trust coefficient eta (SimCLR/BYOL/SwAV use 1e-3)
+_C.SOLVER.LARS_RULE = "larc"  # whose LARS update: "larc" (apex, SwAV), "simclr" or "byol" (pretrain/lars.py)
 _C.SOLVER.EXCLUDE_BIAS_BN = False  # biases and BN params without weight decay and LARS adaptation (SimCLR, BYOL)
 _C.SOLVER.WARMUP_EPOCHS = 0  # linear lr warmup before the cosine (SimCLR, BYOL, SwAV: 10); needs SCHEDULE_UNIT step
+_C.SOLVER.WARMUP_LINSPACE = False  # True: SwAV's np.linspace warmup, peak lr on the last warmup step
 _C.SOLVER.START_LR = 0.0  # lr at the start of the warmup (absolute; SwAV 0.3)
 _C.SOLVER.FINAL_LR = 0.0  # lr at the end of the cosine (absolute; SwAV 0.0048 at batch 4096)
 

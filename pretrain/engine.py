@@ -42,6 +42,7 @@ class TrainContext:
     warmup_epochs: float = 0.0  # linear warmup before the cosine (SimCLR, BYOL, SwAV)
     start_lr: float = 0.0  # lr at the start of the warmup
     final_lr: float = 0.0  # lr at the end of the cosine
+    warmup_linspace_steps: int = 0  # steps per epoch of SwAV's linspace warmup (peak on its last step); 0 = off
     amp_dtype: torch.dtype | None = None  # autocast dtype; None = fp32
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     batch_aug: nn.Module | None = None  # uint8 crops -> augmented views on the device ("batched" backend)
@@ -68,7 +69,7 @@ class TrainContext:
     def lr_at(self, optimizer: torch.optim.Optimizer, epoch: float) -> float:
         return adjust_learning_rate(optimizer, self.init_lr, epoch, self.epochs, self.fix_pred_lr,
                                     warmup_epochs=self.warmup_epochs, start_lr=self.start_lr,
-                                    final_lr=self.final_lr)
+                                    final_lr=self.final_lr, linspace_steps_per_epoch=self.warmup_linspace_steps)
 
 
 def _unwrap(model: nn.Module) -> Method:

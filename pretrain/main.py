@@ -27,7 +27,7 @@ from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
-from .lars import LARS
+from .lars import LARS, LARS_RULES
 from .methods import METHODS
 from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
 from .run_setup import seed_all, setup_run
@@ -73,6 +73,8 @@ def _check_cfg(cfg, info: DistInfo) -> None:
         raise ConfigError(f"MODEL.METHOD must be one of {', '.join(METHODS)}, got {method!r}")
     if cfg.SOLVER.OPTIMIZER not in ("sgd", "lars"):
         raise ConfigError(f"SOLVER.OPTIMIZER must be 'sgd' or 'lars', got {cfg.SOLVER.OPTIMIZER!r}")
+    if cfg.SOLVER.LARS_RULE not in LARS_RULES:
+        raise ConfigError(f"SOLVER.LARS_RULE must be one of {', '.join(LARS_RULES)}, got {cfg.SOLVER.LARS_RULE!r}")
     if cfg.DATA.AUGMENTATION not in AUGMENTATIONS:
         raise ConfigError(f"DATA.AUGMENTATION must be one of {', '.join(AUGMENTATIONS)}, got {cfg.DATA.AUGMENTATION!r}")
     if cfg.DATA.AUG_BACKEND == "batched" and cfg.DATA.AUGMENTATION != "moco_v2":
@@ -103,10 +105,10 @@ def build_model_and_optimizer(cfg, info: DistInfo):
         model.to(memory_format=torch.channels_last)
     init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
     groups = bare.param_groups(cfg.SOLVER.EXCLUDE_BIAS_BN)
-    if cfg.SOLVER.OPTIMIZER == "lars":  # SimCLR, BYOL, SwAV: LARS on SGD with momentum (LARC, clip False)
+    if cfg.SOLVER.OPTIMIZER == "lars":  # SimCLR, BYOL, SwAV: each its official LARS (SOLVER.LARS_RULE)
         optimizer: torch.optim.Optimizer = LARS(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
                                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-                                                trust_coefficient=cfg.SOLVER.LARS_TRUST)
+                                                trust_coefficient=cfg.SOLVER.LARS_TRUST, rule=cfg.SOLVER.LARS_RULE)
     else:
         optimizer = torch.optim.SGD(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
                                     weight_decay=cfg.SOLVER.WEIGHT_DECAY)
@@ -182,7 +184,8 @@ def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradSc
     return TrainContext(
         device=info.device, init_lr=scaled_lr(s.BASE_LR, s.BATCH_SIZE), epochs=s.EPOCHS, fix_pred_lr=s.FIX_PRED_LR,
         schedule_per_step=s.SCHEDULE_UNIT == "step", warmup_epochs=s.WARMUP_EPOCHS, start_lr=s.START_LR,
-        final_lr=s.FINAL_LR, amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
+        final_lr=s.FINAL_LR, warmup_linspace_steps=steps_per_epoch if s.WARMUP_LINSPACE else 0,
+        amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
         batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
         collapse=CollapseMonitor.from_config(cfg, dim=bare.monitor_dim), print_freq=cfg.TRAIN.PRINT_FREQ,
         max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH, total_steps=s.EPOCHS * steps_per_epoch,
