@@ -23,15 +23,17 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .builder import build_model
 from .config import get_cfg
+from .accel import check_compile, ddp_kwargs, set_cudnn_benchmark
 from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
                    epoch_seed, set_loader_epoch)
+from .data.loader import batch_bytes, plan_prefetch, resolve_num_workers
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
 from .data.folder import resolve_cfg_data_root
 from .lars import LARS
 from .methods import METHODS
-from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .monitors import CollapseDetected, CollapseMonitor, KnnMonitor
 from .run_dir import prepare_run_dir
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
@@ -66,6 +68,7 @@ def _check_cfg(cfg, info: DistInfo) -> None:
     if cfg.TRAIN.AMP not in _AMP:
         raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
     check_view_cfg(cfg)  # DATA.AUG_BACKEND, DATA.DECODE
+    check_compile(cfg, info)  # TRAIN.COMPILE with SyncBN under DDP
     if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
         raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
     if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
@@ -100,6 +103,7 @@ def seed_all(seed: int) -> None:
 
 def build_model_and_optimizer(cfg, info: DistInfo):
     """(train_model, bare method, optimizer, scaler): SyncBN + DDP when distributed, compile if asked."""
+    check_compile(cfg, info)
     seed_all(cfg.SEED)  # identical init on every rank (DDP also broadcasts it)
     bare = build_model(cfg)
     model: nn.Module = bare
@@ -119,8 +123,7 @@ def build_model_and_optimizer(cfg, info: DistInfo):
         optimizer = torch.optim.SGD(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
                                     weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     if info.distributed:
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs(cfg, info))
     if cfg.TRAIN.COMPILE:
         model = torch.compile(model)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.TRAIN.AMP == "fp16")
@@ -138,7 +141,14 @@ def build_data(cfg, info: DistInfo, num_views: int):
         view_tf = views.view_tf
         views_tf = TwoCropsTransform(view_tf, num_views)
     per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
-    loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
+    workers = resolve_num_workers(cfg.DATA.NUM_WORKERS)
+    d = cfg.DATA
+    decode = "gpu_jpeg" if views.collate_fn is not None else "pil"  # gpu_jpeg falls back to pil without CUDA
+    prefetch = plan_prefetch(d.PREFETCH_FACTOR, workers, batch_bytes("pil" if batch_aug is None else "batched",
+                                                                     decode, per_rank, num_views, d.IMAGE_SIZE))
+    logger.info("data loader: %d workers per rank (DATA.NUM_WORKERS %d), prefetch %d", workers, d.NUM_WORKERS,
+                prefetch)
+    loader_kw = dict(batch_size=per_rank, num_workers=workers, rank=info.rank, prefetch_factor=prefetch,
                      world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
                      pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda", collate_fn=views.collate_fn)
     dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)
@@ -174,13 +184,17 @@ def check_finite(model: nn.Module, epoch: int) -> None:
                                  "last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
 
 
-def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
+def build_knn_monitor(cfg, info: DistInfo) -> KnnMonitor | None:
+    """The kNN monitor of MONITOR.KNN_PERIOD (None when off); its file lists are scanned here, once."""
+    if not cfg.MONITOR.KNN_PERIOD:
+        return None
     tf = build_eval_transform(cfg.DATA.IMAGE_SIZE)
     train_set, val_set = build_dataset(cfg, "train", tf), build_dataset(cfg, "val", tf)
     m = cfg.MONITOR
-    return knn_monitor(bare.eval_encoder(), train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
-                       batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64), num_workers=cfg.DATA.NUM_WORKERS,
-                       train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
+    return KnnMonitor(train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
+                      batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64),
+                      num_workers=resolve_num_workers(cfg.DATA.NUM_WORKERS), train_subset=m.KNN_TRAIN_SUBSET,
+                      rank=info.rank, world_size=info.world_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.DATA.STRICT = True
         cfg.freeze()
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
+    set_cudnn_benchmark(info.device)
     try:
         return train(cfg, info, args.resume)
     finally:
@@ -258,6 +273,7 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
             state["hypothesis"] = targets.state_dict()
         return state
 
+    knn = build_knn_monitor(cfg, info)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
@@ -274,8 +290,8 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
                       "bad_images": int(round(float(all_reduce_mean(dataset.num_bad)) * info.world_size))
                       if hasattr(dataset, "num_bad") else 0}
             last = epoch + 1 == cfg.SOLVER.EPOCHS
-            if cfg.MONITOR.KNN_PERIOD and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or last):
-                record["knn_top1"] = run_knn_monitor(cfg, bare, info)
+            if knn is not None and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or last):
+                record["knn_top1"] = knn(bare.eval_encoder())
             logger.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "type"})
             if record["bad_images"]:
                 logger.warning("%d unreadable images so far (replaced; see the warnings above)", record["bad_images"])
