@@ -50,7 +50,7 @@ OFFICIAL_WORKERS = 8  # the official recipe's loader in this comparison (fp32, P
 PARTS = ("step", "e2e", "transfer", "compile", "coco")  # planning priority
 # Estimates on one H200 with 16 cores at the default sizes (none measured yet): images/s of the step alone and
 # of each end-to-end arm's data path, seconds of one-off costs. Only the plan uses them.
-RATE = {"fp32": 1200.0, "bf16": 2400.0, "official_e2e": 560.0, "pil_e2e": 70.0, "batched_e2e": 134.0,
+RATE = {"fp32": 1200.0, "bf16": 2400.0, "official_e2e": 640.0, "pil_e2e": 80.0, "batched_e2e": 134.0,
         "gpu_jpeg_e2e": 2000.0}
 ESTIMATE_S = {"setup": 30.0, "jpeg_per_image_core": 0.02, "worker_start": 3.0, "compile": 120.0,
               "transfer_build": 25.0, "transfer_iter": 0.75, "coco": 60.0}

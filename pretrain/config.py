@@ -98,9 +98,9 @@ _C.DATA.DECODE = "pil"  # JPEG decoding: "pil" in the workers (official); "gpu_j
 #                         falls back to "pil" with a warning. Worth it when the workers are the bottleneck
 # DataLoader workers per rank. -1 (DEVIATION, the default) = the CPUs of the process's affinity mask // ranks on
 # the node - 1 (data/loader.py resolve_num_workers; 15 on a 16-core 1-GPU node, 11 per rank on 96 cores x 8 GPUs).
-# Official: --workers 32 per 8-GPU node = 4 per rank. Reason: the workers are the bottleneck on fast GPUs (PIL
-# pipeline ~134 images/s per core measured, each image = 2 views of 224 px), so a fixed 8 left half of a 16-core
-# node idle. An explicit count (>= 0) is used as given
+# Official: --workers 32 per 8-GPU node = 4 per rank. Reason: the workers are the bottleneck on fast GPUs (per
+# core ~80 images/s with PIL, ~134 with the batched backend; an image = 2 views of 224 px), so a fixed 8 left half
+# of a 16-core node idle. An explicit count (>= 0) is used as given
 _C.DATA.NUM_WORKERS = -1
 # Batches each worker prepares ahead (torch's and the official code's 2). Lowered, with a warning, until
 # workers x prefetch x batch bytes fits in half the free /dev/shm; a batch per rank is batch x 2 views x 3 x 224^2
@@ -135,7 +135,7 @@ _C.SOLVER.FINAL_LR = 0.0  # lr at the end of the cosine (absolute; SwAV 0.0048 a
 _C.TRAIN = CN()
 _C.TRAIN.AMP = "none"  # autocast: "none" (fp32, official), "bf16", or "fp16" (with GradScaler)
 _C.TRAIN.CHANNELS_LAST = False  # NHWC memory format (faster convs with AMP on tensor cores)
-_C.TRAIN.COMPILE = False  # torch.compile the model
+_C.TRAIN.COMPILE = False  # torch.compile the model; refused with SyncBN under DDP (graph breaks; pretrain/accel.py)
 _C.TRAIN.PRINT_FREQ = 10  # loss/z_std read from the device every N steps (one host sync): console line, one
 #                           metrics.jsonl record (period means), non-finite check and collapse monitor act then
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # write OUTPUT_DIR/checkpoint_{epoch:04d}.pth every N epochs (and at the end)
