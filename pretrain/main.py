@@ -103,7 +103,6 @@ def seed_all(seed: int) -> None:
 
 def build_model_and_optimizer(cfg, info: DistInfo):
     """(train_model, bare method, optimizer, scaler): SyncBN + DDP when distributed, compile if asked."""
-    check_compile(cfg, info)
     seed_all(cfg.SEED)  # identical init on every rank (DDP also broadcasts it)
     bare = build_model(cfg)
     model: nn.Module = bare

@@ -40,3 +40,22 @@ def test_machine_facts_name_open_files_shared_memory_cores_and_gpu(capsys):
     text = capsys.readouterr().out
     for word in ("ulimit -n:", "/dev/shm:", "cores:", "GPU: none"):
         assert word in text
+
+
+def test_a_failing_arm_is_recorded_and_the_others_go_on(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rec = bench_gpu.Recorder(str(out), {})
+
+    def broken() -> float:
+        raise RuntimeError("nvjpeg says no")
+
+    assert rec.arm("e2e", "gpu_jpeg", broken)() != rec.arm("e2e", "gpu_jpeg", broken)()  # NaN, twice
+    res = json.loads(out.read_text())
+    assert "nvjpeg says no" in res["errors"]["e2e"]["gpu_jpeg"] and "gpu_jpeg FAILED" in capsys.readouterr().out
+    strict = bench_gpu.Recorder(str(out), {}, tolerant=False)  # --smoke: any failure is a test failure
+    try:
+        strict.arm("e2e", "gpu_jpeg", broken)()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a --smoke arm failure must raise")

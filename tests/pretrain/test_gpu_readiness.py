@@ -86,11 +86,11 @@ def fake_world():
     dist.destroy_process_group()
 
 
-def test_compile_with_syncbn_under_ddp_is_refused_in_one_line(fake_world, tiny_cfg):
-    cfg = tiny_cfg("TRAIN.COMPILE", "True")
+def test_compile_with_syncbn_under_ddp_is_refused_in_one_line(fake_world, tiny_cfg, tmp_path):
+    cfg = tiny_cfg("TRAIN.COMPILE", "True", "OUTPUT_DIR", str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="TRAIN.COMPILE True with MODEL.SYNC_BN True under DDP") as e:
-        pretrain_main.build_model_and_optimizer(cfg, fake_world)
-    assert "\n" not in str(e.value)
+        pretrain_main.train(cfg, fake_world)
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()  # refused before anything is created
     model, *_ = pretrain_main.build_model_and_optimizer(tiny_cfg("TRAIN.COMPILE", "True", "MODEL.SYNC_BN", "False"),
                                                         fake_world)
     assert hasattr(model, "_orig_mod")  # allowed without SyncBN
