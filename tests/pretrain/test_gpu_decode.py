@@ -195,4 +195,14 @@ def test_cropping_a_batch_costs_a_constant_number_of_host_ops(folder):
             crops = augment.crops(views)
         assert crops.shape == (n, 3, 32, 32)
         calls[n] = count.calls
-    assert calls[16] == calls[4] and calls[4] <= 50, calls  # measured 38 and 38 (before: 32 and 121)
+    assert calls[16] == calls[4] and calls[4] <= 80, calls  # measured 67 and 67 (before: 32 and 121, ~7.4 per image)
+
+
+def test_crops_are_the_same_in_one_padded_chunk_or_many(folder):
+    paths = [p for p in sorted((folder / "train").rglob("*.*"))]  # sizes differ: padding and edges matter
+    torch.manual_seed(0)
+    specs = [EncodedCropTransform(32, scale=(0.9, 1.0))(read_encoded(str(p))) for p in paths]  # boxes at the edges
+    views, _ = gpu_decode.collate_encoded([(s, i) for i, s in enumerate(specs)])
+    one = DecodeAugment(32, BatchAugment()).crops(views)
+    many = DecodeAugment(32, BatchAugment(), pad_budget=1).crops(views)  # one image per chunk, reordered back
+    assert torch.equal(one, many)
