@@ -3,6 +3,10 @@ the sharded fp16 kNN monitor, and per-step host work of evaluation and the movin
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -125,6 +129,28 @@ def test_sharded_knn_equals_the_whole_bank():
         torch.testing.assert_close(merged, knn_scores(bank, labels, queries, 5, k, 0.1), rtol=1e-6, atol=0)
         torch.testing.assert_close(knn_scores_sharded(bank, labels, queries, 5, k, 0.1, chunk_size=3),
                                    knn_scores(bank, labels, queries, 5, k, 0.1), rtol=1e-6, atol=0)  # one process
+
+
+@pytest.mark.dist
+def test_sharded_knn_across_two_gloo_ranks_equals_the_whole_bank(tmp_path):
+    script = tmp_path / "shards.py"
+    script.write_text(textwrap.dedent("""
+        import torch, torch.distributed as dist, torch.nn.functional as F
+        from siambench.pretrain.knn import knn_scores, knn_scores_sharded
+        dist.init_process_group("gloo")
+        r, w = dist.get_rank(), dist.get_world_size()
+        g = torch.Generator().manual_seed(0)
+        bank, labels = F.normalize(torch.randn(41, 8, generator=g), dim=1), torch.randint(0, 5, (41,), generator=g)
+        queries = F.normalize(torch.randn(13, 8, generator=g), dim=1)
+        for k in (3, 30):  # 30: more than a shard (21 / 20 rows)
+            got = knn_scores_sharded(bank[r::w], labels[r::w], queries, 5, k, 0.1, chunk_size=4)
+            torch.testing.assert_close(got, knn_scores(bank, labels, queries, 5, k, 0.1), rtol=1e-6, atol=0)
+        dist.destroy_process_group()
+    """))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 class _Images(torch.utils.data.Dataset):
