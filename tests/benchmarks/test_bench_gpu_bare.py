@@ -84,9 +84,9 @@ def _copy_tree(dst: Path) -> None:
 @pytest.mark.slow
 def test_bench_gpu_sh_smoke_runs_in_a_bare_gpu_image_python(tmp_path):
     python = _bare_python(tmp_path)
-    probe = "import importlib.util as u; print([m for m in %r if u.find_spec(m)])" % (ABSENT,)
-    leaked = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    assert leaked == "['pycocotools']", leaked  # the bare Python sees none of ours (pycocotools: the .whl stand-in)
+    probe = "import importlib.util as u, json; print(json.dumps([m for m in %r if u.find_spec(m)]))" % (ABSENT,)
+    leaked = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert set(json.loads(leaked)) <= {"pycocotools"}, leaked  # none of ours (pycocotools: the .whl stand-in)
 
     tree = tmp_path / "checkout"
     _copy_tree(tree)
