@@ -135,13 +135,16 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, header:
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+    count = 0  # on the host: no device tensor per step
     for images, target in MetricLogger().log_every(loader, log_period, header):
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         logits = model(images)  # NxC
         top1, top5 = accuracy(logits, target)
-        totals += torch.stack([F.cross_entropy(logits, target, reduction="sum").double(),
-                               top1.double(), top5.double(), torch.tensor(len(target), device=device).double()])
+        totals[:3] += torch.stack([F.cross_entropy(logits, target, reduction="sum").double(), top1.double(),
+                                   top5.double()])
+        count += len(target)
     model.train(was_training)
+    totals[3] = count
     if dist.is_initialized():
         dist.all_reduce(totals)
     loss, top1, top5, n = totals.tolist()
