@@ -18,6 +18,7 @@ from torchvision import transforms as T
 
 from .data.cache import cache_in_memory
 from .data.folder import SafeImageFolder
+from .data.loader import resolve_num_workers
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .methods.encoders import TORCHVISION_WIDTH, build_encoder
 from .utils.config import CfgNode
@@ -53,9 +54,9 @@ def build_train_loader(cfg: CfgNode, global_batch: int) -> tuple[DataLoader, lis
     dataset = _folder(cfg, "train", build_train_transform(cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE))
     batch = _per_rank(global_batch, "SOLVER.BATCH_SIZE")
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.SEED) if dist.is_initialized() else None
-    loader = DataLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.DATA.NUM_WORKERS, pin_memory=torch.cuda.is_available(),
-                        persistent_workers=cfg.DATA.NUM_WORKERS > 0)
+    workers = resolve_num_workers(cfg.DATA.NUM_WORKERS)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     return loader, dataset.classes
 
 
@@ -67,7 +68,7 @@ def build_eval_loader(cfg: CfgNode, split: str, global_batch: int, shard: bool =
     if shard and dist.is_initialized():
         dataset = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
     batch = _per_rank(global_batch, "TEST.BATCH_SIZE") if shard else global_batch
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=cfg.DATA.NUM_WORKERS,
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=resolve_num_workers(cfg.DATA.NUM_WORKERS),
                         pin_memory=torch.cuda.is_available())
     return loader, classes
 
