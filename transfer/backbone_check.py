@@ -161,18 +161,18 @@ def _refusal(plan: TrialPlan, load: BackboneLoad, data: Mapping[str, Any], opts:
 def prepare_backbone(plan: TrialPlan, opts: Sequence[str], dry_run: bool = False) -> tuple[TrialPlan, list[str]]:
     """``plan`` with the weights' backbone keys applied and the load counted; the warnings to show.
 
+    Unreadable weights are left to ``check_weights_file`` (refused when a trial still needs them; with
+    ``dry_run`` a warning).
+
     Raises:
         BackboneNotLoaded: not every ResNet tensor of the model loads from ``--weights`` (not with ``dry_run``).
-        CheckpointError, UnsafeCheckpointError: unreadable weights (``dry_run``: a warning instead).
     """
     if plan.weights == SCRATCH or plan.eval_only:
         return plan, []
     try:
         data = _read(plan.weights)
-    except UserError as e:
-        if dry_run:
-            return plan, [f"weights not checked: {e}"]
-        raise
+    except UserError as e:  # refused later (check_weights_file) if a trial still needs the weights
+        return plan, [f"weights not checked: {e}"] if dry_run else []
     cfg, applied = _apply_provenance(plan, data, opts)
     notes = [", ".join(f"{k} {v}" for k, v in applied.items()) + f" from the provenance of {plan.weights} "
              "(the backbone it holds)"] if applied else []
