@@ -135,7 +135,7 @@ def _apply_provenance(plan: TrialPlan, data: Mapping[str, Any], opts: Sequence[s
     return cfg, applied
 
 
-def _fix(plan: TrialPlan, data: Mapping[str, Any], opts: Sequence[str]) -> str:
+def _fix(data: Mapping[str, Any], opts: Sequence[str]) -> str:
     wanted = provenance_resnets(data)
     given = overrides(opts)
     clash = [f"{k} {given[k]}" for k in wanted if k in given and str(given[k]) != str(wanted[k])]
@@ -155,7 +155,7 @@ def _refusal(plan: TrialPlan, load: BackboneLoad, data: Mapping[str, Any], opts:
     what = "shape mismatch" if load.mismatched else "missing from the weights"
     return (f"--weights {plan.weights}: {load.total - load.loaded} of {load.total} ResNet tensors of the "
             f"{plan.task} model do not load ({what}: {'; '.join(shown[:3])}{more}), so the backbone would train "
-            f"from random init; {_fix(plan, data, opts)}")
+            f"from random init; {_fix(data, opts)}")
 
 
 def prepare_backbone(plan: TrialPlan, opts: Sequence[str], dry_run: bool = False) -> tuple[TrialPlan, list[str]]:
