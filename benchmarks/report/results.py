@@ -214,7 +214,9 @@ def _note_missing_metrics(rel: Path, results: dict[str, Any], notes: list[str]) 
         if not isinstance(metrics, dict):
             continue
         absent = [k for k in TABLE_METRICS if k not in metrics]
-        if absent and len(absent) < len(TABLE_METRICS):
+        if len(absent) == len(TABLE_METRICS):
+            notes.append(f"{rel}: results.{rtype} has none of {', '.join(TABLE_METRICS)}: counted in no {rtype} cell")
+        elif absent:
             has = ", ".join(k for k in TABLE_METRICS if k not in absent)
             notes.append(f"{rel}: results.{rtype} has no {', '.join(absent)}: this trial counts in {rtype} {has} "
                          f"only, so that row's cells have different n")

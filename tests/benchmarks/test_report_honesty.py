@@ -142,3 +142,6 @@ def test_results_files_the_tables_cannot_use_are_named(tmp_path, results_files):
                for n in res.notes)
     cells = _row(build_tables(res)[0], "SimSiam").cells
     assert [c.n for c in cells[:3]] == [3, 2, 2]
+    empty = results_files.write_trial(root, "sim", "synth_voc07", 3, "SimSiam", 20.0)
+    empty.write_text(empty.read_text().replace('"bbox": {', '"bbox": {}, "x": {'))
+    assert any("trial3/results.json: results.bbox has none of AP50, AP, AP75" in n for n in collect(root).notes)
