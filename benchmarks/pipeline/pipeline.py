@@ -85,6 +85,7 @@ class PipelineState:
         self.data: dict[str, Any] = {
             "pipeline": pipeline_file,
             "synthetic": bool(cfg.SYNTH.ENABLED),
+            "budget": {"minutes": float(cfg.BUDGET.MINUTES), "disk_gb": float(cfg.BUDGET.DISK_GB)},
             "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),

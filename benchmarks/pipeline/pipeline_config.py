@@ -113,6 +113,12 @@ def get_pipeline_defaults() -> CfgNode:
     _C.TRANSFER.OPTS = []  # extra KEY VALUE overrides for every transfer run
 
     _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
+
+    # A cost budget the verdict checks (wall time of the steps, bytes they write); 0 = none. Only a pipeline
+    # that promises one sets it (the demo: 15 min, 1 GB); other pipelines get no budget claims.
+    _C.BUDGET = CfgNode()
+    _C.BUDGET.MINUTES = 0.0
+    _C.BUDGET.DISK_GB = 0.0
     return _C
 
 
@@ -168,6 +174,9 @@ def _validate(cfg: CfgNode, source: str) -> None:
     if not all(str(flag).startswith("--") for flag in cfg.SYNTH.ARGS[0::2]) or len(cfg.SYNTH.ARGS) % 2:
         raise ConfigError(f"{source}: SYNTH.ARGS must be --flag value pairs of `siambench data synth`, "
                           f"e.g. ['--num-images', '64'], got {list(cfg.SYNTH.ARGS)}")
+    if cfg.BUDGET.MINUTES < 0 or cfg.BUDGET.DISK_GB < 0:
+        raise ConfigError(f"{source}: BUDGET.MINUTES and BUDGET.DISK_GB must be >= 0 (0 = no budget), got "
+                          f"{cfg.BUDGET.MINUTES}, {cfg.BUDGET.DISK_GB}")
     if cfg.JOBS < 1:
         raise ConfigError(f"{source}: JOBS must be >= 1, got {cfg.JOBS}")
     if cfg.JOBS > 1 and cfg.NUM_GPUS > 1:
