@@ -106,3 +106,12 @@ def test_every_command_with_overrides_takes_flags_after_them(tmp_path: Path, cap
         assert "Non-existent" not in err and "bad override" not in err, (name, err)
         if name != "run":  # the flag was read as a flag: its file is looked for
             assert rc == 2 and "missing.yaml" in err and not out.exists(), (name, err)
+
+
+def test_bad_pipeline_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "pipe.yaml"
+    for text, match in (("", "is empty"), ("- a\n", "holds a YAML list")):
+        bad.write_text(text)
+        assert cli.main(["run", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(bad) in err and match in err, err
