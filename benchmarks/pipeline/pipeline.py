@@ -28,7 +28,6 @@ from fvcore.common.config import CfgNode
 
 from siambench.pretrain.utils.config import ConfigError, save_config
 from siambench.pretrain.utils.io import atomic_write_json
-from siambench.pretrain.utils.run_dir import lock_dir
 
 from ..report.report import publish
 from ..report.results import STATE_FILE
@@ -152,6 +151,8 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     steps = build_steps(cfg)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
     rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
+    from siambench.pretrain.utils.run_dir import lock_dir  # lazy: run_dir imports torch; --help/--dry-run stay light
+
     lock_dir(out)  # one runner per OUTPUT_DIR: a second one stops here, before --force removes a running step's dir
     reset_outputs(steps, rerun, out, log)
     out.mkdir(parents=True, exist_ok=True)

@@ -115,3 +115,10 @@ def test_bad_pipeline_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
         assert cli.main(["run", str(bad)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(bad) in err and match in err, err
+
+
+def test_pretrain_resume_after_the_overrides() -> None:
+    from siambench.pretrain.main import parse_args
+
+    args = parse_args(["OUTPUT_DIR", "x", "--resume", "auto", "SOLVER.EPOCHS", "2"])
+    assert args.resume == "auto" and args.opts == ["OUTPUT_DIR", "x", "SOLVER.EPOCHS", "2"]
