@@ -248,7 +248,7 @@ def read_config_chain(path: str | os.PathLike) -> dict[str, Any]:
     """A yacs YAML file merged over its ``_BASE_`` chain as fvcore merges it (plain dicts).
 
     Raises:
-        ConfigError: a file of the chain is missing, unreadable, empty of a mapping, or the chain loops;
+        ConfigError: a file of the chain is missing, unreadable, empty or not a mapping, or the chain loops;
             the message names the file and the fix.
     """
     merged: dict[str, Any] = {}
