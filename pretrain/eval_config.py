@@ -21,7 +21,7 @@ def _common(output_dir: str) -> CfgNode:
     _C.MODEL = CfgNode()
     _C.MODEL.ARCH = "resnet50"  # torchvision ResNet name (resnet18, resnet50, ...)
     # Stem channels (every stage scales by WIDTH / 64): 64 = torchvision's network; smaller only for tiny
-    # test models (pretrain/methods/encoders.py); checked against the checkpoint's tensors
+    # test models (pretrain/methods/encoders.py); lincls and knn take it from MODEL.WEIGHTS (as convert does)
     _C.MODEL.WIDTH = 64
     _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
 

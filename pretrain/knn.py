@@ -25,6 +25,7 @@ from torch import nn
 
 from .classification import build_backbone, build_eval_loader, load_backbone
 from .eval_config import get_knn_defaults
+from .eval_inputs import check_eval_inputs
 from .run_setup import load_run
 from .utils.config import add_config_args
 from .utils.io import atomic_write_json
@@ -210,20 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``siambench knn --config-file C MODEL.WEIGHTS ckpt OUTPUT_DIR d`` -> d/knn_results.json."""
     parser = argparse.ArgumentParser(prog="siambench knn", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x KNN.K 20")
-    args = parser.parse_args(argv)
-    run = load_run(get_knn_defaults(), args.config_file, args.opts, command="knn")
+    args = parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
+    run = load_run(get_knn_defaults(), args.config_file, args.opts, command="knn",
+                   check=lambda cfg: check_eval_inputs(cfg, "knn"))  # weights and classes, before OUTPUT_DIR
     cfg, device = run.cfg, run.device
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("knn: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")
 
     encoder = build_backbone(cfg.MODEL.ARCH, width=cfg.MODEL.WIDTH)
     info = load_backbone(encoder, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.WIDTH)
     encoder.fc = nn.Identity()  # pooled features: NxD, D = 2048 for ResNet-50
     encoder.to(device)
     train_loader, classes = build_eval_loader(cfg, "train", cfg.KNN.BATCH_SIZE)
-    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.KNN.BATCH_SIZE)
-    if classes != val_classes:
-        raise SystemExit(f"knn: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
+    val_loader, _ = build_eval_loader(cfg, "val", cfg.KNN.BATCH_SIZE)  # the same classes (checked)
 
     start = time.time()
     feats = {}

@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
     add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
 
 
 def _check_cfg(cfg, info: DistInfo) -> None:

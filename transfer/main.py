@@ -274,7 +274,7 @@ def run(plan: TrialPlan) -> list[dict[str, Any]]:
 
 @exit_2_on_user_error("siambench transfer")
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     datasets.register_datasets()
     plan = make_plan(args)
     plan, warnings = prepare_backbone(plan, args.opts, dry_run=args.dry_run)  # refuses weights that do not load

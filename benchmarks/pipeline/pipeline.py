@@ -147,11 +147,15 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     Raises:
         PipelineChanged: a finished step was made with other settings and is not forced
             (checked before anything is written).
+        RunDirError: another runner holds ``OUTPUT_DIR/.lock`` (nothing removed or started).
     """
     out = Path(cfg.OUTPUT_DIR)
     steps = build_steps(cfg)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
     rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
+    from siambench.pretrain.utils.run_dir import lock_dir  # lazy: run_dir imports torch; --help/--dry-run stay light
+
+    lock_dir(out)  # one runner per OUTPUT_DIR: a second one stops here, before --force removes a running step's dir
     reset_outputs(steps, rerun, out, log)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "pipeline.yaml")

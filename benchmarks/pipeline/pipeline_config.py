@@ -28,7 +28,7 @@ from typing import Sequence
 from fvcore.common.config import CfgNode
 
 from siambench.pretrain.utils import paths
-from siambench.pretrain.utils.config import ConfigError, merge_overrides
+from siambench.pretrain.utils.config import ConfigError, merge_overrides, read_config_chain
 
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
@@ -235,8 +235,9 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
     cfg = get_pipeline_defaults()
     cfg.set_new_allowed(False)
     cfg.ENTRIES.set_new_allowed(True)  # entry names are the pipeline's own
+    loaded = CfgNode(read_config_chain(path))  # one line for an empty/list/bad file or a missing _BASE_
     try:
-        cfg.merge_from_file(str(path))
+        cfg.merge_from_other_cfg(loaded)
     except KeyError as e:
         raise ConfigError(f"{path}: unknown config key {e}; check the spelling against "
                           "benchmarks/pipeline/pipeline_config.py") from e
