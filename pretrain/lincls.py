@@ -34,6 +34,7 @@ from .run_setup import Run, load_run
 from .schedule import adjust_learning_rate, scaled_lr
 from .utils.config import CfgNode, ConfigError, add_config_args
 from .utils.dist import barrier
+from .utils.errors import MissingFileError
 from .utils.io import atomic_torch_save, atomic_write_json, load_weights_only
 from .utils.logger import MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
@@ -142,7 +143,7 @@ def _resume_path(resume: str | None, output_dir: Path) -> Path | None:
         path = output_dir / CHECKPOINT
         return path if path.is_file() else None
     if not Path(resume).is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint (use --resume auto for {output_dir})")
+        raise MissingFileError(f"--resume {resume}: no such checkpoint (use --resume auto for {output_dir})")
     return Path(resume)
 
 
@@ -153,8 +154,8 @@ def _resume(path: Path | None, sha: str, classifier: nn.Module,
         return 0, 0.0, []
     ckpt = load_weights_only(path, fix=f"delete it to restart the linear evaluation in {path.parent}")
     if ckpt["checkpoint_sha256"] != sha:
-        raise SystemExit(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs); "
-                         "use a fresh OUTPUT_DIR")
+        raise ConfigError(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs: the file "
+                          "changed since); use a fresh OUTPUT_DIR")
     getattr(classifier, "module", classifier).load_state_dict(ckpt["classifier"])
     optimizer.load_state_dict(ckpt["optimizer"])
     logger.info("resumed from %s at epoch %d", path, ckpt["epoch"])
