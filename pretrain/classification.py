@@ -103,9 +103,7 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
     """
     if not Path(weights).is_file():
         raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; pass the checkpoint to evaluate")
-    from siambench.convert.checkpoints import load_backbone_state_dict  # lazy: convert is a heavier package
-
-    state, info = load_backbone_state_dict(weights, fmt=fmt or None)
+    state, info = read_backbone(weights, fmt)
     if info["arch"] != arch:
         raise ValueError(f"MODEL.WEIGHTS {weights} holds a {info['arch']} encoder but MODEL.ARCH is {arch}; "
                          f"set MODEL.ARCH {info['arch']}")
@@ -119,6 +117,14 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
         raise ValueError(f"{weights}: backbone tensors do not match {arch}: missing {missing[:4]}, "
                          f"unexpected {unexpected[:4]}")
     return dict(info)
+
+
+def read_backbone(weights: str | Path, fmt: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(backbone state dict, provenance) of any checkpoint format ``siambench convert`` reads;
+    the one place pretrain imports convert (lazily: convert is a heavier package)."""
+    from siambench.convert.checkpoints import load_backbone_state_dict
+
+    return load_backbone_state_dict(weights, fmt=fmt or None)
 
 
 # ----------------------------------------------------------------------------- metrics

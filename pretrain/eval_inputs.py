@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .classification import read_backbone
 from .data.folder import DataRootError, _class_dirs, _has_image
 from .utils.config import CfgNode
 from .utils.errors import CheckpointError, ConfigError
@@ -55,9 +56,7 @@ def check_weights(cfg: CfgNode, command: str) -> CfgNode:
         raise ConfigError(f"{command}: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")
     if not Path(weights).is_file():
         raise CheckpointError(f"MODEL.WEIGHTS {weights} does not exist; pass the checkpoint to evaluate")
-    from siambench.convert.checkpoints import load_backbone_state_dict  # lazy: convert is a heavier package
-
-    _, info = load_backbone_state_dict(weights, fmt=cfg.MODEL.WEIGHTS_FORMAT or None)
+    _, info = read_backbone(weights, cfg.MODEL.WEIGHTS_FORMAT)
     if info["arch"] != cfg.MODEL.ARCH:
         raise ConfigError(f"MODEL.WEIGHTS {weights} holds a {info['arch']} encoder but MODEL.ARCH is "
                           f"{cfg.MODEL.ARCH}; set MODEL.ARCH {info['arch']}")
