@@ -57,7 +57,7 @@ def seed_all(seed: int) -> None:
 
 def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = None,
               splits: Sequence[str] = ("train", "val"), markers: Sequence[str] = RUN_MARKERS,
-              log_file: str = "log.txt") -> Run:
+              log_file: str = "log.txt", unlabelled_ok: bool = False) -> Run:
     """Resolve DATA.ROOT (``splits`` must exist), guard and lock OUTPUT_DIR, save config.yaml,
     log to OUTPUT_DIR/``log_file`` and seed with ``SEED + rank``.
 
@@ -65,8 +65,9 @@ def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = N
         resume: the command's ``--resume`` argument (None: a new run).
         markers: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
             unless resumed with the same config. Empty: only lock OUTPUT_DIR.
+        unlabelled_ok: DATA.ROOT may be unlabelled images (pretraining).
     """
-    cfg = resolve_cfg_data_root(cfg, tuple(splits))
+    cfg = resolve_cfg_data_root(cfg, tuple(splits), unlabelled_ok)
     prepare_run_dir(cfg, info, resume, markers=markers)  # refuse to replace another run; lock; sweep temp files
     out = Path(cfg.OUTPUT_DIR)
     if info.is_main:

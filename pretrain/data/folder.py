@@ -120,10 +120,13 @@ def resolve_data_root(root: str) -> str:
     return root if root else str(imagenet_root())
 
 
-def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",), key: str = "DATA.ROOT") -> None:
+def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",), key: str = "DATA.ROOT",
+                    unlabelled_ok: bool = False) -> None:
     """Check that ``root/<split>/<class>/<image>`` exists for every split, without a full scan.
 
-    Run it before a command creates its OUTPUT_DIR, so bad input creates nothing.
+    Run it before a command creates its OUTPUT_DIR, so bad input creates nothing. A root of
+    unlabelled images (a list file, or a directory of images without ``train/``) is checked
+    as such with ``unlabelled_ok`` (pretraining), and refused in one line otherwise.
 
     Raises:
         DataRootError: naming the path that is missing or malformed and the fix.
@@ -131,6 +134,10 @@ def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",),
     fix = (f"set {key} (or ${IMAGENET_ENV} when {key} is \"\") to a directory laid out as "
            "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
     root = Path(root)
+    from .unlabelled import check_unlabelled, is_unlabelled_root  # unlabelled.py imports this module
+    if is_unlabelled_root(root) and (unlabelled_ok or root.is_file() or _has_image(root)):
+        check_unlabelled(root, unlabelled_ok, key)
+        return
     if not root.is_dir():
         raise DataRootError(f"{key} {root} does not exist; {fix}")
     for split in splits:
@@ -146,8 +153,10 @@ def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",),
                                 f"({len(classes)} class folders, all empty); {fix}")
 
 
-def resolve_cfg_data_root(cfg, splits: Iterable[str] = ("train",)):
+def resolve_cfg_data_root(cfg, splits: Iterable[str] = ("train",), unlabelled_ok: bool = False):
     """``cfg`` with ``DATA.ROOT`` resolved (empty -> ImageNet) and checked; unchanged for in-memory data.
+
+    ``unlabelled_ok``: a root of unlabelled images is accepted (pretraining reads it).
 
     Returns the same (frozen) config, or a frozen copy whose ``DATA.ROOT`` is the resolved
     path, so that ``config.yaml`` records the directory that was read.
@@ -159,7 +168,7 @@ def resolve_cfg_data_root(cfg, splits: Iterable[str] = ("train",)):
         raise DataRootError(f"DATA.ROOT is empty, ${IMAGENET_ENV} is unset and the default {root} does not exist; "
                             "set DATA.ROOT to a directory with train/<class>/*.jpg (e.g. `siambench pretrain "
                             "--config-file C DATA.ROOT /data/imagenet`) or export SIAMBENCH_IMAGENET")
-    check_data_root(root, splits)
+    check_data_root(root, splits, unlabelled_ok=unlabelled_ok)
     if root == cfg.DATA.ROOT:
         return cfg
     cfg = cfg.clone()

@@ -1,0 +1,165 @@
+"""Unlabelled pretraining data: a folder of images at any depth, or a text file listing images.
+
+Self-supervised pretraining uses no labels, so ``DATA.ROOT`` of ``siambench pretrain`` may be
+
+* a directory *without* ``train/``: every image under it, at any depth, is one sample
+  (sorted by path, symbolic links followed, hidden entries skipped);
+* a text file: one image path per line, absolute or relative to the file's directory;
+  blank lines and lines starting with ``#`` are skipped.
+
+The images go through the built-in loader (:func:`siambench.pretrain.data.folder.pil_loader`:
+JPEG/PNG/WebP/TIFF/BMP, greyscale/CMYK/palette converted to RGB, 16-bit scaled to 8 bits,
+truncated or corrupt files replaced and counted up to ``DATA.MAX_BAD_FRACTION``), plus
+the EXIF orientation, which detectron2's reader also applies when the same photos are
+fine-tuned on (ImageNet keeps the official loader, which ignores it). The scan logs how
+many images of each format, and a header census of a sample of them how many of each
+mode and how many carry an EXIF rotation.
+
+kNN and linear evaluation need labels: they refuse such a root in one line
+(:func:`unlabelled_root_error`), and the pretraining kNN monitor is skipped with a note.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image, ImageOps
+
+from .folder import IMG_EXTENSIONS, DataRootError, SafeImageFolder, pil_loader
+
+__all__ = ["UnlabelledImages", "is_unlabelled_root", "list_images", "check_unlabelled", "unlabelled_root_error",
+           "exif_loader", "census"]
+
+logger = logging.getLogger(__name__)
+
+_CENSUS_SAMPLE = 1000  # image headers opened by the census (evenly spaced over the dataset)
+_EXIF_ORIENTATION = 0x0112
+
+
+def is_unlabelled_root(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is read as unlabelled images: a file, or a directory without ``train/``."""
+    p = Path(root)
+    return p.is_file() or (p.is_dir() and not (p / "train").is_dir())
+
+
+def _walk(root: Path) -> list[str]:
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+    return found
+
+
+def _read_list(list_file: Path) -> list[str]:
+    base = list_file.parent
+    paths: list[str] = []
+    for n, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise DataRootError(f"{list_file}:{n}: listed image {path} does not exist; fix the line or remove it")
+        paths.append(str(path))
+    return paths
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """The image paths of an unlabelled ``root`` (directory at any depth, or list file).
+
+    Raises:
+        DataRootError: the root does not exist, a listed file is missing, or no image was found.
+    """
+    p = Path(root)
+    if not p.exists():
+        raise DataRootError(f"DATA.ROOT {p} does not exist; set it to a folder of images or a text file "
+                            "listing image paths")
+    paths = _read_list(p) if p.is_file() else _walk(p)
+    if not paths:
+        what = "lists no image" if p.is_file() else f"holds no image ({', '.join(IMG_EXTENSIONS)}) at any depth"
+        raise DataRootError(f"DATA.ROOT {p} {what}; point it at your images")
+    return paths
+
+
+def check_unlabelled(root: str | os.PathLike, unlabelled_ok: bool, key: str = "DATA.ROOT") -> int:
+    """Check an unlabelled root before a run creates anything; the number of images.
+
+    Raises:
+        DataRootError: labels are needed (not ``unlabelled_ok``), or the root has no readable list of images.
+    """
+    if not unlabelled_ok:
+        raise unlabelled_root_error(root, key)
+    return len(list_images(root))
+
+
+def unlabelled_root_error(root: str | os.PathLike, key: str = "DATA.ROOT") -> DataRootError:
+    """The one-line refusal of an unlabelled root where labels are needed (kNN, linear, supervised)."""
+    return DataRootError(f"{key} {root} holds unlabelled images (no train/<class>/ folders): kNN, linear and "
+                         f"supervised evaluation need a labelled split; set {key} to a directory laid out as "
+                         "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg (in a pipeline: EVAL.KNN.OPTS / "
+                         "EVAL.LINCLS.OPTS [DATA.ROOT, DIR]), or disable that evaluation")
+
+
+def exif_loader(path: str) -> Image.Image:
+    """:func:`pil_loader` with the EXIF orientation applied (a camera's rotated JPEG comes upright)."""
+    img = pil_loader(path)
+    return ImageOps.exif_transpose(img) if img.getexif().get(_EXIF_ORIENTATION, 1) != 1 else img
+
+
+def census(paths: list[str], sample: int = _CENSUS_SAMPLE) -> dict[str, Any]:
+    """Counts of formats (all paths, by extension) and of modes / EXIF rotations / unreadable
+    headers in an evenly spaced sample of at most ``sample`` images (headers only, no decode)."""
+    formats = collections.Counter(Path(p).suffix.lower().lstrip(".") for p in paths)
+    step = max(1, len(paths) // sample)
+    modes: collections.Counter = collections.Counter()
+    rotated = unreadable = 0
+    for path in paths[::step][:sample]:
+        try:
+            with Image.open(path) as img:
+                modes[img.mode] += 1
+                rotated += img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+        except (OSError, SyntaxError, ValueError):
+            unreadable += 1
+    return {"images": len(paths), "formats": dict(formats), "sampled": min(sample, len(paths[::step])),
+            "modes": dict(modes), "exif_rotated": rotated, "unreadable_headers": unreadable}
+
+
+class UnlabelledImages(SafeImageFolder):
+    """Every image of an unlabelled root as one sample (target 0), with ``SafeImageFolder``'s
+    corrupt-image replacement and accounting; ``classes`` is empty."""
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, strict: bool = False,
+                 max_bad_fraction: float = 0.01, loader: Callable[[str], Any] = exif_loader) -> None:
+        super().__init__(root, transform, strict, max_bad_fraction, loader)
+        c = census([p for p, _ in self.samples])
+        logger.info("unlabelled images under %s: %d (%s); in a sample of %d headers: modes %s, %d EXIF-rotated, "
+                    "%d unreadable (replaced when met)", self.root, c["images"],
+                    ", ".join(f"{k or '?'} {v}" for k, v in sorted(c["formats"].items())), c["sampled"],
+                    ", ".join(f"{k} {v}" for k, v in sorted(c["modes"].items())), c["exif_rotated"],
+                    c["unreadable_headers"])
+
+    @staticmethod
+    def _scan(root: Path) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
+        return [], {}, [(p, 0) for p in list_images(root)]
+
+
+def without_knn_monitor(cfg) -> tuple[Any, str | None]:
+    """(cfg, note): ``MONITOR.KNN_PERIOD`` turned off, with the note to log, when ``DATA.ROOT``
+    is unlabelled (the monitor needs labelled train/val splits); else ``cfg`` unchanged and None."""
+    from .folder import resolve_data_root
+
+    root = resolve_data_root(cfg.DATA.ROOT)
+    if not cfg.MONITOR.KNN_PERIOD or cfg.DATA.DATASET != "imagefolder" or not is_unlabelled_root(root):
+        return cfg, None
+    note = (f"MONITOR.KNN_PERIOD {cfg.MONITOR.KNN_PERIOD}: DATA.ROOT {root} holds unlabelled images, the kNN "
+            "monitor needs labels: skipped (evaluate with `siambench knn` on a labelled DATA.ROOT)")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MONITOR.KNN_PERIOD = 0
+    cfg.freeze()
+    return cfg, note
