@@ -45,7 +45,7 @@ from .annotations import coco_problems, sanitize_boxes, voc_problems
 __all__ = [
     "SYNTH_CLASSES", "SYNTH_VOC", "SYNTH_COCO", "BUILTIN_CHECKED", "DatasetLayoutError",
     "synth_root", "register_datasets", "register_synth_datasets", "check_dataset_root", "check_datasets",
-    "wrap_builtin_loaders", "dataset_status", "validate_annotations",
+    "wrap_builtin_loaders", "dataset_status", "validate_annotations", "diagnosing",
 ]
 
 # Must equal benchmarks.synth.SYNTH_CLASSES (a test checks it). Repeated here because
@@ -119,7 +119,7 @@ def _load_synth(name: str) -> list[dict[str, Any]]:
     return load_coco_json(meta.json_file, meta.image_root, name)
 
 
-def _diagnosing(name: str, load: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+def diagnosing(name: str, load: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
     """``load``, but when it fails on a malformed annotation the error names that file.
 
     detectron2's loaders raise e.g. a bare ``ParseError: line 3`` for one bad XML among
@@ -153,7 +153,7 @@ def register_synth_datasets() -> None:
     for name in (*SYNTH_VOC, *SYNTH_COCO):
         if name in DatasetCatalog:
             continue
-        DatasetCatalog.register(name, _diagnosing(name, functools.partial(_load_synth, name)))
+        DatasetCatalog.register(name, diagnosing(name, functools.partial(_load_synth, name)))
         meta = MetadataCatalog[name] = _SynthMetadata(name=name)
         if name in SYNTH_VOC:
             meta.set(thing_classes=list(SYNTH_CLASSES), evaluator_type="pascal_voc",
@@ -293,7 +293,7 @@ def wrap_builtin_loaders() -> None:
     """
     for name in BUILTIN_CHECKED:
         if name in DatasetCatalog:
-            DatasetCatalog[name] = _diagnosing(name, DatasetCatalog[name])
+            DatasetCatalog[name] = diagnosing(name, DatasetCatalog[name])
 
 
 def dataset_status(names: Iterable[str] | None = None) -> list[tuple[str, str, str | None]]:
@@ -313,10 +313,15 @@ def dataset_status(names: Iterable[str] | None = None) -> list[tuple[str, str, s
     return rows
 
 
-def register_datasets() -> None:
-    """Register the ``synth_*`` names and make the builtin VOC/COCO loaders name a corrupt file.
+def register_datasets(custom: Iterable[str] = ()) -> None:
+    """Register the ``synth_*`` names, make the builtin VOC/COCO loaders name a corrupt file, and
+    register the ``custom`` declarations (``SIAMBENCH.CUSTOM.DATASETS``, :mod:`.custom`).
 
     Idempotent: call it in every process before a dataset name is looked up.
     """
     register_synth_datasets()
     wrap_builtin_loaders()
+    if custom:
+        from .custom import register_custom_datasets  # imports this module
+
+        register_custom_datasets(custom)
