@@ -2,7 +2,7 @@
 
 :func:`apply_custom` checks every dataset of ``SIAMBENCH.CUSTOM.DATASETS``
 (:mod:`siambench.transfer.custom_checks`), registers it in this process, and fills the keys
-that a config for one's own data leaves to the data (``configs/transfer/custom.yaml``):
+that a config for one's own data leaves to the data (``configs/transfer/Base-Custom.yaml``):
 
 * ``MODEL.ROI_HEADS.NUM_CLASSES`` 0: the number of classes of the train set (another
   non-zero value that disagrees with the data is refused);

@@ -49,6 +49,7 @@ __all__ = ["main", "build_parser", "make_plan"]
 logger = logging.getLogger("siambench.transfer")
 
 SCRATCH_OVERLAY = CONFIG_DIR / "overlays" / "scratch.yaml"
+CUSTOM_CONFIG = CONFIG_DIR / "Base-Custom.yaml"  # the protocol of `--dataset` tasks (keys from the data)
 EVAL_RESULTS = "eval_results.json"
 
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="resume interrupted trials from their last checkpoint (always done; accepted as in "
                         "detectron2's train_net.py)")
-    p.add_argument("--dataset", metavar="SPEC", help="your own dataset as the task (configs/transfer/custom.yaml, "
+    p.add_argument("--dataset", metavar="SPEC", help="your own dataset as the task (configs/transfer/Base-Custom.yaml, "
                    f"or --config-file): {SPEC_HELP}; classes, masks and schedule from the data")
     add_config_args(p, "OUTPUT_DIR runs/x SOLVER.MAX_ITER 100")  # --config-file (instead of --task) + KEY VALUE overrides
     return p
@@ -116,7 +117,8 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     dataset = parse_spec(args.dataset) if args.dataset else None
     if not args.task and not args.config_file and not dataset:
         raise ConfigError("give --task NAME (configs/transfer/NAME.yaml), --dataset SPEC or --config-file FILE")
-    config_file = Path(args.config_file) if args.config_file else task_config_path(args.task or "custom")
+    config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
+                   else CUSTOM_CONFIG)
     task = args.task or (dataset.name if dataset else config_file.stem)
     scratch = args.weights == SCRATCH
     if scratch and args.eval_only:

@@ -82,7 +82,7 @@ def test_coco_masks_decide_the_model(make_coco, tmp_path):
 def test_config_file_declares_the_dataset(make_voc, tmp_path):
     root = make_voc(tmp_path / "boats")
     cfg = tmp_path / "my_task.yaml"
-    cfg.write_text(f'_BASE_: "{Path(__file__).resolve().parents[2] / "configs/transfer/custom.yaml"}"\n'
+    cfg.write_text(f'_BASE_: "{Path(__file__).resolve().parents[2] / "configs/transfer/Base-Custom.yaml"}"\n'
                    f'SIAMBENCH:\n  CUSTOM:\n    DATASETS: ["harbour=voc:{root}:metric=area"]\n'
                    'DATASETS:\n  TRAIN: ("harbour_train",)\n  TEST: ("harbour_test",)\n')
     plan = _plan("--config-file", str(cfg))
@@ -241,3 +241,16 @@ def test_two_process_launch_registers_on_every_rank(make_voc, tmp_path):
         assert seen == {"before": False, "images": 4, "classes": ["boat", "buoy", "dock"]}, (rank, seen)
     record = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert record["status"] == "complete" and record["results"]["bbox"]["AP50"] is not None
+
+
+def test_example_config_users_copy(make_coco, tmp_path, monkeypatch):
+    """configs/transfer/custom/example.yaml runs as shipped once its paths exist (relative to the cwd)."""
+    monkeypatch.chdir(tmp_path)
+    tj, ti, sj, si = make_coco(tmp_path / "data" / "mine")
+    (tmp_path / "data/mine/annotations").mkdir()
+    tj.rename(tmp_path / "data/mine/annotations/train.json")
+    sj.rename(tmp_path / "data/mine/annotations/test.json")
+    example = Path(__file__).resolve().parents[2] / "configs/transfer/custom/example.yaml"
+    plan = _plan("--config-file", str(example))
+    assert plan.task == "example" and plan.cfg.DATASETS.TEST == ("mine_test",)
+    assert plan.cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2 and plan.cfg.SOLVER.MAX_ITER > 0
