@@ -80,6 +80,12 @@ def is_synthetic_task(task: str) -> bool:
     return task.startswith("synth_")
 
 
+def is_own_task(task: str) -> bool:
+    """Tasks on a dataset of one's own (``--dataset NAME=...``): names that no built-in task has
+    (``voc*``, ``coco*``, ``synth_*``; transfer/custom.py refuses those prefixes for NAME)."""
+    return not task.startswith(("voc", "coco", "synth_"))
+
+
 def _read_json(path: Path, notes: list[str], root: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))

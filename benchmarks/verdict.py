@@ -39,7 +39,7 @@ from typing import Any, Sequence
 from siambench.pretrain.collapse import CollapseMonitor
 
 from . import reference
-from .results import RunResults, is_synthetic_task
+from .results import RunResults, is_own_task, is_synthetic_task
 from .stats import TestResult, one_sample, welch
 
 __all__ = ["Claim", "build_verdict", "render_verdict", "MARKS", "THRESHOLDS"]
@@ -255,7 +255,7 @@ def _collapse(res: RunResults, roles: dict[str, str], dirs: dict[str, Path]) -> 
 
 
 def _transfer_claims(res: RunResults, roles: dict[str, str], synthetic: bool) -> list[Claim]:
-    tasks = sorted({t.task for t in res.transfer if is_synthetic_task(t.task) == synthetic})
+    tasks = sorted({t.task for t in res.transfer if is_synthetic_task(t.task) == synthetic or is_own_task(t.task)})
     by_role = {r: [lb for lb, x in roles.items() if x == r] for r in ("simsiam", "supervised", "scratch")}
     out = []
     pairs = [("simsiam", "scratch", "SimSiam beats training from scratch", "paper Table 5; threshold: issue 10"),
