@@ -17,15 +17,20 @@ writes, so existence means complete (transfer trials carry ``status``).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from fvcore.common.config import CfgNode
 
+from siambench.pretrain.utils.paths import is_unlabelled_root
+
 from .pipeline_config import METHOD_KINDS, PRETRAIN_KINDS, entry_tasks, resolve_path
 
 __all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
+
+logger = logging.getLogger("siambench.run")
 
 PLAN_COLUMNS = ("pretrain", "knn", "lincls", "convert")  # then one column per transfer task
 
@@ -85,6 +90,18 @@ def _shared_opts(cfg: CfgNode, data_root: str) -> list[str]:
     return opts
 
 
+def _labelled(opts, data_root: str, key: str) -> bool:
+    """Whether an evaluation step reads labels: its own DATA.ROOT in OPTS, else the pipeline's; an
+    unlabelled root (pretraining on one's own images) leaves the step out, with a note."""
+    own = [str(v) for k, v in zip(list(opts)[0::2], list(opts)[1::2]) if k == "DATA.ROOT"]
+    root = own[-1] if own else data_root
+    if root and is_unlabelled_root(root):
+        logger.warning("%s left out: DATA.ROOT %s holds unlabelled images; give the evaluation a labelled "
+                       "split with [DATA.ROOT, DIR] in its EVAL.*.OPTS", key, root)
+        return False
+    return True
+
+
 def synth_root(cfg: CfgNode) -> Path:
     """Where the synthetic dataset of a pipeline lives (SYNTH.ROOT, default OUTPUT_DIR/synth)."""
     return Path(cfg.SYNTH.ROOT or Path(cfg.OUTPUT_DIR) / "synth")
@@ -134,14 +151,14 @@ def build_steps(cfg: CfgNode) -> list[Step]:
                 ckpt, ckpt_deps = given, ()
 
         if ckpt is not None and e.EVAL:
-            if cfg.EVAL.KNN.ENABLED:
+            if cfg.EVAL.KNN.ENABLED and _labelled(cfg.EVAL.KNN.OPTS, data_root, f"{name}/knn"):
                 res = d / "knn" / "knn_results.json"
                 steps.append(Step(f"{name}/knn", name, "knn",
                                   ["knn", "--config-file", _config(cfg.EVAL.KNN.CONFIG), *shared,
                                    *_str_opts(cfg.EVAL.KNN.OPTS), "MODEL.WEIGHTS", str(ckpt),
                                    "OUTPUT_DIR", str(d / "knn")],
                                   _exists(res), ckpt_deps + data_deps, 1, [res], d / "knn"))
-            if cfg.EVAL.LINCLS.ENABLED:
+            if cfg.EVAL.LINCLS.ENABLED and _labelled(cfg.EVAL.LINCLS.OPTS, data_root, f"{name}/lincls"):
                 res = d / "lincls" / "lincls_results.json"
                 steps.append(Step(f"{name}/lincls", name, "lincls",
                                   ["lincls", "--config-file", _config(cfg.EVAL.LINCLS.CONFIG), "--resume", "auto",
@@ -161,7 +178,8 @@ def build_steps(cfg: CfgNode) -> list[Step]:
         weights = "scratch" if e.KIND == "scratch" else str(pkl)
         for task, trials in tasks:
             task_dir = d / "transfer" / task
-            argv = ["transfer", "--task", task, "--weights", weights, "--trials", str(trials), "--label", label]
+            what = ["--dataset", f"{task}={cfg.DATASETS[task]}"] if task in cfg.DATASETS else ["--task", task]
+            argv = ["transfer", *what, "--weights", weights, "--trials", str(trials), "--label", label]
             if cfg.NUM_GPUS > 1:
                 argv += ["--num-gpus", str(cfg.NUM_GPUS)]
             argv += [*_str_opts(cfg.TRANSFER.OPTS), *_str_opts(e.TRANSFER_OPTS), "OUTPUT_DIR", str(task_dir)]

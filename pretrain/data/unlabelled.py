@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageOps
 
+from ..utils.paths import is_unlabelled_root
 from .folder import IMG_EXTENSIONS, DataRootError, SafeImageFolder, pil_loader
 
 __all__ = ["UnlabelledImages", "is_unlabelled_root", "list_images", "check_unlabelled", "unlabelled_root_error",
@@ -37,12 +38,6 @@ logger = logging.getLogger(__name__)
 
 _CENSUS_SAMPLE = 1000  # image headers opened by the census (evenly spaced over the dataset)
 _EXIF_ORIENTATION = 0x0112
-
-
-def is_unlabelled_root(root: str | os.PathLike) -> bool:
-    """Whether ``root`` is read as unlabelled images: a file, or a directory without ``train/``."""
-    p = Path(root)
-    return p.is_file() or (p.is_dir() and not (p / "train").is_dir())
 
 
 def _walk(root: Path) -> list[str]:
