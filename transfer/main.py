@@ -7,12 +7,12 @@ Examples::
         --machine-rank 0 --dist-url tcp://host0:29500
     siambench transfer --task synth_voc07 --weights r18.pkl --dry-run SOLVER.IMS_PER_BATCH 2
     siambench transfer --task coco --eval-only --weights runs/transfer/coco/simsiam_r50/trial0/model_final.pth
-    siambench transfer --dataset mine=voc:data/mine --weights simsiam_r50.pkl --dry-run
 
 detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
 machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
 module plans the trials (:mod:`siambench.transfer.trials`), resolves the config
-(:mod:`siambench.transfer.config`) and records one ``results.json`` per trial.
+(:mod:`siambench.transfer.config`) and records one ``results.json`` per trial. A dataset of
+one's own is a task too: ``--dataset NAME=voc:ROOT`` or ``NAME=coco:...`` (:mod:`siambench.transfer.custom`).
 """
 from __future__ import annotations
 
