@@ -170,7 +170,7 @@ def test_trains_and_evaluates_own_dataset(fmt, make_voc, make_coco, tmp_path):
     if fmt == "voc":
         spec = f"boats=voc:{make_voc(tmp_path / 'v', n_train=4)}"
     else:
-        spec = _coco_spec("fruit", make_coco(tmp_path / "c", masks=fmt == "coco_masks", n_train=4))
+        spec = _coco_spec(f"fruit_{fmt}", make_coco(tmp_path / "c", masks=fmt == "coco_masks", n_train=4))
     out = tmp_path / "run"
     assert main(["--dataset", spec, "--weights", "scratch", *TINY_R50, "SOLVER.MAX_ITER", "2", "SOLVER.STEPS",
                  "(1,)", "SOLVER.WARMUP_ITERS", "0", "OUTPUT_DIR", str(out)]) == 0
