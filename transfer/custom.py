@@ -187,15 +187,21 @@ def _register_split(ds: CustomDataset, name: str, split: tuple[str, str]) -> Non
 def register_custom_datasets(specs: Iterable[str]) -> list[CustomDataset]:
     """Register ``NAME_train`` / ``NAME_test`` of every declaration (idempotent per process).
 
-    A name already registered by another declaration is refused (one process, one meaning).
+    A name declared before in this process with other paths is registered anew (the config
+    of the run says what it means); a name detectron2 or another library registered is refused.
     """
     found = parse_specs(specs)
     for ds in found:
         for name, split in ((ds.train_name, ds.train), (ds.test_name, ds.test)):
             if name in DatasetCatalog:
-                if MetadataCatalog.get(name).get("siambench_spec") != ds.spec:
-                    raise ConfigError(f"dataset {name!r} is already registered with another meaning; rename {ds.name}")
-                continue
+                spec = MetadataCatalog.get(name).get("siambench_spec")
+                if spec == ds.spec:
+                    continue
+                if spec is None:
+                    raise ConfigError(f"dataset {name!r} is registered by detectron2 or another library; "
+                                      f"give {ds.name!r} another NAME")
+                DatasetCatalog.remove(name)
+                MetadataCatalog.remove(name)
             _register_split(ds, name, split)
             MetadataCatalog.get(name).set(siambench_spec=ds.spec)
     return found

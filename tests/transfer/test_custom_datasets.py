@@ -255,3 +255,19 @@ def test_example_config_users_copy(make_coco, tmp_path, monkeypatch):
     plan = _plan("--config-file", str(example))
     assert plan.task == "example" and plan.cfg.DATASETS.TEST == ("mine_test",)
     assert plan.cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2 and plan.cfg.SOLVER.MAX_ITER > 0
+
+
+def test_registration_follows_the_latest_declaration(make_voc, tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    from siambench.transfer.custom import register_custom_datasets
+
+    a = make_voc(tmp_path / "a", classes=("x", "y"))
+    b = make_voc(tmp_path / "b", classes=("u", "v", "w"))
+    register_custom_datasets([f"again=voc:{a}"])
+    register_custom_datasets([f"again=voc:{a}"])  # idempotent
+    assert MetadataCatalog.get("again_test").thing_classes == ["x", "y"]
+    register_custom_datasets([f"again=voc:{b}"])
+    assert MetadataCatalog.get("again_test").thing_classes == ["u", "v", "w"]
+    with pytest.raises(ConfigError, match="registered by detectron2"):
+        register_custom_datasets([f"lvis_v1=voc:{a}"])  # lvis_v1_train is one of detectron2's names
