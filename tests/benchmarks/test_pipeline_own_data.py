@@ -80,3 +80,13 @@ def test_bad_datasets_section(tmp_path, entry, match):
     path = _pipeline(tmp_path, **{'boats: "voc:' + str(tmp_path / "voc") + '"': entry})
     with pytest.raises(ConfigError, match=match):
         load_pipeline(path)
+
+
+def test_shipped_example_plans(tmp_path):
+    from siambench.benchmarks.pipeline_config import REPO_ROOT
+
+    cfg = load_pipeline(REPO_ROOT / "configs" / "benchmarks" / "own_data.yaml", ["OUTPUT_DIR", str(tmp_path)])
+    assert check_files(cfg) == []
+    steps = {s.key: s for s in build_steps(cfg)}
+    assert {"simsiam/transfer/boats", "simsiam/transfer/parts", "scratch/transfer/parts"} <= set(steps)
+    assert "--dataset" in steps["simsiam/transfer/boats"].argv
