@@ -38,7 +38,7 @@ from siambench.pretrain.utils.io import atomic_write_json
 
 from . import datasets
 from .checkpoint import check_weights_file, unreadable_reason
-from .custom import SPEC_HELP, parse_spec
+from .custom import SPEC_HELP, CustomDataset, parse_spec
 from .custom_protocol import apply_custom
 from .config import CONFIG_DIR, default_trials, load_task_config, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
@@ -107,6 +107,16 @@ def _check_weights_override(args: argparse.Namespace) -> None:
                           "weights (and the label of the results): drop the MODEL.WEIGHTS override")
 
 
+def _task(args: argparse.Namespace) -> tuple[Path, str, CustomDataset | None]:
+    """(config file, task name, declared dataset or None) of ``--task`` / ``--config-file`` / ``--dataset``."""
+    dataset = parse_spec(args.dataset) if args.dataset else None
+    if not args.task and not args.config_file and not dataset:
+        raise ConfigError("give --task NAME (configs/transfer/NAME.yaml), --dataset SPEC or --config-file FILE")
+    config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
+                   else CUSTOM_CONFIG)
+    return config_file, args.task or (dataset.name if dataset else config_file.stem), dataset
+
+
 def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
     """Resolve the config and everything the run will do, without training.
 
@@ -114,12 +124,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
         ConfigError: unknown task/keys, bad overrides, bad GPU/machine arguments.
         FileNotFoundError: the weights file does not exist.
     """
-    dataset = parse_spec(args.dataset) if args.dataset else None
-    if not args.task and not args.config_file and not dataset:
-        raise ConfigError("give --task NAME (configs/transfer/NAME.yaml), --dataset SPEC or --config-file FILE")
-    config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
-                   else CUSTOM_CONFIG)
-    task = args.task or (dataset.name if dataset else config_file.stem)
+    config_file, task, dataset = _task(args)
     scratch = args.weights == SCRATCH
     if scratch and args.eval_only:
         raise ConfigError("--eval-only needs trained --weights, not 'scratch'")

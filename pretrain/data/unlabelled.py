@@ -11,7 +11,8 @@ The images go through the built-in loader (:func:`siambench.pretrain.data.folder
 JPEG/PNG/WebP/TIFF/BMP, greyscale/CMYK/palette converted to RGB, 16-bit scaled to 8 bits,
 truncated or corrupt files replaced and counted up to ``DATA.MAX_BAD_FRACTION``), plus
 the EXIF orientation, which detectron2's reader also applies when the same photos are
-fine-tuned on (ImageNet keeps the official loader, which ignores it). The scan logs how
+fine-tuned on (ImageNet keeps the official loader, which ignores it; so does
+``DATA.DECODE gpu_jpeg``, which replaces the loader). The scan logs how
 many images of each format, and a header census of a sample of them how many of each
 mode and how many carry an EXIF rotation.
 

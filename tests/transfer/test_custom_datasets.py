@@ -271,3 +271,17 @@ def test_registration_follows_the_latest_declaration(make_voc, tmp_path):
     assert MetadataCatalog.get("again_test").thing_classes == ["u", "v", "w"]
     with pytest.raises(ConfigError, match="registered by detectron2"):
         register_custom_datasets([f"lvis_v1=voc:{a}"])  # lvis_v1_train is one of detectron2's names
+
+
+def test_explicit_class_list_refuses_other_names(make_voc, tmp_path, capsys):
+    root = make_voc(tmp_path / "v", classes=("boat", "buoy", "dock"))
+    plan = _plan("--dataset", f"two=voc:{root}:classes=dock+boat+buoy")
+    assert plan.cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3  # the given order is the class order
+    from detectron2.data import MetadataCatalog
+
+    assert MetadataCatalog.get("two_train").thing_classes == ["dock", "boat", "buoy"]
+    out = tmp_path / "out"
+    assert main(["--dataset", f"three=voc:{root}:classes=boat+buoy", "--weights", "scratch",
+                 "OUTPUT_DIR", str(out)]) == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "object class 'dock' is not one of ['boat', 'buoy']" in err and ".xml" in err
