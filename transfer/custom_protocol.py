@@ -24,9 +24,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from detectron2.config import CfgNode
+from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
-from siambench.pretrain.utils.config import ConfigError
+from detectron2.config import CfgNode  # noqa: E402
+from siambench.pretrain.utils.config import ConfigError  # noqa: E402
 
 from .custom import CustomDataset, _coco_json, coco_has_masks, parse_specs, register_custom_datasets
 from .custom_checks import check_custom

@@ -285,3 +285,13 @@ def test_explicit_class_list_refuses_other_names(make_voc, tmp_path, capsys):
                  "OUTPUT_DIR", str(out)]) == 2 and not out.exists()
     err = capsys.readouterr().err
     assert "object class 'dock' is not one of ['boat', 'buoy']" in err and ".xml" in err
+
+
+def test_builtin_config_hash_unchanged_by_the_custom_keys():
+    """Finished trials of built-in tasks stay "complete": their config hash ignores the empty SIAMBENCH.CUSTOM."""
+    from siambench.transfer.config import config_hash, load_task_config, task_config_path
+
+    cfg, _ = load_task_config(task_config_path("voc07"))
+    with_keys = config_hash(cfg)
+    del cfg.SIAMBENCH["CUSTOM"]
+    assert config_hash(cfg) == with_keys
