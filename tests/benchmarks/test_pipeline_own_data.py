@@ -75,7 +75,7 @@ def test_preflight_names_a_bad_dataset_and_accepts_unlabelled_pretraining(tmp_pa
 
 
 @pytest.mark.parametrize("entry,match", [('voc07: "voc:/x"', "DATASETS.voc07"), ('boats: "yolo:/x"', "DATASETS.boats"),
-                                         ("boats: 3", "DATASETS.boats")])
+                                         ("boats: 3", "DATASETS.boats"), ('9boats: "voc:/x"', "DATASETS.9boats")])
 def test_bad_datasets_section(tmp_path, entry, match):
     path = _pipeline(tmp_path, **{'boats: "voc:' + str(tmp_path / "voc") + '"': entry})
     with pytest.raises(ConfigError, match=match):
