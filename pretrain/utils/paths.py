@@ -62,6 +62,9 @@ def imagenet_root() -> Path:
 
 def is_unlabelled_root(root: str | os.PathLike) -> bool:
     """Whether a ``DATA.ROOT`` is read as unlabelled images (``pretrain/data/unlabelled.py``): a list
-    file, or a directory without ``train/``. Here without torch, for the pipeline's plan."""
+    file, or a directory without ``train/``; never ``""`` (ImageNet). Here without torch, for the
+    pipeline's plan."""
+    if not str(root):
+        return False
     p = Path(root).expanduser()
     return p.is_file() or (p.is_dir() and not (p / "train").is_dir())

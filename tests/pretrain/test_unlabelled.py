@@ -86,6 +86,17 @@ def test_list_file_relative_and_absolute(tmp_path):
         check_data_root(tmp_path / "noimg", unlabelled_ok=True)
 
 
+def test_which_roots_are_unlabelled(tmp_path):
+    from siambench.pretrain.utils.paths import is_unlabelled_root
+
+    make_mixed_folder(tmp_path / "photos")
+    (tmp_path / "imagenet" / "train" / "c").mkdir(parents=True)
+    (tmp_path / "list.txt").write_text("photos/top.jpg\n")
+    assert is_unlabelled_root(tmp_path / "photos") and is_unlabelled_root(tmp_path / "list.txt")
+    assert not is_unlabelled_root(tmp_path / "imagenet") and not is_unlabelled_root(tmp_path / "gone")
+    assert not is_unlabelled_root("")  # "" means ImageNet
+
+
 def test_labelled_commands_refuse_in_one_line(tmp_path):
     make_mixed_folder(tmp_path / "photos")
     with pytest.raises(DataRootError) as e:
