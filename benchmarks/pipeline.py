@@ -35,7 +35,7 @@ from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_si
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
 from .results import STATE_FILE
-from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
+from .steps import PLAN_COLUMNS, Step, build_steps, eval_notes, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "main"]
 
@@ -91,6 +91,7 @@ class PipelineState:
             "pipeline": pipeline_file,
             "synthetic": bool(cfg.SYNTH.ENABLED),
             "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
+            "notes": eval_notes(cfg),  # evaluations left out (no labels): the tables say so
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),
             "wall_s": old.get("wall_s", 0.0),  # all `siambench run`s of this OUTPUT_DIR, steps running

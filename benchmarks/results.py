@@ -233,6 +233,7 @@ def collect(runs_dir: str | os.PathLike) -> RunResults:
             out.kinds[labels[name]] = entry.get("kind", "")
         if "synthetic" in state:
             synthetic_run = bool(state["synthetic"])
+        out.notes += [str(n) for n in state.get("notes") or []]  # e.g. evaluations left out for want of labels
 
     for path in _walk(root, {"results.json", "lincls_results.json", "knn_results.json"}):
         obj = _read_json(path, out.notes, root)

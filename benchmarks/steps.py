@@ -28,7 +28,7 @@ from siambench.pretrain.utils.paths import is_unlabelled_root
 
 from .pipeline_config import METHOD_KINDS, PRETRAIN_KINDS, entry_tasks, resolve_path
 
-__all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
+__all__ = ["Step", "build_steps", "complete_trials", "eval_notes", "synth_root", "PLAN_COLUMNS"]
 
 logger = logging.getLogger("siambench.run")
 
@@ -90,16 +90,32 @@ def _shared_opts(cfg: CfgNode, data_root: str) -> list[str]:
     return opts
 
 
-def _labelled(opts, data_root: str, key: str) -> bool:
-    """Whether an evaluation step reads labels: its own DATA.ROOT in OPTS, else the pipeline's; an
-    unlabelled root (pretraining on one's own images) leaves the step out, with a note."""
+def _unlabelled_root(opts, data_root: str) -> str:
+    """The DATA.ROOT an evaluation step would read (its own in OPTS, else the pipeline's) when it
+    holds unlabelled images (pretraining on one's own photos), else ''."""
     own = [str(v) for k, v in zip(list(opts)[0::2], list(opts)[1::2]) if k == "DATA.ROOT"]
     root = own[-1] if own else data_root
-    if root and is_unlabelled_root(root):
+    return root if root and is_unlabelled_root(root) else ""
+
+
+def eval_notes(cfg: CfgNode) -> list[str]:
+    """One note per evaluation left out for want of labels (shown with the plan and the tables)."""
+    notes = []
+    for step in ("KNN", "LINCLS"):
+        root = _unlabelled_root(cfg.EVAL[step].OPTS, cfg.DATA.ROOT)
+        if cfg.EVAL[step].ENABLED and root:
+            notes.append(f"{'kNN' if step == 'KNN' else 'linear'} evaluation left out: DATA.ROOT {root} holds "
+                         f"unlabelled images; give it a labelled split with EVAL.{step}.OPTS [DATA.ROOT, DIR]")
+    return notes
+
+
+def _labelled(opts, data_root: str, key: str) -> bool:
+    """Whether an evaluation step has labels to read; a step without is left out, with a warning."""
+    root = _unlabelled_root(opts, data_root)
+    if root:
         logger.warning("%s left out: DATA.ROOT %s holds unlabelled images; give the evaluation a labelled "
                        "split with [DATA.ROOT, DIR] in its EVAL.*.OPTS", key, root)
-        return False
-    return True
+    return not root
 
 
 def synth_root(cfg: CfgNode) -> Path:

@@ -55,6 +55,9 @@ def test_own_tasks_beside_builtin_ones(tmp_path, caplog):
     # the pretraining root is unlabelled: kNN / linear evaluation are left out, with a note each
     assert "simsiam/knn" not in steps and "simsiam/lincls" not in steps and "simsiam/pretrain" in steps
     assert "simsiam/knn left out: DATA.ROOT" in caplog.text and "EVAL.*.OPTS" in caplog.text
+    from siambench.benchmarks.steps import eval_notes
+
+    assert [n.split(":")[0] for n in eval_notes(cfg)] == ["kNN evaluation left out", "linear evaluation left out"]
 
 
 def test_eval_with_its_own_labelled_root_is_kept(tmp_path):

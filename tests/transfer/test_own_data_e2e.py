@@ -27,6 +27,7 @@ ENTRIES:
     CONFIG: configs/pretrain/synth_r18.yaml
     OPTS: [SOLVER.EPOCHS, 1, SOLVER.BATCH_SIZE, 8, TRAIN.MAX_STEPS_PER_EPOCH, 1, MONITOR.KNN_PERIOD, 1,
            MODEL.DIM, 64, MODEL.PRED_DIM, 16, MONITOR.TENSORBOARD, False]
+EVAL: {{KNN: {{ENABLED: True}}}}  # no labels in the photos: left out, with a note
 CONVERT: {{VERIFY: False}}
 TRANSFER:
   TASKS: ["boats:2", "parts:1"]
@@ -67,3 +68,4 @@ def test_unlabelled_folder_to_table_on_own_datasets(make_voc, make_coco, tmp_pat
     groups = [c["group"] for c in tables["table5_own"]["columns"]]
     assert groups == ["boats"] * 3 + ["parts"] * 3 + ["parts segm"] * 3
     assert "Transfer to your datasets" in printed and "SimSiam beats training from scratch: boats AP50" in printed
+    assert "kNN evaluation left out: DATA.ROOT" in (out / "tables.md").read_text()  # a note with the tables
