@@ -131,3 +131,16 @@ def test_knn_on_unlabelled_root_exits_2_creating_nothing(tmp_path, capsys):
     code = cli(["knn", "MODEL.DEVICE", "cpu", "DATA.ROOT", str(tmp_path / "photos"), "OUTPUT_DIR", str(out)])
     assert code == 2 and not out.exists()
     assert "holds unlabelled images" in capsys.readouterr().err
+
+
+def test_pretrain_on_bad_unlabelled_roots_exits_2_creating_nothing(tmp_path, capsys, tiny_opts):
+    from siambench.benchmarks.cli import main as cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.txt").write_text("a/b.jpg\n")
+    for root, words in ((tmp_path / "empty", "holds no image"), (tmp_path / "list.txt", "list.txt:1: listed image")):
+        out = tmp_path / "run"
+        assert cli(["pretrain", *tiny_opts, "DATA.DATASET", "imagefolder", "DATA.ROOT", str(root),
+                    "OUTPUT_DIR", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1 and not out.exists(), err
