@@ -189,8 +189,8 @@ def _validate(cfg: CfgNode, source: str) -> None:
         if not isinstance(spec, str) or not spec.startswith(("coco:", "voc:")) or not _NAME_RE.match(name) \
                 or not name[0].isalpha() or name.startswith(_BUILTIN_TASK_PREFIXES):
             raise ConfigError(f"{source}: DATASETS.{name}: write NAME: \"coco:TRAIN_JSON:TRAIN_IMAGES,TEST_JSON:"
-                              "TEST_IMAGES\" or NAME: \"voc:ROOT\" (transfer/custom.py), with a NAME that starts with a "
-                              f"letter and not with {', '.join(_BUILTIN_TASK_PREFIXES)}")
+                              "TEST_IMAGES\" or NAME: \"voc:ROOT\" (transfer/custom.py), with a NAME that starts "
+                              f"with a letter and not with {', '.join(_BUILTIN_TASK_PREFIXES)}")
 
 
 def entry_tasks(cfg: CfgNode, name: str) -> list[tuple[str, int]]:
