@@ -7,8 +7,8 @@ transfer config, ``DATASETS:`` in a pipeline file) is one string::
     NAME=voc:ROOT[:train=SPLIT][:test=SPLIT][:metric=voc07|area][:classes=A+B+...]
 
 * ``coco``: COCO instances files and their image folders; the classes are the train file's
-  ``categories`` (in id order); masks are trained (Mask R-CNN) when its annotations carry
-  segmentations, and scored with COCO AP (bbox, and segm with masks).
+  ``categories`` (in id order); masks are trained (Mask R-CNN) when every annotation of both
+  files carries a segmentation, and scored with COCO AP (bbox, and segm with masks).
 * ``voc``: a Pascal VOC folder ``ROOT/{Annotations/<id>.xml, JPEGImages/<id>.jpg,
   ImageSets/Main/<split>.txt}``, splits ``trainval`` and ``test`` unless given; the classes
   are the object names of the train split's XML files (sorted), or ``classes=`` (in that
@@ -166,8 +166,10 @@ def coco_classes(json_file: str) -> list[str]:
 
 
 def coco_has_masks(json_file: str) -> bool:
-    """Whether any annotation of the file carries a non-empty segmentation."""
-    return any(isinstance(a, dict) and a.get("segmentation") for a in _coco_json(json_file).get("annotations", []))
+    """Whether every annotation of the file carries a non-empty segmentation (Mask R-CNN's mapper
+    needs one per object: a file where only some have one is trained for boxes)."""
+    anns = _coco_json(json_file).get("annotations", [])
+    return bool(anns) and all(isinstance(a, dict) and a.get("segmentation") for a in anns)
 
 
 def _register_split(ds: CustomDataset, name: str, split: tuple[str, str]) -> None:

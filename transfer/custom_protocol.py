@@ -6,8 +6,8 @@ that a config for one's own data leaves to the data (``configs/transfer/Base-Cus
 
 * ``MODEL.ROI_HEADS.NUM_CLASSES`` 0: the number of classes of the train set (another
   non-zero value that disagrees with the data is refused);
-* ``MODEL.MASK_ON``: Mask R-CNN when both COCO files carry segmentations, else Faster
-  R-CNN, unless ``MODEL.MASK_ON`` is given as an override;
+* ``MODEL.MASK_ON``: Mask R-CNN when every annotation of both COCO files carries a
+  segmentation, else Faster R-CNN, unless ``MODEL.MASK_ON`` is given as an override;
 * ``SOLVER.MAX_ITER`` 0: iterations from the number of train images N. The protocol's own
   schedules at 16 images per batch are VOC 07 (N 5011: 24k), VOC 07+12 (16551: 24k) and COCO
   1x (118287: 90k); between them the iterations are interpolated linearly in log N, below
@@ -76,10 +76,10 @@ def _fill_model(cfg: CfgNode, ds: CustomDataset, opts: Sequence[str]) -> list[st
     if "MODEL.MASK_ON" not in list(opts)[0::2]:
         cfg.MODEL.MASK_ON = masks
         notes.append(f"MODEL.MASK_ON {masks}: {'Mask' if masks else 'Faster'} R-CNN ("
-                     f"{'segmentations in both COCO files' if masks else 'no segmentations in the data'})")
+                     f"{'segmentations in both COCO files' if masks else 'not every object has a segmentation'})")
     elif cfg.MODEL.MASK_ON and not masks:
-        raise ConfigError(f"MODEL.MASK_ON True but dataset {ds.name!r} has no segmentations in both splits; "
-                          "drop the override")
+        raise ConfigError(f"MODEL.MASK_ON True but not every object of dataset {ds.name!r} has a segmentation "
+                          "(both splits); drop the override")
     return notes
 
 

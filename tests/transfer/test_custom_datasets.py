@@ -75,8 +75,11 @@ def test_coco_masks_decide_the_model(make_coco, tmp_path):
     plan = _plan("--dataset", _coco_spec("fruit", masks))
     assert plan.cfg.MODEL.MASK_ON and plan.cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
     assert not _plan("--dataset", _coco_spec("fruit2", masks), "MODEL.MASK_ON", "False").cfg.MODEL.MASK_ON
-    with pytest.raises(ConfigError, match="no segmentations"):
+    with pytest.raises(ConfigError, match="not every object"):
         _plan("--dataset", _coco_spec("fruitbox2", boxes), "MODEL.MASK_ON", "True")
+    tj = masks[0]  # one object without a mask: boxes only (Mask R-CNN's mapper needs a mask per object)
+    _edit_json(tj, lambda d: d["annotations"][0].pop("segmentation"))
+    assert not _plan("--dataset", _coco_spec("fruit3", masks)).cfg.MODEL.MASK_ON
 
 
 def test_config_file_declares_the_dataset(make_voc, tmp_path):
