@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from .classification import read_backbone
-from .data.folder import DataRootError, _class_dirs, _has_image
+from .data.folder import DataRootError, class_dirs, has_image
 from .utils.config import CfgNode
 from .utils.errors import CheckpointError, ConfigError
 
@@ -27,8 +27,8 @@ def check_classes(cfg: CfgNode, command: str) -> list[str]:
         DataRootError: fewer than 2 classes, or train and val name different classes.
     """
     root = Path(cfg.DATA.ROOT)
-    train, val = _class_dirs(root / "train"), _class_dirs(root / "val")
-    with_images = [c for c in train if _has_image(root / "train" / c)]
+    train, val = class_dirs(root / "train"), class_dirs(root / "val")
+    with_images = [c for c in train if has_image(root / "train" / c)]
     if len(with_images) < 2:
         raise DataRootError(f"{command}: {root}/train has {len(with_images)} class folder(s) with images "
                             f"({', '.join(with_images) or 'none'}); classification needs at least 2 (one "

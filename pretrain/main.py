@@ -26,6 +26,7 @@ from .accel import check_compile, ddp_kwargs, set_cudnn_benchmark
 from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
                    epoch_seed, set_loader_epoch)
 from .data.loader import batch_bytes, plan_prefetch, resolve_num_workers
+from .data.unlabelled import without_knn_monitor
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
@@ -306,8 +307,11 @@ def _epochs(run: Pretraining, start_epoch: int) -> None:
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     """Pretrain per ``cfg``; return the exit code (0, or 3 when a collapse aborted the run)."""
     _check_cfg(cfg, info)
-    cfg = setup_run(cfg, info, "pretrain", resume,
-                    splits=("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",)).cfg
+    cfg, knn_note = without_knn_monitor(cfg)
+    cfg = setup_run(cfg, info, "pretrain", resume, splits=("train", "val") if cfg.MONITOR.KNN_PERIOD else ("train",),
+                    unlabelled_ok=True).cfg
+    if knn_note:
+        logger.warning(knn_note)
     out, epochs = Path(cfg.OUTPUT_DIR), cfg.SOLVER.EPOCHS
     run = build(cfg, info)
     path = ckpt_io.find_resume_checkpoint(out, resume) if resume else None

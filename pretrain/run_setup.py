@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .data.folder import resolve_cfg_data_root
+from .data.roots import resolve_cfg_data_root
 from .utils.run_dir import RUN_MARKERS, prepare_run_dir
 from .utils.config import CfgNode, load_config, save_config
 from .utils.dist import DistInfo, init_distributed_mode
@@ -57,7 +57,8 @@ def seed_all(seed: int) -> None:
 
 def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = None,
               splits: Sequence[str] = ("train", "val"), markers: Sequence[str] = RUN_MARKERS,
-              log_file: str = "log.txt", check: Callable[[CfgNode], CfgNode] | None = None) -> Run:
+              log_file: str = "log.txt", check: Callable[[CfgNode], CfgNode] | None = None,
+              unlabelled_ok: bool = False) -> Run:
     """Resolve DATA.ROOT (``splits`` must exist), run ``check``, guard and lock OUTPUT_DIR, save
     config.yaml, log to OUTPUT_DIR/``log_file`` and seed with ``SEED + rank``.
 
@@ -67,8 +68,9 @@ def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = N
             unless resumed with the same config. Empty: only lock OUTPUT_DIR.
         check: validates the command's own inputs (weights, classes) and returns the config to run,
             before OUTPUT_DIR is created: its ``UserError`` leaves nothing behind.
+        unlabelled_ok: DATA.ROOT may be unlabelled images (pretraining).
     """
-    cfg = resolve_cfg_data_root(cfg, tuple(splits))
+    cfg = resolve_cfg_data_root(cfg, tuple(splits), unlabelled_ok)
     if check is not None:
         cfg = check(cfg)
     prepare_run_dir(cfg, info, resume, markers=markers)  # refuse to replace another run; lock; sweep temp files

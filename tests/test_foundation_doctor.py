@@ -103,12 +103,12 @@ def test_imagenet_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_doctor_uses_pretrainings_imagenet_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from siambench.pretrain.data import folder
+    from siambench.pretrain.data import folder, roots
 
     assert doctor.imagenet_root is folder.imagenet_root  # one rule, not a copy that can drift
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
     monkeypatch.setenv("SIAMBENCH_IMAGENET", str(tmp_path / "in1k"))  # wins over DETECTRON2_DATASETS
-    assert folder.resolve_data_root("") == str(tmp_path / "in1k")  # where an empty DATA.ROOT trains from
+    assert roots.resolve_data_root("") == str(tmp_path / "in1k")  # where an empty DATA.ROOT trains from
     assert doctor.main(["--quiet", "--require-datasets", "imagenet"]) == 1
     assert f"{tmp_path / 'in1k'}: no train/val" in capsys.readouterr().err
 

@@ -93,6 +93,14 @@ def add_siambench_config(cfg: CfgNode) -> CfgNode:
     # periodic checkpoints once results.json says "complete", for runs that only need the numbers (the CPU
     # demo's disk budget: 16 trials x 47 MB). `--eval-only` on such a trial needs it trained again.
     cfg.SIAMBENCH.KEEP_FINAL_MODEL = True
+    # Datasets of your own (transfer/custom.py): registered as NAME_train / NAME_test in every process.
+    cfg.SIAMBENCH.CUSTOM = CfgNode()
+    # "NAME=coco:TRAIN_JSON:TRAIN_IMAGES,TEST_JSON:TEST_IMAGES" or
+    # "NAME=voc:ROOT[:train=SPLIT][:test=SPLIT][:metric=voc07|area][:classes=A+B]" (`--dataset` sets it)
+    cfg.SIAMBENCH.CUSTOM.DATASETS = []
+    # SOLVER.MAX_ITER 0 on such a dataset: 0 = the VOC/COCO protocol schedules by train set size, > 0 = this
+    # many epochs (transfer/custom_protocol.py)
+    cfg.SIAMBENCH.CUSTOM.EPOCHS = 0.0
     return cfg
 
 
@@ -284,6 +292,8 @@ def _comparable(cfg: CfgNode) -> dict[str, Any]:
     flat = flatten(cfg)
     for key in _PER_TRIAL_KEYS:
         flat.pop(key, None)
+    if not flat.get("SIAMBENCH.CUSTOM.DATASETS"):  # no dataset of one's own: the hash of configs before these keys
+        flat = {k: v for k, v in flat.items() if not k.startswith("SIAMBENCH.CUSTOM.")}
     return flat
 
 

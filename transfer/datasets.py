@@ -47,7 +47,7 @@ from .annotations import coco_sets_problems, sanitize_boxes, voc_problems
 __all__ = [
     "SYNTH_CLASSES", "SYNTH_VOC", "SYNTH_COCO", "BUILTIN_CHECKED", "DatasetLayoutError",
     "synth_root", "register_datasets", "register_synth_datasets", "check_dataset_root", "check_datasets",
-    "wrap_builtin_loaders", "dataset_status", "validate_annotations",
+    "wrap_builtin_loaders", "dataset_status", "validate_annotations", "diagnosing",
 ]
 
 # name -> (directory under the synthetic root, split, year)
@@ -117,7 +117,7 @@ def _load_synth(name: str) -> list[dict[str, Any]]:
     return load_coco_json(meta.json_file, meta.image_root, name)
 
 
-def _diagnosing(name: str, load: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+def diagnosing(name: str, load: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
     """``load``, but when it fails on a malformed annotation the error names that file.
 
     detectron2's loaders raise e.g. a bare ``ParseError: line 3`` for one bad XML among
@@ -151,7 +151,7 @@ def register_synth_datasets() -> None:
     for name in (*SYNTH_VOC, *SYNTH_COCO):
         if name in DatasetCatalog:
             continue
-        DatasetCatalog.register(name, _diagnosing(name, functools.partial(_load_synth, name)))
+        DatasetCatalog.register(name, diagnosing(name, functools.partial(_load_synth, name)))
         meta = MetadataCatalog[name] = _SynthMetadata(name=name)
         if name in SYNTH_VOC:
             meta.set(thing_classes=list(SYNTH_CLASSES), evaluator_type="pascal_voc",
@@ -297,7 +297,7 @@ def wrap_builtin_loaders() -> None:
     """
     for name in BUILTIN_CHECKED:
         if name in DatasetCatalog:
-            DatasetCatalog[name] = _diagnosing(name, DatasetCatalog[name])
+            DatasetCatalog[name] = diagnosing(name, DatasetCatalog[name])
 
 
 def dataset_status(names: Iterable[str] | None = None) -> list[tuple[str, str, str | None]]:
@@ -320,7 +320,8 @@ def dataset_status(names: Iterable[str] | None = None) -> list[tuple[str, str, s
 def register_datasets() -> None:
     """Register the ``synth_*`` names and make the builtin VOC/COCO loaders name a corrupt file.
 
-    Idempotent: call it in every process before a dataset name is looked up.
+    Idempotent: call it in every process before a dataset name is looked up (datasets of
+    one's own: :func:`siambench.transfer.custom.register_custom_datasets`).
     """
     register_synth_datasets()
     wrap_builtin_loaders()

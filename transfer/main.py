@@ -11,7 +11,8 @@ Examples::
 detectron2 is the engine: its ``launch`` starts the processes (one per GPU, any number of
 machines), ``DefaultTrainer`` trains, checkpoints and resumes, its evaluators score. This
 module plans the trials (:mod:`siambench.transfer.trials`), resolves the config
-(:mod:`siambench.transfer.config`) and records one ``results.json`` per trial.
+(:mod:`siambench.transfer.config`) and records one ``results.json`` per trial. A dataset of
+one's own is a task too: ``--dataset NAME=voc:ROOT`` or ``NAME=coco:...`` (:mod:`siambench.transfer.custom`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
 from . import datasets
 from .backbone_check import prepare_backbone
 from .checkpoint import check_weights_file, unreadable_reason
+from .custom import SPEC_HELP, CustomDataset, parse_spec, register_custom_datasets
+from .custom_protocol import apply_custom
 from .config import CONFIG_DIR, default_trials, load_task_config, overrides, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
 from .trials import SCRATCH, TrialPlan, trial_record, trial_state, write_results
@@ -47,6 +50,7 @@ __all__ = ["main", "build_parser", "make_plan"]
 logger = logging.getLogger("siambench.transfer")
 
 SCRATCH_OVERLAY = CONFIG_DIR / "overlays" / "scratch.yaml"
+CUSTOM_CONFIG = CONFIG_DIR / "Base-Custom.yaml"  # the protocol of `--dataset` tasks (keys from the data)
 EVAL_RESULTS = "eval_results.json"
 
 
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="resume interrupted trials from their last checkpoint (always done; accepted as in "
                         "detectron2's train_net.py)")
+    p.add_argument("--dataset", metavar="SPEC", help="your own dataset as the task (configs/transfer/Base-Custom.yaml, "
+                   f"or --config-file): {SPEC_HELP}; classes, masks and schedule from the data")
     add_config_args(p, "OUTPUT_DIR runs/x SOLVER.MAX_ITER 100")  # --config-file (instead of --task) + KEY VALUE overrides
     return p
 
@@ -100,6 +106,16 @@ def _check_weights_override(args: argparse.Namespace) -> None:
                           "weights (and the label of the results): drop the MODEL.WEIGHTS override")
 
 
+def _task(args: argparse.Namespace) -> tuple[Path, str, CustomDataset | None]:
+    """(config file, task name, declared dataset or None) of ``--task`` / ``--config-file`` / ``--dataset``."""
+    dataset = parse_spec(args.dataset) if args.dataset else None
+    if not args.task and not args.config_file and not dataset:
+        raise ConfigError("give --task NAME (configs/transfer/NAME.yaml), --dataset SPEC or --config-file FILE")
+    config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
+                   else CUSTOM_CONFIG)
+    return config_file, args.task or (dataset.name if dataset else config_file.stem), dataset
+
+
 def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
     """Resolve the config and everything the run will do, without training.
 
@@ -107,10 +123,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
         ConfigError: unknown task/keys, bad overrides, bad GPU/machine arguments.
         MissingFileError: the weights file does not exist.
     """
-    if not args.task and not args.config_file:
-        raise ConfigError("give --task NAME (configs/transfer/NAME.yaml) or --config-file FILE")
-    config_file = Path(args.config_file) if args.config_file else task_config_path(args.task)
-    task = args.task or config_file.stem
+    config_file, task, dataset = _task(args)
     scratch = args.weights == SCRATCH
     if scratch and args.eval_only:
         raise ConfigError("--eval-only needs trained --weights, not 'scratch'")
@@ -138,6 +151,10 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
         raise ConfigError("--dist-url auto works on one machine only; pass --dist-url tcp://MASTER:PORT")
 
     cfg, scaling = load_task_config(config_file, args.opts, overlays=[SCRATCH_OVERLAY] if scratch else [])
+    if dataset is not None:  # the task is this dataset: declared in the config, so every process registers it
+        cfg.SIAMBENCH.CUSTOM.DATASETS = [*cfg.SIAMBENCH.CUSTOM.DATASETS, dataset.spec]
+        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (dataset.train_name,), (dataset.test_name,)
+    data_notes = apply_custom(cfg, args.opts)  # classes, masks, schedule of a declared dataset
     if not scratch:
         cfg.MODEL.WEIGHTS = str(Path(args.weights).resolve())
     label = args.label or _label(args.weights)
@@ -146,7 +163,7 @@ def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> T
     if len(cfg.DATASETS.TEST) != 1:
         raise ConfigError(f"DATASETS.TEST must name exactly one test set (one results.json per trial), "
                           f"got {list(cfg.DATASETS.TEST)}")
-    notes = resolve_runtime(cfg, world_size, cuda_available) + dry_run_notes
+    notes = data_notes + resolve_runtime(cfg, world_size, cuda_available) + dry_run_notes
     trials = args.trials if args.trials is not None else default_trials(cfg)
     if trials < 1:
         raise ConfigError(f"--trials / SIAMBENCH.TRIALS must be >= 1, got {trials}")
@@ -257,7 +274,8 @@ def _summary(record: dict[str, Any]) -> str:
 
 def run(plan: TrialPlan) -> list[dict[str, Any]]:
     """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
-    datasets.register_datasets()  # launch's workers are fresh processes
+    datasets.register_datasets()  # launch's workers are fresh processes: register in each
+    register_custom_datasets(plan.cfg.SIAMBENCH.CUSTOM.DATASETS)
     if comm.is_main_process():
         lock_dir(plan.output_dir)  # one process per OUTPUT_DIR (held until this process ends)
         sweep_temp_files(plan.output_dir)

@@ -27,6 +27,7 @@ from typing import Any
 from siambench.transfer import d2compat  # must precede detectron2 imports; also reports its version
 
 from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from siambench.pretrain.utils.env import environment
 from siambench.pretrain.utils.errors import UserError
 from siambench.pretrain.utils.io import atomic_write_json
@@ -234,9 +235,15 @@ def trial_record(plan: TrialPlan, k: int | None, status: str, results: dict[str,
     }
     if error is not None:
         record["error"] = error
-    if cfg.MODEL.MASK_ON or any(name.startswith(("coco", "synth_coco")) for name in cfg.DATASETS.TEST):
+    if cfg.MODEL.MASK_ON or any(name.startswith(("coco", "synth_coco")) or _coco_evaluated(name)
+                                for name in cfg.DATASETS.TEST):
         record["coco_eval_backend"] = resolve_backend(cfg.SIAMBENCH.COCO_EVAL_BACKEND)
     return record
+
+
+def _coco_evaluated(name: str) -> bool:
+    """A registered test set scored by the COCO evaluator (e.g. a COCO-format dataset of one's own)."""
+    return name in DatasetCatalog and MetadataCatalog.get(name).get("evaluator_type") == "coco"
 
 
 def write_results(path: Path, record: dict[str, Any]) -> None:

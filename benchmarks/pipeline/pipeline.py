@@ -38,7 +38,7 @@ from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_output
 from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
-from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
+from .steps import PLAN_COLUMNS, Step, build_steps, eval_notes, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "build_parser",
            "main"]
@@ -87,6 +87,7 @@ class PipelineState:
             "synthetic": bool(cfg.SYNTH.ENABLED),
             "budget": {"minutes": float(cfg.BUDGET.MINUTES), "disk_gb": float(cfg.BUDGET.DISK_GB)},
             "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
+            "notes": eval_notes(cfg),  # evaluations left out (no labels): the tables say so
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),
             "wall_s": old.get("wall_s", 0.0),  # all `siambench run`s of this OUTPUT_DIR, steps running

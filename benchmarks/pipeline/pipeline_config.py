@@ -15,7 +15,9 @@ every entry goes through::
       random_init: {KIND: random_init, CONFIG: configs/pretrain/simsiam_r50_100ep.yaml, TRANSFER_TRIALS: 1}
       scratch: {KIND: scratch}
     TRANSFER:
-      TASKS: ["voc07:5", "voc0712:5", "coco:1"]
+      TASKS: ["voc07:5", "voc0712:5", "coco:1", "boats:5"]
+    DATASETS:  # your own detection datasets, as tasks named by the key (transfer/custom.py)
+      boats: "voc:data/boats"
 
 Relative paths are resolved against the current directory, then the repository root.
 """
@@ -41,6 +43,7 @@ PRETRAIN_KINDS = (*METHOD_KINDS, "supervised", "random_init")  # kinds with a pr
 KINDS = (*PRETRAIN_KINDS, "scratch", "checkpoint")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED = {"synth", "logs", "report", "plots"}  # directories the pipeline itself writes in OUTPUT_DIR
+_BUILTIN_TASK_PREFIXES = ("voc", "coco", "synth", "Base")  # a DATASETS name must not shadow a built-in task
 
 
 def entry_defaults() -> CfgNode:
@@ -106,11 +109,22 @@ def get_pipeline_defaults() -> CfgNode:
     _C.CONVERT = CfgNode()
     _C.CONVERT.VERIFY = True  # `siambench convert --verify`: check the .pkl against the checkpoint
 
+    _add_transfer_and_report(_C)
+    return _C
+
+
+def _add_transfer_and_report(_C: CfgNode) -> None:
+    """The pipeline keys of transfer, datasets of one's own, the report and the budget."""
     _C.TRANSFER = CfgNode()
     # "NAME" or "NAME:TRIALS" with NAME a configs/transfer/NAME.yaml; the paper's Table 5.
     _C.TRANSFER.TASKS = ["voc07:5", "voc0712:5", "coco:1"]
     _C.TRANSFER.TRIALS = 5  # trials of a task without ":TRIALS" (MoCo/SimSiam: VOC means of 5)
     _C.TRANSFER.OPTS = []  # extra KEY VALUE overrides for every transfer run
+
+    # Your own detection datasets: NAME -> "coco:TRAIN_JSON:TRAIN_IMAGES,TEST_JSON:TEST_IMAGES" or
+    # "voc:ROOT[:train=SPLIT][:test=SPLIT][:metric=voc07|area][:classes=A+B]"; NAME is then a transfer task
+    # (`siambench transfer --dataset NAME=...`) to list in TRANSFER.TASKS beside the built-in ones.
+    _C.DATASETS = CfgNode(new_allowed=True)
 
     _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
 
@@ -119,7 +133,6 @@ def get_pipeline_defaults() -> CfgNode:
     _C.BUDGET = CfgNode()
     _C.BUDGET.MINUTES = 0.0
     _C.BUDGET.DISK_GB = 0.0
-    return _C
 
 
 def parse_task(spec: str, default_trials: int, key: str = "TRANSFER.TASKS") -> tuple[str, int]:
@@ -189,6 +202,12 @@ def _validate(cfg: CfgNode, source: str) -> None:
     tasks = [parse_task(t, cfg.TRANSFER.TRIALS)[0] for t in cfg.TRANSFER.TASKS]
     if len(set(tasks)) != len(tasks):
         raise ConfigError(f"{source}: TRANSFER.TASKS lists a task twice: {list(cfg.TRANSFER.TASKS)}")
+    for name, spec in cfg.DATASETS.items():
+        if not isinstance(spec, str) or not spec.startswith(("coco:", "voc:")) or not _NAME_RE.match(name) \
+                or not name[0].isalpha() or name.startswith(_BUILTIN_TASK_PREFIXES):
+            raise ConfigError(f"{source}: DATASETS.{name}: write NAME: \"coco:TRAIN_JSON:TRAIN_IMAGES,TEST_JSON:"
+                              "TEST_IMAGES\" or NAME: \"voc:ROOT\" (transfer/custom.py), with a NAME that starts "
+                              f"with a letter and not with {', '.join(_BUILTIN_TASK_PREFIXES)}")
 
 
 def entry_tasks(cfg: CfgNode, name: str) -> list[tuple[str, int]]:
@@ -215,7 +234,7 @@ def check_files(cfg: CfgNode) -> list[str]:
             needed.append((f"EVAL.{step}.CONFIG", cfg.EVAL[step].CONFIG))
     tasks = {t for spec in cfg.TRANSFER.TASKS for t in [parse_task(spec, 1)[0]]}
     tasks |= {task for name in cfg.ENTRIES for task, _ in entry_tasks(cfg, name)}
-    for task in sorted(tasks):
+    for task in sorted(tasks - set(cfg.DATASETS)):  # DATASETS tasks have no config file of their own
         needed.append(("TRANSFER.TASKS", f"configs/transfer/{task}.yaml"))
     for key, path in needed:
         if not path or not resolve_path(path).is_file():
@@ -235,6 +254,7 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
     cfg = get_pipeline_defaults()
     cfg.set_new_allowed(False)
     cfg.ENTRIES.set_new_allowed(True)  # entry names are the pipeline's own
+    cfg.DATASETS.set_new_allowed(True)  # and so are the names of its own datasets
     loaded = CfgNode(read_config_chain(path))  # one line for an empty/list/bad file or a missing _BASE_
     try:
         cfg.merge_from_other_cfg(loaded)

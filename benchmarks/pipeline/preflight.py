@@ -49,7 +49,8 @@ def _step_config(step: Step) -> dict[str, Any]:
     if step.config_file:
         return load_yaml_chain(resolve_path(step.config_file))
     if step.command[0] == "transfer":
-        return load_yaml_chain(resolve_path(f"configs/transfer/{step.flags.get('--task')}.yaml"))
+        task = "Base-Custom" if "--dataset" in step.flags else step.flags.get("--task")  # a dataset of one's own
+        return load_yaml_chain(resolve_path(f"configs/transfer/{task}.yaml"))
     return {}
 
 
@@ -89,20 +90,23 @@ def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
     for s in todo:
         if s.name in ("pretrain", "knn", "lincls"):
             root = str(_value(s, _step_config(s), "DATA.ROOT", "") or "")
-            roots.setdefault(root, s.key)
+            roots.setdefault((root, s.argv[0] == "pretrain"), s.key)  # pretraining reads unlabelled images too
         elif s.name.startswith("transfer:"):
             task = s.name.split(":", 1)[1]
             sets = _step_config(s).get("DATASETS") or {}
             names = [n for key in ("TRAIN", "TEST") for n in _as_list(sets.get(key))]
             if not (task.startswith("synth_") and synth_made):
                 real_tasks.setdefault(task, names)
-    for root, key in roots.items():
+            if "--dataset" in s.argv:
+                out += _own_dataset_problems(s.flags.get("--dataset") or "")
+    for (root, unlabelled_ok), key in roots.items():
         if synth_made and synth_dir is not None and root and synth_dir in Path(root).expanduser().resolve().parents:
             continue  # the synth step writes it first
-        from siambench.pretrain.data.folder import DataRootError, check_data_root, resolve_data_root  # imports torch
+        from siambench.pretrain.data.folder import DataRootError  # imports torch
+        from siambench.pretrain.data.roots import check_data_root, resolve_data_root
 
         try:  # "" = ImageNet: $SIAMBENCH_IMAGENET, else $DETECTRON2_DATASETS/imagenet (the commands' rule)
-            check_data_root(resolve_data_root(root), ("train", "val"))
+            check_data_root(resolve_data_root(root), ("train", "val"), unlabelled_ok=unlabelled_ok)
         except DataRootError as e:
             out.append(f"{key} (and the other pretrain/eval steps): {e}")
     if real_tasks:
@@ -126,6 +130,21 @@ def _as_list(value: Any) -> list[str]:
         except (ValueError, SyntaxError):
             return [value]
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def _own_dataset_problems(spec: str) -> list[str]:
+    """Problems of a dataset of one's own (``--dataset NAME=...``), the checks `siambench transfer` runs."""
+    from siambench.pretrain.utils.config import ConfigError
+    from siambench.transfer.custom import _coco_json, parse_spec
+    from siambench.transfer.custom_checks import custom_problems
+
+    try:
+        ds = parse_spec(spec, "DATASETS")
+        return [f"transfer {ds.name}: {p}" for p in custom_problems(ds)[:1]]
+    except ConfigError as e:
+        return [str(e)]
+    finally:
+        _coco_json.cache_clear()  # the pipeline process lives on: do not keep a large COCO file
 
 
 def _dataset_problems(tasks: dict[str, list[str]]) -> list[str]:

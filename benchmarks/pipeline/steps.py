@@ -23,15 +23,20 @@ recorded fingerprints of earlier runs have. An entry's key that repeats a pipeli
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fvcore.common.config import CfgNode
 
+from siambench.pretrain.utils.paths import is_unlabelled_root
+
 from .pipeline_config import METHOD_KINDS, PRETRAIN_KINDS, entry_tasks, resolve_path
 
-__all__ = ["Step", "build_steps", "complete_trials", "synth_root", "PLAN_COLUMNS"]
+__all__ = ["Step", "build_steps", "complete_trials", "eval_notes", "synth_root", "PLAN_COLUMNS"]
+
+logger = logging.getLogger("siambench.run")
 
 PLAN_COLUMNS = ("pretrain", "knn", "lincls", "convert")  # then one column per transfer task
 
@@ -116,6 +121,33 @@ def _shared_opts(cfg: CfgNode, data_root: str) -> dict[str, str]:
     return opts
 
 
+def _unlabelled_root(opts, data_root: str) -> str:
+    """The DATA.ROOT an evaluation step would read (its own in OPTS, else the pipeline's) when it
+    holds unlabelled images (pretraining on one's own photos), else ''."""
+    root = _pairs(opts).get("DATA.ROOT", data_root)
+    return root if root and is_unlabelled_root(root) else ""
+
+
+def eval_notes(cfg: CfgNode) -> list[str]:
+    """One note per evaluation left out for want of labels (shown with the plan and the tables)."""
+    notes = []
+    for step in ("KNN", "LINCLS"):
+        root = _unlabelled_root(cfg.EVAL[step].OPTS, cfg.DATA.ROOT)
+        if cfg.EVAL[step].ENABLED and root:
+            notes.append(f"{'kNN' if step == 'KNN' else 'linear'} evaluation left out: DATA.ROOT {root} holds "
+                         f"unlabelled images; give it a labelled split with EVAL.{step}.OPTS [DATA.ROOT, DIR]")
+    return notes
+
+
+def _labelled(opts, data_root: str, key: str) -> bool:
+    """Whether an evaluation step has labels to read; a step without is left out, with a warning."""
+    root = _unlabelled_root(opts, data_root)
+    if root:
+        logger.warning("%s left out: DATA.ROOT %s holds unlabelled images; give the evaluation a labelled "
+                       "split with [DATA.ROOT, DIR] in its EVAL.*.OPTS", key, root)
+    return not root
+
+
 def synth_root(cfg: CfgNode) -> Path:
     """Where the synthetic dataset of a pipeline lives (SYNTH.ROOT, default OUTPUT_DIR/synth)."""
     return Path(cfg.SYNTH.ROOT or Path(cfg.OUTPUT_DIR) / "synth")
@@ -186,7 +218,7 @@ def _eval_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
     steps = []
     for name, node, nproc, flags in (("knn", cfg.EVAL.KNN, 1, {}),
                                      ("lincls", cfg.EVAL.LINCLS, cfg.NUM_GPUS, {"--resume": "auto"})):
-        if not node.ENABLED:
+        if not node.ENABLED or not _labelled(node.OPTS, en.shared.get("DATA.ROOT", ""), f"{en.name}/{name}"):
             continue
         res = en.d / name / f"{name}_results.json"
         opts = {**en.shared, **_pairs(node.OPTS), "MODEL.WEIGHTS": str(en.ckpt), "OUTPUT_DIR": str(en.d / name)}
@@ -211,7 +243,8 @@ def _transfer_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
     weights = "scratch" if e.KIND == "scratch" else str(en.pkl)
     for task, trials in tasks:
         task_dir = en.d / "transfer" / task
-        flags = {"--task": task, "--weights": weights, "--trials": str(trials), "--label": e.LABEL or en.name}
+        what = {"--dataset": f"{task}={cfg.DATASETS[task]}"} if task in cfg.DATASETS else {"--task": task}
+        flags = {**what, "--weights": weights, "--trials": str(trials), "--label": e.LABEL or en.name}
         if cfg.NUM_GPUS > 1:
             flags["--num-gpus"] = str(cfg.NUM_GPUS)
         opts = {**_pairs(cfg.TRANSFER.OPTS), **_pairs(e.TRANSFER_OPTS), "OUTPUT_DIR": str(task_dir)}

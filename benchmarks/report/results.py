@@ -96,6 +96,12 @@ def is_synthetic_task(task: str) -> bool:
     return task.startswith("synth_")
 
 
+def is_own_task(task: str) -> bool:
+    """Tasks on a dataset of one's own (``--dataset NAME=...``): names that no built-in task has
+    (``voc*``, ``coco*``, ``synth_*``; transfer/custom.py refuses those prefixes for NAME)."""
+    return not task.startswith(("voc", "coco", "synth_"))
+
+
 def _read_json(path: Path, notes: list[str], root: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -289,6 +295,7 @@ def collect(runs_dir: str | os.PathLike) -> RunResults:
             out.kinds[labels[name]] = entry.get("kind", "")
         if "synthetic" in state:
             synthetic_run = bool(state["synthetic"])
+        out.notes += [str(n) for n in state.get("notes") or []]  # e.g. evaluations left out for want of labels
 
     for path in _walk(root, {"results.json", "lincls_results.json", "knn_results.json"}):
         obj = _read_json(path, out.notes, root)

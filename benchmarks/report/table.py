@@ -16,6 +16,8 @@ COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table
 * The paper's published rows (:mod:`siambench.benchmarks.report.reference`) are marked ``paper``.
   Results on the synthetic dataset (``synth_*`` tasks) go to their own tables with the
   note "synthetic data: not comparable to paper rows"; the reference rows still print.
+  Results on datasets of one's own (``--dataset NAME=...``) go to the table
+  ``table5_own``, one column group per dataset named by it, without paper rows.
 * Deltas: each of our rows minus our supervised and our scratch row of the same table
   (same data), e.g. ``+1.2``.
 * Missing or partial results show as missing (``–``) with a note; they are never
@@ -34,7 +36,7 @@ from typing import Iterable, Sequence
 from siambench.pretrain.utils.io import atomic_write_text
 
 from . import reference
-from .results import RunResults, TransferTrial, collect, is_synthetic_task
+from .results import RunResults, TransferTrial, collect, is_own_task, is_synthetic_task
 from .table_data import Cell, Column, Row, Table, apply_bold, summarize
 from .table_format import FORMATS, render
 from .verdict import build_verdict
@@ -187,9 +189,13 @@ def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic
 def build_tables(res: RunResults) -> list[Table]:
     """All tables for one runs directory, in display order."""
     order = [e.get("label", n) for n, e in (res.state.get("entries") or {}).items()]
-    real = [t for t in res.transfer if not is_synthetic_task(t.task)]
+    real = [t for t in res.transfer if not is_synthetic_task(t.task) and not is_own_task(t.task)]
     synth = [t for t in res.transfer if is_synthetic_task(t.task)]
+    own = [t for t in res.transfer if is_own_task(t.task)]
     tables: list[Table] = []
+    if own:  # one column group per dataset of one's own, named by it
+        t5o = _transfer_table("table5_own", "Transfer to your datasets (AP50 / AP / AP75)", own, res, False, order)
+        tables += [t5o, *_delta_tables(t5o)]
     t5_title = "Table 5: transfer to VOC / COCO (AP50 / AP / AP75)" + ("" if real else ", paper reference rows")
     t5 = _transfer_table("table5", t5_title, real, res, True, order)
     if synth:

@@ -46,7 +46,7 @@ from . import reference
 from .budget import budget_claims
 from .claims import SIGNIFICANCE, THRESHOLDS, Claim
 from .metrics import read_metrics
-from .results import RunResults, is_synthetic_task
+from .results import RunResults, is_own_task, is_synthetic_task
 from .stats import TestResult, one_sample, welch
 
 __all__ = ["build_verdict"]
@@ -241,7 +241,7 @@ def _collapse(res: RunResults, roles: dict[str, str], dirs: dict[str, Path]) -> 
 
 
 def _transfer_claims(res: RunResults, roles: dict[str, str], synthetic: bool) -> list[Claim]:
-    tasks = sorted({t.task for t in res.transfer if is_synthetic_task(t.task) == synthetic})
+    tasks = sorted({t.task for t in res.transfer if is_synthetic_task(t.task) == synthetic or is_own_task(t.task)})
     by_role = {r: [lb for lb, x in roles.items() if x == r] for r in ("simsiam", "supervised", "scratch")}
     out = []
     pairs = [("simsiam", "scratch", "SimSiam beats training from scratch", "paper Table 5; threshold: the demo's target"),

@@ -13,7 +13,7 @@
 * 16-bit greyscale images (PNG/TIFF ``I;16``/``I`` modes) are scaled to 8 bits,
   not clipped as ``Image.convert("RGB")`` would do.
 
-:func:`resolve_data_root` and :func:`check_data_root` validate ``DATA.ROOT``
+:func:`.roots.resolve_data_root` and :func:`.roots.check_data_root` validate ``DATA.ROOT``
 before a command creates anything (``DATA.ROOT ""`` means ImageNet:
 ``$SIAMBENCH_IMAGENET``, else ``$DETECTRON2_DATASETS/imagenet``, else
 ``datasets/imagenet``, the same rule as ``siambench doctor``).
@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from PIL import Image
@@ -37,7 +37,7 @@ from ..utils.images import HIGH_DEPTH_MODES, to_8bit
 from ..utils.paths import IMAGENET_ENV, imagenet_root
 
 __all__ = ["SafeImageFolder", "CorruptDataError", "DataRootError", "IMG_EXTENSIONS", "IMAGENET_ENV", "pil_loader",
-           "imagenet_root", "resolve_data_root", "check_data_root", "resolve_cfg_data_root"]
+           "imagenet_root", "is_image", "class_dirs", "has_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,11 @@ def pil_loader(path: str) -> Image.Image:
         return img.convert("RGB")
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _class_dirs(root: Path) -> list[str]:
+def class_dirs(root: Path) -> list[str]:
     """The class sub-directories of ``root``, or an error naming what is wrong with its layout.
 
     Raises:
@@ -95,7 +95,7 @@ def _class_dirs(root: Path) -> list[str]:
                                 "with train/<class>/*.jpg and val/<class>/*.jpg)")
     entries = sorted(os.scandir(root), key=lambda e: e.name)
     classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    loose = [e.name for e in entries if e.is_file() and _is_image(e.name)]
+    loose = [e.name for e in entries if e.is_file() and is_image(e.name)]
     if loose and not classes:
         raise ValueError(f"{root} holds images directly ({loose[0]}, ...); expected ImageNet layout "
                          f"{root}/<class>/<image>: put the images in one sub-directory per class")
@@ -107,67 +107,13 @@ def _class_dirs(root: Path) -> list[str]:
     return classes
 
 
-def _has_image(directory: Path) -> bool:
+def has_image(directory: Path) -> bool:
     """Whether any image lies under ``directory`` (stops at the first one: cheap on ImageNet)."""
     for _dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        if any(_is_image(f) for f in filenames):
+        if any(is_image(f) for f in filenames):
             return True
         dirnames.sort()
     return False
-
-
-def resolve_data_root(root: str) -> str:
-    """``DATA.ROOT``, or :func:`imagenet_root` when it is empty."""
-    return root if root else str(imagenet_root())
-
-
-def check_data_root(root: str | os.PathLike, splits: Iterable[str] = ("train",), key: str = "DATA.ROOT") -> None:
-    """Check that ``root/<split>/<class>/<image>`` exists for every split, without a full scan.
-
-    Run it before a command creates its OUTPUT_DIR, so bad input creates nothing.
-
-    Raises:
-        DataRootError: naming the path that is missing or malformed and the fix.
-    """
-    fix = (f"set {key} (or ${IMAGENET_ENV} when {key} is \"\") to a directory laid out as "
-           "ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataRootError(f"{key} {root} does not exist; {fix}")
-    for split in splits:
-        d = root / split
-        try:
-            classes = _class_dirs(d)
-        except FileNotFoundError:
-            raise DataRootError(f"{key} {root} has no {split}/ directory ({d} does not exist); {fix}") from None
-        except ValueError as e:
-            raise DataRootError(f"{key}: {e}") from None
-        if not any(_has_image(d / c) for c in classes):
-            raise DataRootError(f"{key}: no images ({', '.join(IMG_EXTENSIONS)}) under {d}/<class>/ "
-                                f"({len(classes)} class folders, all empty); {fix}")
-
-
-def resolve_cfg_data_root(cfg, splits: Iterable[str] = ("train",)):
-    """``cfg`` with ``DATA.ROOT`` resolved (empty -> ImageNet) and checked; unchanged for in-memory data.
-
-    Returns the same (frozen) config, or a frozen copy whose ``DATA.ROOT`` is the resolved
-    path, so that ``config.yaml`` records the directory that was read.
-    """
-    if cfg.DATA.get("DATASET", "imagefolder") != "imagefolder":
-        return cfg
-    root = resolve_data_root(cfg.DATA.ROOT)
-    if not cfg.DATA.ROOT and not os.environ.get(IMAGENET_ENV) and not Path(root).is_dir():
-        raise DataRootError(f"DATA.ROOT is empty, ${IMAGENET_ENV} is unset and the default {root} does not exist; "
-                            "set DATA.ROOT to a directory with train/<class>/*.jpg (e.g. `siambench pretrain "
-                            "--config-file C DATA.ROOT /data/imagenet`) or export SIAMBENCH_IMAGENET")
-    check_data_root(root, splits)
-    if root == cfg.DATA.ROOT:
-        return cfg
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.DATA.ROOT = root
-    cfg.freeze()
-    return cfg
 
 
 class SafeImageFolder(torch.utils.data.Dataset):
@@ -199,13 +145,13 @@ class SafeImageFolder(torch.utils.data.Dataset):
 
     @staticmethod
     def _scan(root: Path) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
-        classes = _class_dirs(root)
+        classes = class_dirs(root)
         class_to_idx = {c: i for i, c in enumerate(classes)}
         samples: list[tuple[str, int]] = []
         for c in classes:
             for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
                 dirnames.sort()
-                samples += [(os.path.join(dirpath, f), class_to_idx[c]) for f in sorted(filenames) if _is_image(f)]
+                samples += [(os.path.join(dirpath, f), class_to_idx[c]) for f in sorted(filenames) if is_image(f)]
         if not samples:
             raise ValueError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {root}/<class>/")
         return classes, class_to_idx, samples

@@ -1,8 +1,9 @@
 """Datasets and loaders for pretraining and for the kNN monitor.
 
 ``DATA.DATASET`` picks ``imagefolder`` (``DATA.ROOT/{train,val}/<class>/<image>``,
-ImageNet layout; also the on-disk synthetic dataset) or ``synthetic`` (generated in
-memory, no files). Pretraining uses a ``DistributedSampler`` on every run (one
+ImageNet layout; also the on-disk synthetic dataset; a ``DATA.ROOT`` without ``train/``,
+or a list file, is read as unlabelled images: ``unlabelled.py``) or ``synthetic``
+(generated in memory, no files). Pretraining uses a ``DistributedSampler`` on every run (one
 replica in a single process) so the data order depends only on (seed, epoch).
 
 Worker count and prefetch depth follow the machine (``resolve_num_workers``,
@@ -22,6 +23,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .cache import cache_in_memory
 from .folder import SafeImageFolder
 from .synthetic import SyntheticShapes
+from ..utils.paths import is_unlabelled_root
+from .roots import unlabelled_root_error
+from .unlabelled import UnlabelledImages
 
 __all__ = ["IndexedDataset", "build_dataset", "build_pretrain_loader", "set_loader_epoch", "epoch_seed",
            "local_world_size", "resolve_num_workers", "batch_bytes", "plan_prefetch"]
@@ -104,6 +108,12 @@ def build_dataset(cfg, split: str, transform: Callable | None, strict: bool = Fa
             raise ValueError("DATA.ROOT is empty: set it to a directory with train/<class>/*.jpg "
                              "(e.g. `siambench pretrain --config-file C DATA.ROOT /data/imagenet`)")
         extra = {"loader": image_loader} if image_loader is not None else {}
+        if is_unlabelled_root(cfg.DATA.ROOT):  # no labels: only pretraining's train split reads it
+            if split != "train":
+                raise unlabelled_root_error(cfg.DATA.ROOT)
+            folder = UnlabelledImages(cfg.DATA.ROOT, transform, strict=strict,
+                                      max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION, **extra)
+            return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder
         folder = SafeImageFolder(os.path.join(cfg.DATA.ROOT, split), transform, strict=strict,
                                  max_bad_fraction=cfg.DATA.MAX_BAD_FRACTION, **extra)
         return cache_in_memory(folder) if cfg.DATA.CACHE_IN_MEMORY else folder

@@ -23,7 +23,6 @@ saturation, as deepmind-research ``byol/utils/augmentations.py``), torchvision's
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Callable, Sequence
 
 from PIL import Image, ImageOps

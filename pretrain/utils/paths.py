@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONFIG_ROOT", "IMAGENET_ENV", "PACKAGE_ROOT", "config_root", "imagenet_root", "resolve"]
+__all__ = ["CONFIG_ROOT", "IMAGENET_ENV", "PACKAGE_ROOT", "config_root", "imagenet_root", "is_unlabelled_root",
+           "resolve"]
 
 # The folder holding the packages: the repository root in a checkout, site-packages
 # (or the namespace folder ``siambench/``) in an installed wheel.
@@ -57,3 +58,13 @@ def imagenet_root() -> Path:
     if os.environ.get(IMAGENET_ENV):
         return Path(os.environ[IMAGENET_ENV]).expanduser()
     return Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser() / "imagenet"
+
+
+def is_unlabelled_root(root: str | os.PathLike) -> bool:
+    """Whether a ``DATA.ROOT`` is read as unlabelled images (``pretrain/data/unlabelled.py``): a list
+    file, or a directory without ``train/``; never ``""`` (ImageNet). Here without torch, for the
+    pipeline's plan."""
+    if not str(root):
+        return False
+    p = Path(root).expanduser()
+    return p.is_file() or (p.is_dir() and not (p / "train").is_dir())

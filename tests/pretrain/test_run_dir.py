@@ -156,7 +156,7 @@ def test_bad_data_root_is_one_line_and_creates_nothing(layout, tmp_path, capsys,
 
 def test_siambench_imagenet_is_the_default_root(tmp_path, monkeypatch):
     from siambench.pretrain.config import get_cfg
-    from siambench.pretrain.data.folder import resolve_cfg_data_root
+    from siambench.pretrain.data.roots import resolve_cfg_data_root
 
     (tmp_path / "train" / "n01").mkdir(parents=True)
     from PIL import Image
