@@ -30,6 +30,8 @@ from fvcore.common.config import CfgNode
 from siambench.pretrain.utils import paths
 from siambench.pretrain.utils.config import ConfigError, merge_overrides
 
+from ..launchers.config import add_launcher_config, check_launcher_config
+
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
@@ -113,6 +115,9 @@ def get_pipeline_defaults() -> CfgNode:
     _C.TRANSFER.OPTS = []  # extra KEY VALUE overrides for every transfer run
 
     _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
+    # Where the steps run: LAUNCHER.NAME local (subprocesses here) or slurm (one batch job per step;
+    # LAUNCHER.SLURM.* their resources, time limits and requeues; benchmarks/launchers/config.py).
+    add_launcher_config(_C)
     return _C
 
 
@@ -180,6 +185,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
     tasks = [parse_task(t, cfg.TRANSFER.TRIALS)[0] for t in cfg.TRANSFER.TASKS]
     if len(set(tasks)) != len(tasks):
         raise ConfigError(f"{source}: TRANSFER.TASKS lists a task twice: {list(cfg.TRANSFER.TASKS)}")
+    check_launcher_config(cfg, source)
 
 
 def entry_tasks(cfg: CfgNode, name: str) -> list[tuple[str, int]]:
