@@ -160,3 +160,28 @@ def test_failing_step_blocks_its_dependents_and_the_others_finish(slurm_cluster,
     assert steps["simsiam/transfer/synth_voc07"]["status"] == "blocked"
     assert steps["rnd/pretrain"]["status"] == "done" and "job" in steps["rnd/pretrain"]
     assert "job" not in steps["simsiam/convert"]  # never submitted
+
+
+def test_detach_status_and_cancel(slurm_cluster, synth_root, tmp_path, one_thread, capsys):
+    pipe = write_pipeline(tmp_path, synth_root, "det")
+    out = tmp_path / "det"
+    assert run_main([str(pipe), "--detach"]) == 0
+    assert "4 job(s) submitted" in capsys.readouterr().out
+    ids = job_ids(out)
+    assert len(ids) == 4
+    dep = slurm_cluster.job_info(ids["simsiam/convert"]).get("Dependency", "")
+    assert dep.startswith(f"afterok:{ids['simsiam/pretrain']}"), dep
+    assert cli_main(["status", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(i in printed for i in ids.values()) and "simsiam/convert" in printed
+    assert cli_main(["cancel", str(out), "simsiam"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"cancelled job {ids[k]}" in printed for k in ids if k.startswith("simsiam/"))
+    steps = state_of(out)["steps"]
+    assert {steps[k]["reason"] for k in ids if k.startswith("simsiam/")} == {"cancelled"}
+    assert cli_main(["cancel", str(out)]) == 0  # the rest: the scratch transfer
+    assert f"cancelled job {ids['scr/transfer/synth_voc07']}" in capsys.readouterr().out
+    assert cli_main(["status", str(out)]) == 0
+    assert "4 failed" in capsys.readouterr().out
+    assert cli_main(["status", str(tmp_path / "nothing")]) == 2
+    assert "pipeline_state.json: not found" in capsys.readouterr().err
