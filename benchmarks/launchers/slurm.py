@@ -34,7 +34,9 @@ from .base import JobHandle, JobState, JobStatus, Launcher, LauncherError, Resou
 __all__ = ["SlurmLauncher", "sbatch_options", "render_script", "read_events", "decide_status",
            "parse_scontrol", "parse_duration"]
 
-REQUEUE_SETTLE_S = 600  # a requeued job that shows an end state this long after its stop has ended for good
+# A requeued job that still shows an end state this long after its stop has ended for good (e.g. SLURM
+# killed its next start: "non-startable batch job"). 60: SLURM's default KillWait (30 s) plus margin.
+REQUEUE_SETTLE_S = 60
 CMD_TIMEOUT_S = 60  # one sbatch/scontrol/scancel call (a busy controller answers slowly)
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",

@@ -21,6 +21,9 @@ from siambench.benchmarks.pipeline.pipeline import main as run_main
 from siambench.pretrain.checkpoint import load_checkpoint
 
 TIMEOUT_S = 300
+# Released at once, a requeued job may be killed as "non-startable: job credential revoked" (the node
+# still ends its last run); SLURM's own hold is 2 minutes, a few seconds suffice on this cluster.
+RELEASE_DELAY_S = 3
 HEAD = """
 OUTPUT_DIR: {out}
 MODEL: {{ARCH: resnet50, WIDTH: 8}}
@@ -89,6 +92,7 @@ class Requeuer(threading.Thread):
         while time.monotonic() < deadline:
             info = self.cluster.job_info(self.job_id)
             if info.get("Restarts") == "1" and info.get("JobState") == "PENDING":
+                time.sleep(RELEASE_DELAY_S)
                 self.cluster.run("scontrol", "update", f"JobId={self.job_id}", "StartTime=now")
                 return
             time.sleep(0.2)
