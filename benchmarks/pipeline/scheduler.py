@@ -48,6 +48,7 @@ __all__ = ["JobScheduler", "step_resources", "time_limit_min", "step_command", "
 TIME_MARGIN = 1.5  # a step's time limit: its estimated wall time x this, plus TIME_EXTRA_MIN (start-up, eval)
 TIME_EXTRA_MIN = 10
 POLL_MIN_S, POLL_MAX_S = 1.0, 15.0  # poll interval: back to the minimum after any change, x1.5 while quiet
+MAX_POLL_ERRORS = 20  # failed polls in a row (a busy or restarting controller) before the runner gives up
 _RANKED = ("pretrain", "lincls")  # steps with one process per GPU (srun tasks)
 
 
@@ -98,9 +99,11 @@ def check_slurm_plan(cfg: CfgNode, source: str) -> None:
 
 
 def in_flight_job(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved job handle of a step recorded as submitted and not finished, else None."""
+    """The saved job handle of a step recorded as submitted and not finished, else None (also for a
+    step a local run started again after its job had ended: the record keeps that job's last state)."""
     job = record.get("job")
-    return job if record.get("status") == "running" and isinstance(job, dict) else None
+    ended = record.get("job_state") in (JobState.DONE.value, JobState.FAILED.value)
+    return job if record.get("status") == "running" and isinstance(job, dict) and not ended else None
 
 
 def check_in_flight(steps: Sequence[Step], recorded: dict[str, dict[str, Any]], rerun: set[str],
@@ -153,7 +156,7 @@ class JobScheduler:
         self.out = Path(cfg.OUTPUT_DIR)
         self.flight: dict[str, tuple[Step, JobHandle]] = {}
         self.seen: dict[str, tuple] = {}  # job id -> last (state, requeues, node) written to the state file
-        self.total, self.finished = len(todo), 0
+        self.total, self.finished, self.poll_errors = len(todo), 0, 0
 
     def run(self) -> None:
         start, interval = time.time(), POLL_MIN_S
@@ -166,7 +169,7 @@ class JobScheduler:
                 if not self.flight:
                     continue
                 time.sleep(interval)
-                changed = self._poll() or changed
+                changed = self._poll_tolerant() or changed
                 interval = POLL_MIN_S if changed else min(POLL_MAX_S, interval * 1.5)
         except KeyboardInterrupt:
             self.log(f"\nstopped following {len(self.flight)} job(s), which keep running; `siambench run` again "
@@ -259,6 +262,19 @@ class JobScheduler:
         self.state.update(step, job_state=st.state.value, requeues=st.requeues, node=st.node, reason=st.reason,
                           **({"elapsed_s": round(st.elapsed_s, 1)} if st.elapsed_s is not None else {}))
         return True
+
+    def _poll_tolerant(self) -> bool:
+        """:meth:`_poll`, a controller that does not answer retried up to MAX_POLL_ERRORS times in a row."""
+        try:
+            changed = self._poll()
+        except LauncherError as e:
+            self.poll_errors += 1
+            if self.poll_errors >= MAX_POLL_ERRORS:
+                raise
+            self.log(f"polling the jobs failed ({self.poll_errors}/{MAX_POLL_ERRORS}), trying again: {e}")
+            return False
+        self.poll_errors = 0
+        return changed
 
     def _poll(self) -> bool:
         statuses = self.launcher.poll_many(h for _, h in self.flight.values())

@@ -165,3 +165,33 @@ def test_detach_needs_slurm_and_bad_launcher_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     assert main([str(path), "LAUNCHER.NAME", "pbs"]) == 2
     assert "LAUNCHER.NAME 'pbs' is not one of local, slurm" in capsys.readouterr().err
+
+
+def test_a_local_rerun_of_an_ended_job_is_not_taken_for_a_job_in_flight(tmp_path):
+    cfg = _in_flight(tmp_path)
+    state_path = tmp_path / "runs" / "pipeline_state.json"
+    state = json.loads(state_path.read_text())
+    for rec in state["steps"].values():  # the jobs were cancelled; a local run then started the steps again
+        rec.update(job_state="failed", status="running")
+    state_path.write_text(json.dumps(state))
+    status = run_pipeline(cfg, FakeSteps(), log=lambda *_: None)
+    assert set(status.values()) == {"done"}
+
+
+def test_a_controller_that_does_not_answer_for_a_while_is_polled_again(tmp_path):
+    from siambench.benchmarks.launchers import LauncherError
+
+    cfg = pipeline(tmp_path)
+    launcher = FakeLauncher(cfg)
+    real, fails = launcher.poll_many, iter([True, True, False] * 100)
+
+    def flaky(handles):
+        if next(fails):
+            raise LauncherError("scontrol show job 1 did not answer in 60 s")
+        return real(handles)
+
+    launcher.poll_many = flaky
+    lines: list[str] = []
+    status = run_pipeline(cfg, None, log=lines.append, launcher=launcher)
+    assert set(status.values()) == {"done"}
+    assert any("polling the jobs failed (2/20), trying again" in line for line in lines)
