@@ -39,7 +39,7 @@ from ..launchers.base import Launcher
 from ..launchers.config import LAUNCHERS
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
-from .scheduler import JobScheduler, build_launcher, check_in_flight, extra_env
+from .scheduler import JobScheduler, build_launcher, check_in_flight, extra_env, format_jobs
 from .steps import PLAN_COLUMNS, Step, build_steps, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "build_parser",
@@ -319,6 +319,8 @@ def _dry_run(cfg: CfgNode, steps: Sequence[Step], args: argparse.Namespace, lack
     for s in steps:
         print(f"{s.key}: {'done' if s.done() else describe(s)}")
     print("\n" + format_estimates(steps, cfg))
+    if args.launcher == "slurm" or (args.launcher is None and cfg.LAUNCHER.NAME == "slurm"):
+        print("\n" + format_jobs(cfg, steps))
     try:
         check_reuse(steps, state.data["steps"], expand_force(args.force, steps))
     except ConfigError as e:

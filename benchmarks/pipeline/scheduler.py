@@ -43,7 +43,7 @@ from .preflight import estimate
 from .steps import Step
 
 __all__ = ["JobScheduler", "step_resources", "time_limit_min", "step_command", "check_slurm_plan",
-           "check_in_flight", "in_flight_job", "build_launcher", "extra_env"]
+           "check_in_flight", "in_flight_job", "build_launcher", "extra_env", "format_jobs"]
 
 TIME_MARGIN = 1.5  # a step's time limit: its estimated wall time x this, plus TIME_EXTRA_MIN (start-up, eval)
 TIME_EXTRA_MIN = 10
@@ -85,6 +85,21 @@ def step_resources(cfg: CfgNode, step: Step) -> Resources:
     res = slurm_resources(cfg, nodes=nodes, tasks_per_node=tasks, gpus=gpus > 0,
                           time_min=time_limit_min(cfg, step))
     return replace(res, gpus_per_node=min(gpus, per_node)) if gpus else res
+
+
+def format_jobs(cfg: CfgNode, steps: Sequence[Step]) -> str:
+    """One line per step to run: the SLURM job it would be (nodes x tasks, GPUs a node, time limit)."""
+    from tabulate import tabulate
+
+    rows = []
+    for s in steps:
+        if s.done():
+            continue
+        r = step_resources(cfg, s)
+        rows.append([s.key, r.nodes, r.tasks_per_node, r.gpus_per_node or "-",
+                     f"{r.time_min} min" if r.time_min else "partition's"])
+    return tabulate(rows, ["SLURM job of step", "nodes", "tasks/node", "GPUs/node", "time limit"],
+                    tablefmt="simple", disable_numparse=True)
 
 
 def check_slurm_plan(cfg: CfgNode, source: str) -> None:

@@ -153,6 +153,8 @@ def test_resources_and_time_limits(tmp_path):
     assert pre.time_min == scheduler.time_limit_min(cfg, steps["s/pretrain"]) == 1799
     knn = scheduler.step_resources(cfg, steps["s/knn"])
     assert (knn.nodes, knn.tasks_per_node, knn.gpus_per_node, knn.time_min) == (1, 1, 1, 37)
+    table = scheduler.format_jobs(cfg, list(steps.values())).splitlines()
+    assert next(r for r in table if r.startswith("s/pretrain")).split() == ["s/pretrain", "2", "8", "8", "1799", "min"]
     with pytest.raises(Exception, match="not a multiple of LAUNCHER.SLURM.GPUS_PER_NODE 8"):
         scheduler.check_slurm_plan(load_pipeline(path, ["NUM_GPUS", "12"]), "p.yaml")
 
