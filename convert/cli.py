@@ -23,6 +23,7 @@ from siambench.pretrain.utils.errors import exit_2_on_user_error
 
 from .checkpoints import FORMATS, summarize_keys
 from .errors import VerificationError
+from .residual import off_warning
 
 __all__ = ["main", "build_parser"]
 
@@ -77,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("  resnets  " + ", ".join(f"{k} {v}" for k, v in prov["detectron2_resnets"].items()))
     if report is not None:
         print(report.summary())
+    warning = off_warning(prov["last_bn_gamma"], args.output)
+    if warning:
+        print(f"siambench convert: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,7 @@ from .arch import INPUT_FORMAT, PIXEL_MEAN, PIXEL_STD, check_detectron2_buildabl
 from .checkpoints import BackboneInfo, load_backbone_state_dict
 from .errors import ConversionError
 from .naming import to_detectron2_name
+from .residual import last_bn_gammas
 
 if TYPE_CHECKING:
     from .verify import VerifyReport
@@ -62,6 +63,8 @@ class Provenance(TypedDict):
     stride_in_1x1: bool  # MODEL.RESNETS.STRIDE_IN_1X1 (torchvision: stride in the 3x3)
     # MODEL.RESNETS.{DEPTH, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP} of this backbone
     detectron2_resnets: dict[str, int]
+    # mean |gamma| of each residual block's last BN: blocks, min, median, max (near 0: branches off, convert.residual)
+    last_bn_gamma: dict[str, float | int] | None
     siambench_version: str
 
 
@@ -99,6 +102,7 @@ def provenance_from(info: BackboneInfo) -> Provenance:
         "stride_in_1x1": False,
         # the MODEL.RESNETS keys of a Detectron2 config that builds this backbone (narrow ones differ from R50's)
         "detectron2_resnets": spec_for(info["arch"]).narrowed(info["width"]).detectron2_resnets(),
+        "last_bn_gamma": None,  # filled from the converted tensors (convert_checkpoint)
         "siambench_version": siambench_version(),
     }
 
@@ -151,6 +155,7 @@ def convert_checkpoint(
         raise ConversionError(f"{src}: {e}") from None
     provenance = provenance_from(info)
     model = to_detectron2(state_dict)
+    provenance["last_bn_gamma"] = last_bn_gammas(model).summary()
     if not verify:
         write_detectron2_pkl(out, model, provenance)
         return provenance, None

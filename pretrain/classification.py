@@ -18,6 +18,7 @@ from torchvision import transforms as T
 
 from .data.cache import cache_in_memory
 from .data.folder import SafeImageFolder
+from .data.loader import resolve_num_workers
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .methods.encoders import TORCHVISION_WIDTH, build_encoder
 from .utils.config import CfgNode
@@ -53,9 +54,9 @@ def build_train_loader(cfg: CfgNode, global_batch: int) -> tuple[DataLoader, lis
     dataset = _folder(cfg, "train", build_train_transform(cfg.DATA.IMAGE_SIZE, cfg.DATA.CROP_SCALE))
     batch = _per_rank(global_batch, "SOLVER.BATCH_SIZE")
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.SEED) if dist.is_initialized() else None
-    loader = DataLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler,
-                        num_workers=cfg.DATA.NUM_WORKERS, pin_memory=torch.cuda.is_available(),
-                        persistent_workers=cfg.DATA.NUM_WORKERS > 0)
+    workers = resolve_num_workers(cfg.DATA.NUM_WORKERS)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     return loader, dataset.classes
 
 
@@ -67,7 +68,7 @@ def build_eval_loader(cfg: CfgNode, split: str, global_batch: int, shard: bool =
     if shard and dist.is_initialized():
         dataset = Subset(dataset, range(dist.get_rank(), len(dataset), dist.get_world_size()))
     batch = _per_rank(global_batch, "TEST.BATCH_SIZE") if shard else global_batch
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=cfg.DATA.NUM_WORKERS,
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=resolve_num_workers(cfg.DATA.NUM_WORKERS),
                         pin_memory=torch.cuda.is_available())
     return loader, classes
 
@@ -102,9 +103,7 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
     """
     if not Path(weights).is_file():
         raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; pass the checkpoint to evaluate")
-    from siambench.convert.checkpoints import load_backbone_state_dict  # lazy: convert is a heavier package
-
-    state, info = load_backbone_state_dict(weights, fmt=fmt or None)
+    state, info = read_backbone(weights, fmt)
     if info["arch"] != arch:
         raise ValueError(f"MODEL.WEIGHTS {weights} holds a {info['arch']} encoder but MODEL.ARCH is {arch}; "
                          f"set MODEL.ARCH {info['arch']}")
@@ -118,6 +117,14 @@ def load_backbone(model: nn.Module, weights: str, arch: str, fmt: str = "",
         raise ValueError(f"{weights}: backbone tensors do not match {arch}: missing {missing[:4]}, "
                          f"unexpected {unexpected[:4]}")
     return dict(info)
+
+
+def read_backbone(weights: str | Path, fmt: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(backbone state dict, provenance) of any checkpoint format ``siambench convert`` reads;
+    the one place pretrain imports convert (lazily: convert is a heavier package)."""
+    from siambench.convert.checkpoints import load_backbone_state_dict
+
+    return load_backbone_state_dict(weights, fmt=fmt or None)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -135,13 +142,16 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, header:
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top1, top5, count
+    count = 0  # on the host: no device tensor per step
     for images, target in MetricLogger().log_every(loader, log_period, header):
         images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         logits = model(images)  # NxC
         top1, top5 = accuracy(logits, target)
-        totals += torch.stack([F.cross_entropy(logits, target, reduction="sum").double(),
-                               top1.double(), top5.double(), torch.tensor(len(target), device=device).double()])
+        totals[:3] += torch.stack([F.cross_entropy(logits, target, reduction="sum").double(), top1.double(),
+                                   top5.double()])
+        count += len(target)
     model.train(was_training)
+    totals[3] = count
     if dist.is_initialized():
         dist.all_reduce(totals)
     loss, top1, top5, n = totals.tolist()

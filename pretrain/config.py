@@ -45,7 +45,7 @@ _C.MODEL.MOCO.SYMMETRIC = False  # official False; True = the SimSiam paper's "r
 _C.MODEL.BYOL = CN()
 _C.MODEL.BYOL.HIDDEN_DIM = 4096  # projector and predictor hidden width (Linear-BN-ReLU-Linear)
 _C.MODEL.BYOL.DIM = 256  # projection / prediction dimension
-_C.MODEL.BYOL.TAU_BASE = 0.996  # EMA of the target: tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2, k = step
+_C.MODEL.BYOL.TAU_BASE = 0.996  # target EMA at step 0, cosine to 1 (official 1000-ep preset; 100/300-ep: 0.99)
 
 # SimCLR (Chen et al. 2020; the SimSiam paper's "repro.+" uses a 3-layer projector with BN).
 _C.MODEL.SIMCLR = CN()
@@ -96,7 +96,16 @@ _C.DATA.AUG_BACKEND = "pil"  # "pil": official per-sample PIL ops; "batched": PI
 _C.DATA.DECODE = "pil"  # JPEG decoding: "pil" in the workers (official); "gpu_jpeg": batched nvJPEG on the GPU
 #                         (needs AUG_BACKEND batched; crop boxes drawn in the workers as before). Without CUDA it
 #                         falls back to "pil" with a warning. Worth it when the workers are the bottleneck
-_C.DATA.NUM_WORKERS = 8  # DataLoader workers per rank (official: 32 per 8-GPU node = 4; more helps fast GPUs)
+# DataLoader workers per rank. -1 (DEVIATION, the default) = the CPUs of the process's affinity mask // ranks on
+# the node - 1 (data/loader.py resolve_num_workers; 15 on a 16-core 1-GPU node, 11 per rank on 96 cores x 8 GPUs).
+# Official: --workers 32 per 8-GPU node = 4 per rank. Reason: the workers are the bottleneck on fast GPUs (per
+# core ~80 images/s with PIL, ~134 with the batched backend; an image = 2 views of 224 px), so a fixed 8 left half
+# of a 16-core node idle. An explicit count (>= 0) is used as given
+_C.DATA.NUM_WORKERS = -1
+# Batches each worker prepares ahead (torch's and the official code's 2). Lowered, with a warning, until
+# workers x prefetch x batch bytes fits in half the free /dev/shm; a batch per rank is batch x 2 views x 3 x 224^2
+# x 4 B = 616 MB at 512 (pil, float32), 154 MB (batched, uint8), ~77 MB (gpu_jpeg, JPEG bytes)
+_C.DATA.PREFETCH_FACTOR = 2
 _C.DATA.PIN_MEMORY = True  # page-locked batches for async host-to-GPU copies
 _C.DATA.PERSISTENT_WORKERS = False  # keep workers across epochs; True loses exact per-epoch replay on resume
 _C.DATA.MAX_BAD_FRACTION = 0.01  # stop with an error when more than this fraction of images is unreadable
@@ -118,15 +127,17 @@ _C.SOLVER.FIX_PRED_LR = True  # predictor lr stays at the initial lr (official r
 _C.SOLVER.SCHEDULE_UNIT = "epoch"  # cosine decay updated per "epoch" (official) or per "step"
 _C.SOLVER.OPTIMIZER = "sgd"  # "sgd" (SimSiam, MoCo v2) or "lars" (SimCLR, BYOL, SwAV: pretrain/lars.py)
 _C.SOLVER.LARS_TRUST = 0.001  # LARS trust coefficient eta (SimCLR/BYOL/SwAV use 1e-3)
+_C.SOLVER.LARS_RULE = "larc"  # whose LARS update: "larc" (apex, SwAV), "simclr" or "byol" (pretrain/lars.py)
 _C.SOLVER.EXCLUDE_BIAS_BN = False  # biases and BN params without weight decay and LARS adaptation (SimCLR, BYOL)
 _C.SOLVER.WARMUP_EPOCHS = 0  # linear lr warmup before the cosine (SimCLR, BYOL, SwAV: 10); needs SCHEDULE_UNIT step
+_C.SOLVER.WARMUP_LINSPACE = False  # True: SwAV's np.linspace warmup, peak lr on the last warmup step
 _C.SOLVER.START_LR = 0.0  # lr at the start of the warmup (absolute; SwAV 0.3)
 _C.SOLVER.FINAL_LR = 0.0  # lr at the end of the cosine (absolute; SwAV 0.0048 at batch 4096)
 
 _C.TRAIN = CN()
 _C.TRAIN.AMP = "none"  # autocast: "none" (fp32, official), "bf16", or "fp16" (with GradScaler)
 _C.TRAIN.CHANNELS_LAST = False  # NHWC memory format (faster convs with AMP on tensor cores)
-_C.TRAIN.COMPILE = False  # torch.compile the model
+_C.TRAIN.COMPILE = False  # torch.compile the model; refused with SyncBN under DDP (graph breaks; pretrain/accel.py)
 _C.TRAIN.PRINT_FREQ = 10  # loss/z_std read from the device every N steps (one host sync): console line, one
 #                           metrics.jsonl record (period means), non-finite check and collapse monitor act then
 _C.TRAIN.CHECKPOINT_PERIOD = 1  # write OUTPUT_DIR/checkpoint_{epoch:04d}.pth every N epochs (and at the end)
@@ -142,7 +153,10 @@ _C.MONITOR.COLLAPSE_THRESHOLD = 0.1  # collapse when std(z/|z|) < THRESHOLD / sq
 _C.MONITOR.COLLAPSE_PATIENCE = 20  # ... for this many consecutive steps (warning, and abort if enabled);
 #                                    checked on each TRAIN.PRINT_FREQ period's mean std, so it acts at period ends
 _C.MONITOR.COLLAPSE_ABORT = False  # stop the run (exit code 3) once collapsed, so it does not burn days
-_C.MONITOR.KNN_PERIOD = 0  # kNN accuracy on frozen features every N epochs (and at the end); 0 = off
+# kNN accuracy on frozen features every N epochs (and at the end); 0 = off. Memory per rank (monitors.KnnMonitor):
+# bank N_train / ranks x D x 2 B (fp16, sharded) + queries N_val x D x 2 B + one similarity chunk
+# 1024 x N_train / ranks x 4 B; ImageNet R50 (D 2048) on 8 GPUs: 0.66 + 0.2 + 0.66 GB (on one GPU: 5.2 + 0.2 + 5.2 GB)
+_C.MONITOR.KNN_PERIOD = 0
 _C.MONITOR.KNN_K = 200  # neighbours of the weighted kNN (InstDisc protocol)
 _C.MONITOR.KNN_T = 0.1  # temperature of the kNN vote weights
 _C.MONITOR.KNN_TRAIN_SUBSET = 0  # >0: use only this many train images as the kNN bank (faster); 0 = all

@@ -18,6 +18,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from .data.prefetch import prefetch_to_device
 from .methods.base import Method
 from .monitors import CollapseMonitor, z_std
 from .schedule import adjust_learning_rate
@@ -42,6 +43,7 @@ class TrainContext:
     warmup_epochs: float = 0.0  # linear warmup before the cosine (SimCLR, BYOL, SwAV)
     start_lr: float = 0.0  # lr at the start of the warmup
     final_lr: float = 0.0  # lr at the end of the cosine
+    warmup_linspace_steps: int = 0  # steps per epoch of SwAV's linspace warmup (peak on its last step); 0 = off
     amp_dtype: torch.dtype | None = None  # autocast dtype; None = fp32
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     batch_aug: nn.Module | None = None  # uint8 crops -> augmented views on the device ("batched" backend)
@@ -55,6 +57,13 @@ class TrainContext:
     total_steps: int = 0  # steps of the whole run (BYOL's tau schedule); 0 = epochs x this epoch's steps
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A loader batch on the device, augmented (batched backends) and in the step's memory format.
+
+        On CUDA the views arrive already copied: ``train_one_epoch`` reads the loader through
+        ``data.prefetch.prefetch_to_device``, which queues each batch's copy (``non_blocking``,
+        from the page-locked batches of ``DATA.PIN_MEMORY``) on a side stream one step ahead,
+        so it overlaps the previous step. Elsewhere the views are moved here.
+        """
         x = x.to(self.device, non_blocking=True)
         if self.batch_aug is not None:
             x = self.batch_aug(x)
@@ -68,7 +77,7 @@ class TrainContext:
     def lr_at(self, optimizer: torch.optim.Optimizer, epoch: float) -> float:
         return adjust_learning_rate(optimizer, self.init_lr, epoch, self.epochs, self.fix_pred_lr,
                                     warmup_epochs=self.warmup_epochs, start_lr=self.start_lr,
-                                    final_lr=self.final_lr)
+                                    final_lr=self.final_lr, linspace_steps_per_epoch=self.warmup_linspace_steps)
 
 
 def _unwrap(model: nn.Module) -> Method:
@@ -109,7 +118,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
     steps = len(loader) if not ctx.max_steps else min(ctx.max_steps, len(loader))  # type: ignore[arg-type]
     total_steps = ctx.total_steps or ctx.epochs * steps
     lr = optimizer.param_groups[0]["lr"]
-    batches = itertools.islice(loader, steps)
+    batches = prefetch_to_device(itertools.islice(loader, steps), ctx.device)  # CUDA: copies one step ahead
     for i, (views, index) in enumerate(meters.log_every(batches, ctx.print_freq, f"Epoch: [{epoch}]", steps)):
         if ctx.schedule_per_step:
             lr = ctx.lr_at(optimizer, epoch + i / steps)

@@ -21,7 +21,7 @@ def _common(output_dir: str) -> CfgNode:
     _C.MODEL = CfgNode()
     _C.MODEL.ARCH = "resnet50"  # torchvision ResNet name (resnet18, resnet50, ...)
     # Stem channels (every stage scales by WIDTH / 64): 64 = torchvision's network; smaller only for tiny
-    # test models (pretrain/methods/encoders.py); checked against the checkpoint's tensors
+    # test models (pretrain/methods/encoders.py); lincls and knn take it from MODEL.WEIGHTS (as convert does)
     _C.MODEL.WIDTH = 64
     _C.MODEL.DEVICE = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
 
@@ -31,7 +31,9 @@ def _common(output_dir: str) -> CfgNode:
     _C.DATA.ROOT = ""
     _C.DATA.IMAGE_SIZE = 224  # crop size; evaluation resizes to IMAGE_SIZE * 256/224 first
     _C.DATA.CROP_SCALE = (0.08, 1.0)  # RandomResizedCrop area range of training images (torchvision's default)
-    _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
+    # data-loading processes per rank; -1 = as pretraining's: the CPUs of this process's affinity mask
+    # divided among the node's ranks, less one (data.loader.resolve_num_workers; 15 on a 16-core 1-GPU node)
+    _C.DATA.NUM_WORKERS = -1
     _C.DATA.STRICT = False  # True: any unreadable image is an error instead of being skipped
     _C.DATA.MAX_BAD_FRACTION = 0.01  # abort if more than this fraction of images is unreadable
     _C.DATA.CACHE_IN_MEMORY = False  # decode the images once and keep the pixels in RAM (small datasets only)

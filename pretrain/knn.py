@@ -5,7 +5,9 @@ The protocol of InstDisc (Wu et al., 2018), used by SimSiam's kNN monitor
 a test image's ``k`` nearest training images (cosine similarity ``s``) each vote
 for their label with weight ``exp(s / t)``; the class with the largest total wins.
 
-``extract_features`` and ``knn_predict`` are reused by the pretraining kNN monitor.
+``extract_features`` and ``knn_predict`` are reused by the pretraining kNN monitor, which
+keeps the bank sharded over the ranks (``knn_scores_sharded``: each rank searches its shard
+for every query, and only the k best candidates per query travel between ranks).
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ from torch import nn
 
 from .classification import build_backbone, build_eval_loader, load_backbone
 from .eval_config import get_knn_defaults
+from .eval_inputs import check_eval_inputs
 from .run_setup import load_run
 from .utils.config import add_config_args
 from .utils.io import atomic_write_json
 from .utils.logger import MetricLogger
 
-__all__ = ["extract_features", "knn_scores", "knn_predict", "knn_accuracy", "main"]
+__all__ = ["extract_features", "knn_scores", "shard_topk", "merge_topk_votes", "knn_scores_sharded", "knn_predict",
+           "knn_accuracy", "main"]
 
 logger = logging.getLogger("siambench.knn")
 
@@ -40,6 +44,7 @@ def extract_features(
     device: torch.device | str,
     *,
     gather: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed every image of ``loader`` with ``model`` in eval mode.
 
@@ -50,9 +55,10 @@ def extract_features(
         device: where the model runs; features are returned there.
         gather: each rank iterated over a disjoint shard of the data; concatenate all
             ranks' features (the order of samples is irrelevant to kNN).
+        dtype: of the returned features (float16 halves a kNN bank's memory).
 
     Returns:
-        ``(features, labels)``: NxD L2-normalised float32 features and N int64 labels.
+        ``(features, labels)``: NxD L2-normalised ``dtype`` features and N int64 labels.
     """
     was_training = model.training
     model.eval()
@@ -61,7 +67,7 @@ def extract_features(
     try:
         for images, targets in loader:
             out = model(images.to(device, non_blocking=True))  # NxD
-            feats.append(F.normalize(out.flatten(1).float(), dim=1))
+            feats.append(F.normalize(out.flatten(1).float(), dim=1).to(dtype))
             labels.append(torch.as_tensor(targets).to(device, non_blocking=True))
     finally:
         model.train(was_training)
@@ -132,6 +138,55 @@ def knn_scores(
     return torch.cat(scores) if scores else test_feats.new_zeros((0, num_classes), dtype=torch.float64)
 
 
+def shard_topk(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most similar bank entries of each query on this shard: (Bxk float32 similarities, Bxk labels),
+    padded with -inf similarity where the shard has fewer than ``k`` entries (they get no vote)."""
+    sim = (query.to(bank.dtype) @ bank.T).float()  # BxM
+    top_sim, top_idx = sim.topk(min(k, sim.shape[1]), dim=1)
+    top_lab = bank_labels.to(bank.device).long()[top_idx]
+    if top_sim.shape[1] < k:
+        pad = k - top_sim.shape[1]
+        top_sim = F.pad(top_sim, (0, pad), value=float("-inf"))
+        top_lab = F.pad(top_lab, (0, pad))
+    return top_sim, top_lab
+
+
+def merge_topk_votes(sims: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int, t: float) -> torch.Tensor:
+    """BxC class scores from the candidates of every shard (Bx(k*shards) similarities and labels)."""
+    top_sim, pos = sims.topk(min(k, sims.shape[1]), dim=1)
+    weights = (top_sim.double() / t).exp()  # -inf padding -> weight 0
+    votes = torch.zeros(sims.shape[0], num_classes, device=sims.device, dtype=weights.dtype)
+    return votes.scatter_add_(1, labels.gather(1, pos), weights)
+
+
+def knn_scores_sharded(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
+                       k: int = 200, t: float = 0.1, chunk_size: int = 1024) -> torch.Tensor:
+    """``knn_scores`` with the bank split over the ranks: every rank holds one shard and the same queries.
+
+    Per chunk of queries each rank finds its shard's ``k`` best candidates, the ranks exchange
+    them (``chunk x k x world`` similarities and labels) and all vote alike. Memory per rank: the
+    shard plus one ``chunk_size x shard`` float32 similarity matrix. In one process it is ``knn_scores``.
+    """
+    if t <= 0 or k < 1:
+        raise ValueError(f"knn: need k >= 1 and t > 0, got k={k}, t={t}")
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    scores = []
+    for query in queries.split(chunk_size):
+        sims, labels = shard_topk(bank, bank_labels, query, k)
+        if distributed:
+            sims = torch.cat(_all_gather_same(sims), 1)
+            labels = torch.cat(_all_gather_same(labels), 1)
+        scores.append(merge_topk_votes(sims, labels, num_classes, k, t))
+    return torch.cat(scores) if scores else queries.new_zeros((0, num_classes), dtype=torch.float64)
+
+
+def _all_gather_same(x: torch.Tensor) -> list[torch.Tensor]:
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return out
+
+
 def knn_predict(
     train_feats: torch.Tensor,
     train_labels: torch.Tensor,
@@ -156,20 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``siambench knn --config-file C MODEL.WEIGHTS ckpt OUTPUT_DIR d`` -> d/knn_results.json."""
     parser = argparse.ArgumentParser(prog="siambench knn", description=__doc__.split("\n\n")[0])
     add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x KNN.K 20")
-    args = parser.parse_args(argv)
-    run = load_run(get_knn_defaults(), args.config_file, args.opts, command="knn")
+    args = parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
+    run = load_run(get_knn_defaults(), args.config_file, args.opts, command="knn",
+                   check=lambda cfg: check_eval_inputs(cfg, "knn"))  # weights and classes, before OUTPUT_DIR
     cfg, device = run.cfg, run.device
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("knn: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")
 
     encoder = build_backbone(cfg.MODEL.ARCH, width=cfg.MODEL.WIDTH)
     info = load_backbone(encoder, cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.MODEL.WEIGHTS_FORMAT, cfg.MODEL.WIDTH)
     encoder.fc = nn.Identity()  # pooled features: NxD, D = 2048 for ResNet-50
     encoder.to(device)
     train_loader, classes = build_eval_loader(cfg, "train", cfg.KNN.BATCH_SIZE)
-    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.KNN.BATCH_SIZE)
-    if classes != val_classes:
-        raise SystemExit(f"knn: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
+    val_loader, _ = build_eval_loader(cfg, "val", cfg.KNN.BATCH_SIZE)  # the same classes (checked)
 
     start = time.time()
     feats = {}

@@ -28,11 +28,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .classification import accuracy, build_backbone, build_eval_loader, build_train_loader, evaluate, load_backbone
 from .eval_config import get_lincls_defaults
+from .eval_inputs import check_classes, check_weights
 from .lars import LARS
 from .run_setup import Run, load_run
 from .schedule import adjust_learning_rate, scaled_lr
-from .utils.config import CfgNode, add_config_args
+from .utils.config import CfgNode, ConfigError, add_config_args
 from .utils.dist import barrier
+from .utils.errors import MissingFileError
 from .utils.io import atomic_torch_save, atomic_write_json, load_weights_only
 from .utils.logger import MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
@@ -141,7 +143,7 @@ def _resume_path(resume: str | None, output_dir: Path) -> Path | None:
         path = output_dir / CHECKPOINT
         return path if path.is_file() else None
     if not Path(resume).is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint (use --resume auto for {output_dir})")
+        raise MissingFileError(f"--resume {resume}: no such checkpoint (use --resume auto for {output_dir})")
     return Path(resume)
 
 
@@ -152,8 +154,8 @@ def _resume(path: Path | None, sha: str, classifier: nn.Module,
         return 0, 0.0, []
     ckpt = load_weights_only(path, fix=f"delete it to restart the linear evaluation in {path.parent}")
     if ckpt["checkpoint_sha256"] != sha:
-        raise SystemExit(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs); "
-                         "use a fresh OUTPUT_DIR")
+        raise ConfigError(f"lincls: {path} was trained on a different MODEL.WEIGHTS (sha256 differs: the file "
+                          "changed since); use a fresh OUTPUT_DIR")
     getattr(classifier, "module", classifier).load_state_dict(ckpt["classifier"])
     optimizer.load_state_dict(ckpt["optimizer"])
     logger.info("resumed from %s at epoch %d", path, ckpt["epoch"])
@@ -163,13 +165,17 @@ def _resume(path: Path | None, sha: str, classifier: nn.Module,
 def _data(cfg: CfgNode) -> tuple[DataLoader, DataLoader, int]:
     """(train loader, val loader, number of classes); the two splits must hold the same classes."""
     train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
-    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)
-    if classes != val_classes:
-        raise SystemExit(f"lincls: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
-    num_classes = cfg.MODEL.NUM_CLASSES or len(classes)
-    if num_classes < len(classes):
-        raise SystemExit(f"lincls: MODEL.NUM_CLASSES {num_classes} < {len(classes)} class folders in {cfg.DATA.ROOT}")
-    return train_loader, val_loader, num_classes
+    val_loader, _ = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)  # the same classes (_check_inputs)
+    return train_loader, val_loader, cfg.MODEL.NUM_CLASSES or len(classes)
+
+
+def _check_inputs(cfg: CfgNode) -> CfgNode:
+    """Classes, MODEL.NUM_CLASSES and weights, before OUTPUT_DIR exists; the config to run."""
+    classes = len(check_classes(cfg, "lincls"))
+    if cfg.MODEL.NUM_CLASSES and cfg.MODEL.NUM_CLASSES < classes:
+        raise ConfigError(f"lincls: MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES} < {classes} class folders in "
+                          f"{cfg.DATA.ROOT}/train; set MODEL.NUM_CLASSES 0 (= the number of class folders)")
+    return check_weights(cfg, "lincls")
 
 
 def _build(run: Run, num_classes: int) -> tuple[LinearEval, nn.Module, dict[str, torch.Tensor], dict]:
@@ -237,12 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help=f"continue from OUTPUT_DIR/{CHECKPOINT} ('auto', if present) or PATH")
     add_config_args(parser, "MODEL.WEIGHTS runs/pretrain/model_final.pth OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
     run = load_run(get_lincls_defaults(), args.config_file, args.opts, command="lincls", resume=args.resume,
-                   markers=(CHECKPOINT, "lincls_results.json"))
+                   markers=(CHECKPOINT, "lincls_results.json"), check=_check_inputs)
     cfg, out = run.cfg, Path(run.cfg.OUTPUT_DIR)
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("lincls: MODEL.WEIGHTS is empty; pass the checkpoint to evaluate: MODEL.WEIGHTS path")
 
     train_loader, val_loader, num_classes = _data(cfg)
     model, classifier, reference, info = _build(run, num_classes)

@@ -22,14 +22,16 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .builder import build_model
 from .config import get_cfg
+from .accel import check_compile, ddp_kwargs, set_cudnn_benchmark
 from .data import (IndexedDataset, TwoCropsTransform, build_dataset, build_eval_transform, build_pretrain_loader,
                    epoch_seed, set_loader_epoch)
+from .data.loader import batch_bytes, plan_prefetch, resolve_num_workers
 from .data.method_transforms import AUGMENTATIONS, build_multi_view_transform, build_view_transform
 from .data.views import build_view_pipeline, check_view_cfg
 from .engine import TrainContext, train_one_epoch
-from .lars import LARS
+from .lars import LARS, LARS_RULES
 from .methods import METHODS
-from .monitors import CollapseDetected, CollapseMonitor, knn_monitor
+from .monitors import CollapseDetected, CollapseMonitor, KnnMonitor
 from .run_setup import seed_all, setup_run
 from .schedule import scaled_lr
 from .sync_bn import convert_sync_batchnorm
@@ -54,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="'auto': continue from OUTPUT_DIR/last_checkpoint if any; or a checkpoint path")
     parser.add_argument("--strict-data", action="store_true", help="stop at the first unreadable image")
     add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")  # the defaults are the paper's baseline recipe
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
 
 
 def _check_cfg(cfg, info: DistInfo) -> None:
@@ -64,6 +66,7 @@ def _check_cfg(cfg, info: DistInfo) -> None:
     if cfg.TRAIN.AMP not in _AMP:
         raise ConfigError(f"TRAIN.AMP must be one of {sorted(_AMP)}, got {cfg.TRAIN.AMP!r}")
     check_view_cfg(cfg)  # DATA.AUG_BACKEND, DATA.DECODE
+    check_compile(cfg, info)  # TRAIN.COMPILE with SyncBN under DDP
     if cfg.HYPOTHESIS.MODE not in ("none", "kstep", "moving_average"):
         raise ConfigError(f"HYPOTHESIS.MODE must be none, kstep or moving_average, got {cfg.HYPOTHESIS.MODE!r}")
     if cfg.SOLVER.SCHEDULE_UNIT not in ("epoch", "step"):
@@ -73,6 +76,8 @@ def _check_cfg(cfg, info: DistInfo) -> None:
         raise ConfigError(f"MODEL.METHOD must be one of {', '.join(METHODS)}, got {method!r}")
     if cfg.SOLVER.OPTIMIZER not in ("sgd", "lars"):
         raise ConfigError(f"SOLVER.OPTIMIZER must be 'sgd' or 'lars', got {cfg.SOLVER.OPTIMIZER!r}")
+    if cfg.SOLVER.LARS_RULE not in LARS_RULES:
+        raise ConfigError(f"SOLVER.LARS_RULE must be one of {', '.join(LARS_RULES)}, got {cfg.SOLVER.LARS_RULE!r}")
     if cfg.DATA.AUGMENTATION not in AUGMENTATIONS:
         raise ConfigError(f"DATA.AUGMENTATION must be one of {', '.join(AUGMENTATIONS)}, got {cfg.DATA.AUGMENTATION!r}")
     if cfg.DATA.AUG_BACKEND == "batched" and cfg.DATA.AUGMENTATION != "moco_v2":
@@ -103,16 +108,15 @@ def build_model_and_optimizer(cfg, info: DistInfo):
         model.to(memory_format=torch.channels_last)
     init_lr = scaled_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE)
     groups = bare.param_groups(cfg.SOLVER.EXCLUDE_BIAS_BN)
-    if cfg.SOLVER.OPTIMIZER == "lars":  # SimCLR, BYOL, SwAV: LARS on SGD with momentum (LARC, clip False)
+    if cfg.SOLVER.OPTIMIZER == "lars":  # SimCLR, BYOL, SwAV: each its official LARS (SOLVER.LARS_RULE)
         optimizer: torch.optim.Optimizer = LARS(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
                                                 weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-                                                trust_coefficient=cfg.SOLVER.LARS_TRUST)
+                                                trust_coefficient=cfg.SOLVER.LARS_TRUST, rule=cfg.SOLVER.LARS_RULE)
     else:
         optimizer = torch.optim.SGD(groups, lr=init_lr, momentum=cfg.SOLVER.MOMENTUM,
                                     weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     if info.distributed:
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs(cfg, info))
     if cfg.TRAIN.COMPILE:
         model = torch.compile(model)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.TRAIN.AMP == "fp16")
@@ -130,7 +134,14 @@ def build_data(cfg, info: DistInfo, num_views: int):
         view_tf = views.view_tf
         views_tf = TwoCropsTransform(view_tf, num_views)
     per_rank = cfg.SOLVER.BATCH_SIZE // info.world_size
-    loader_kw = dict(batch_size=per_rank, num_workers=cfg.DATA.NUM_WORKERS, rank=info.rank,
+    workers = resolve_num_workers(cfg.DATA.NUM_WORKERS)
+    d = cfg.DATA
+    decode = "gpu_jpeg" if views.collate_fn is not None else "pil"  # gpu_jpeg falls back to pil without CUDA
+    prefetch = plan_prefetch(d.PREFETCH_FACTOR, workers, batch_bytes("pil" if batch_aug is None else "batched",
+                                                                     decode, per_rank, num_views, d.IMAGE_SIZE))
+    logger.info("data loader: %d workers per rank (DATA.NUM_WORKERS %d), prefetch %d", workers, d.NUM_WORKERS,
+                prefetch)
+    loader_kw = dict(batch_size=per_rank, num_workers=workers, rank=info.rank, prefetch_factor=prefetch,
                      world_size=info.world_size, seed=cfg.SEED, persistent_workers=cfg.DATA.PERSISTENT_WORKERS,
                      pin_memory=cfg.DATA.PIN_MEMORY and info.device.type == "cuda", collate_fn=views.collate_fn)
     dataset = build_dataset(cfg, "train", views_tf, strict=cfg.DATA.STRICT, image_loader=views.image_loader)
@@ -166,13 +177,17 @@ def check_finite(model: nn.Module, epoch: int) -> None:
                                  "last checkpoint is intact (try a lower SOLVER.BASE_LR or TRAIN.AMP none)")
 
 
-def run_knn_monitor(cfg, bare: nn.Module, info: DistInfo) -> float:
+def build_knn_monitor(cfg, info: DistInfo) -> KnnMonitor | None:
+    """The kNN monitor of MONITOR.KNN_PERIOD (None when off); its file lists are scanned here, once."""
+    if not cfg.MONITOR.KNN_PERIOD:
+        return None
     tf = build_eval_transform(cfg.DATA.IMAGE_SIZE)
     train_set, val_set = build_dataset(cfg, "train", tf), build_dataset(cfg, "val", tf)
     m = cfg.MONITOR
-    return knn_monitor(bare.eval_encoder(), train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
-                       batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64), num_workers=cfg.DATA.NUM_WORKERS,
-                       train_subset=m.KNN_TRAIN_SUBSET, rank=info.rank, world_size=info.world_size)
+    return KnnMonitor(train_set, val_set, info.device, len(train_set.classes), k=m.KNN_K, t=m.KNN_T,
+                      batch_size=max(cfg.SOLVER.BATCH_SIZE // info.world_size, 64),
+                      num_workers=resolve_num_workers(cfg.DATA.NUM_WORKERS), train_subset=m.KNN_TRAIN_SUBSET,
+                      rank=info.rank, world_size=info.world_size)
 
 
 def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradScaler, batch_aug: nn.Module | None,
@@ -182,7 +197,8 @@ def build_context(cfg, info: DistInfo, bare: nn.Module, scaler: torch.amp.GradSc
     return TrainContext(
         device=info.device, init_lr=scaled_lr(s.BASE_LR, s.BATCH_SIZE), epochs=s.EPOCHS, fix_pred_lr=s.FIX_PRED_LR,
         schedule_per_step=s.SCHEDULE_UNIT == "step", warmup_epochs=s.WARMUP_EPOCHS, start_lr=s.START_LR,
-        final_lr=s.FINAL_LR, amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
+        final_lr=s.FINAL_LR, warmup_linspace_steps=steps_per_epoch if s.WARMUP_LINSPACE else 0,
+        amp_dtype=_AMP[cfg.TRAIN.AMP], scaler=scaler if scaler.is_enabled() else None,
         batch_aug=batch_aug, channels_last=cfg.TRAIN.CHANNELS_LAST,
         collapse=CollapseMonitor.from_config(cfg, dim=bare.monitor_dim), print_freq=cfg.TRAIN.PRINT_FREQ,
         max_steps=cfg.TRAIN.MAX_STEPS_PER_EPOCH, total_steps=s.EPOCHS * steps_per_epoch,
@@ -203,6 +219,7 @@ class Pretraining:
     dataset: Any
     target_loader: Any = None
     targets: Any = None  # SimSiam's hypothesis variants (paper Sec. 5), or None
+    knn: KnnMonitor | None = None  # MONITOR.KNN_PERIOD's monitor (built once: its file lists are scanned once)
 
     def run_epoch(self, epoch: int) -> dict:
         """Train one epoch (0-based); its ``metrics.jsonl`` record (kNN top-1 when due)."""
@@ -218,8 +235,8 @@ class Pretraining:
         record = {"type": "epoch", "epoch": epoch, **stats, "lr": lr, "time_s": round(time.time() - tic, 3),
                   "bad_images": int(round(float(all_reduce_mean(self.dataset.num_bad)) * info.world_size))
                   if hasattr(self.dataset, "num_bad") else 0}
-        if cfg.MONITOR.KNN_PERIOD and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS):
-            record["knn_top1"] = run_knn_monitor(cfg, self.bare, info)
+        if self.knn is not None and ((epoch + 1) % cfg.MONITOR.KNN_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS):
+            record["knn_top1"] = self.knn(self.bare.eval_encoder())
         return record
 
     def extra_state(self) -> dict:
@@ -266,7 +283,8 @@ def build(cfg, info: DistInfo) -> Pretraining:
     targets = build_targets(cfg, bare, ctx, len(dataset))
     if targets is not None:
         bare.targets = targets  # SimSiam's hypothesis variants (paper Sec. 5)
-    return Pretraining(cfg, info, model, bare, optimizer, ctx, loader, dataset, target_loader, targets)
+    return Pretraining(cfg, info, model, bare, optimizer, ctx, loader, dataset, target_loader, targets,
+                       build_knn_monitor(cfg, info))
 
 
 def _epochs(run: Pretraining, start_epoch: int) -> None:
@@ -326,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.DATA.STRICT = True
         cfg.freeze()
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
+    set_cudnn_benchmark(info.device)
     try:
         return train(cfg, info, args.resume)
     finally:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,16 +57,20 @@ def seed_all(seed: int) -> None:
 
 def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = None,
               splits: Sequence[str] = ("train", "val"), markers: Sequence[str] = RUN_MARKERS,
-              log_file: str = "log.txt") -> Run:
-    """Resolve DATA.ROOT (``splits`` must exist), guard and lock OUTPUT_DIR, save config.yaml,
-    log to OUTPUT_DIR/``log_file`` and seed with ``SEED + rank``.
+              log_file: str = "log.txt", check: Callable[[CfgNode], CfgNode] | None = None) -> Run:
+    """Resolve DATA.ROOT (``splits`` must exist), run ``check``, guard and lock OUTPUT_DIR, save
+    config.yaml, log to OUTPUT_DIR/``log_file`` and seed with ``SEED + rank``.
 
     Args:
         resume: the command's ``--resume`` argument (None: a new run).
         markers: file patterns that mark a run in OUTPUT_DIR; if any exists, the run is refused
             unless resumed with the same config. Empty: only lock OUTPUT_DIR.
+        check: validates the command's own inputs (weights, classes) and returns the config to run,
+            before OUTPUT_DIR is created: its ``UserError`` leaves nothing behind.
     """
     cfg = resolve_cfg_data_root(cfg, tuple(splits))
+    if check is not None:
+        cfg = check(cfg)
     prepare_run_dir(cfg, info, resume, markers=markers)  # refuse to replace another run; lock; sweep temp files
     out = Path(cfg.OUTPUT_DIR)
     if info.is_main:
@@ -80,8 +84,9 @@ def setup_run(cfg: CfgNode, info: DistInfo, command: str, resume: str | None = N
 
 
 def load_run(defaults: CfgNode, config_file: str | None, opts: Sequence[str], command: str,
-             resume: str | None = None, markers: Sequence[str] = ()) -> Run:
+             resume: str | None = None, markers: Sequence[str] = (),
+             check: Callable[[CfgNode], CfgNode] | None = None) -> Run:
     """``load_config`` + join the process group + ``setup_run`` (log file ``log_<command>.txt``)."""
     cfg = load_config(defaults, config_file, opts)
     info = init_distributed_mode(device=cfg.MODEL.DEVICE)
-    return setup_run(cfg, info, command, resume, markers=markers, log_file=f"log_{command}.txt")
+    return setup_run(cfg, info, command, resume, markers=markers, log_file=f"log_{command}.txt", check=check)

@@ -30,6 +30,7 @@ from .classification import accuracy, build_backbone, build_eval_loader, build_t
 from .checkpoint import (LAST_CHECKPOINT, find_resume_checkpoint, load_checkpoint, load_official_state_dict,
                          save_checkpoint, set_rng_state)
 from .eval_config import get_supervised_defaults
+from .eval_inputs import check_classes
 from .utils.run_dir import RUN_MARKERS
 from .run_setup import Run, load_run
 from .schedule import lr_at, scaled_lr
@@ -172,23 +173,27 @@ def _train(run: Run, bare: nn.Module, model: nn.Module, optimizer: torch.optim.O
     metrics.close()
 
 
+def _check_classes(cfg: CfgNode) -> CfgNode:
+    """At least 2 classes, the same in train and val, before OUTPUT_DIR exists."""
+    check_classes(cfg, "supervised")
+    return cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``siambench supervised --config-file C [--resume auto] KEY V...`` -> OUTPUT_DIR/model_final.pth."""
     parser = argparse.ArgumentParser(prog="siambench supervised", description=__doc__.split("\n\n")[0])
     parser.add_argument("--resume", metavar="auto|PATH", default=None,
                         help="continue from OUTPUT_DIR/last_checkpoint ('auto', if present) or PATH")
     add_config_args(parser, "OUTPUT_DIR runs/x SOLVER.EPOCHS 2")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags anywhere, also after the overrides
     run = load_run(get_supervised_defaults(), args.config_file, args.opts, command="supervised",
-                   resume=args.resume, markers=RUN_MARKERS)
+                   resume=args.resume, markers=RUN_MARKERS, check=_check_classes)
     cfg, out = run.cfg, Path(run.cfg.OUTPUT_DIR)
     lr_at_epoch(cfg, 0)  # validates SOLVER.SCHEDULE before any work
     _amp_dtype(cfg, run.device)  # validates TRAIN.AMP
 
     train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
-    val_loader, val_classes = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)
-    if classes != val_classes:
-        raise SystemExit(f"supervised: {cfg.DATA.ROOT}/train and {cfg.DATA.ROOT}/val have different class folders")
+    val_loader, _ = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)  # the same classes (_check_classes)
     bare, model, optimizer, scaler = _build(run, len(classes))
     _train(run, bare, model, optimizer, scaler, (train_loader, val_loader), args.resume)
     if run.is_main:

@@ -92,12 +92,12 @@ class MovingAverageTargets:
     def __call__(self, index: torch.Tensor, zs: list[torch.Tensor]) -> torch.Tensor:
         # F_theta(T'(x)) estimated by the mean of this step's (detached) view projections, NxC
         new = torch.stack([F.normalize(z.detach().float(), dim=1) for z in zs]).mean(0).to(self.bank.device)
-        idx = index.to(self.bank.device)
+        idx = index.to(self.bank.device, non_blocking=True)  # the loader's (pinned) indices: an asynchronous copy
         all_idx, all_new = all_gather_cat(idx), all_gather_cat(new)  # every rank keeps the whole bank
         old, seen = self.bank[all_idx], self.seen[all_idx].unsqueeze(1)
         self.bank[all_idx] = torch.where(seen, self.m * old + (1 - self.m) * all_new, all_new)
         self.seen[all_idx] = True
-        return self.bank[idx].to(zs[0].device)
+        return self.bank[idx].to(zs[0].device, non_blocking=True)
 
     def state_dict(self) -> dict:
         return {"bank": self.bank.cpu(), "seen": self.seen.cpu()}

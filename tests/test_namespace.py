@@ -1,4 +1,4 @@
-"""Our code lives in the `siambench` namespace: a user's own pretrain/ cannot shadow it (issue 11 item 16)."""
+"""Our code lives in the `siambench` namespace: a user's own pretrain/ cannot shadow it."""
 from __future__ import annotations
 
 import subprocess

@@ -29,7 +29,7 @@ from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 
 
 from detectron2.config import CfgNode, get_cfg
 from siambench.pretrain.utils.config import ConfigError, config_diff, flatten, load_config, plain
-from siambench.pretrain.utils.paths import CONFIG_ROOT
+from siambench.pretrain.utils.paths import CONFIG_ROOT, resolve
 
 __all__ = [
     "CONFIG_DIR",
@@ -117,11 +117,16 @@ def available_tasks() -> list[str]:
 
 
 def task_config_path(task: str) -> Path:
-    """``configs/transfer/<task>.yaml``; a clear error lists the tasks that exist."""
-    path = CONFIG_DIR / f"{task}.yaml"
+    """``configs/transfer/<task>.yaml`` as every config path resolves (:func:`resolve`): the working
+    directory's own copy if it has one (the file ``siambench run`` fingerprints), else the shipped
+    one; a clear error lists the tasks that exist."""
+    path = resolve(f"configs/transfer/{task}.yaml").absolute()
     if not path.is_file() or task.startswith("Base"):
-        raise ConfigError(f"unknown transfer task {task!r} (no {path}); available tasks: "
+        raise ConfigError(f"unknown transfer task {task!r} (no {CONFIG_DIR / f'{task}.yaml'}); available tasks: "
                           f"{', '.join(available_tasks())}; or pass --config-file FILE")
+    if path.resolve() != (CONFIG_DIR / f"{task}.yaml").resolve():
+        logger.warning("--task %s: using %s (from the working directory), not the shipped %s", task, path,
+                       CONFIG_DIR / f"{task}.yaml")
     return path
 
 

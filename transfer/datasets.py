@@ -42,7 +42,7 @@ from detectron2.data.datasets import load_coco_json, load_voc_instances  # noqa:
 from siambench.pretrain.utils.errors import UserError
 from siambench.pretrain.data.shapes import SYNTH_CLASSES  # noqa: E402  (the classes `siambench data synth` draws)
 
-from .annotations import coco_problems, sanitize_boxes, voc_problems
+from .annotations import coco_sets_problems, sanitize_boxes, voc_problems
 
 __all__ = [
     "SYNTH_CLASSES", "SYNTH_VOC", "SYNTH_COCO", "BUILTIN_CHECKED", "DatasetLayoutError",
@@ -258,18 +258,24 @@ def validate_annotations(names: Iterable[str]) -> None:
     Raises:
         DatasetLayoutError: listing the problems, each naming its file, and the fix.
     """
+    coco = []
     for name in names:
         check_dataset_root(name)
         meta = MetadataCatalog.get(name)
         if meta.get("dirname") is not None:
-            problems = voc_problems(Path(meta.dirname), meta.split, meta.thing_classes)
+            _refuse(name, voc_problems(Path(meta.dirname), meta.split, meta.thing_classes))
         elif meta.get("json_file") is not None:
-            problems = coco_problems(Path(meta.json_file), Path(meta.image_root))
-        else:
-            continue
-        if problems:
-            fix = SYNTH_HINT if name in SYNTH_VOC or name in SYNTH_COCO else "fix or re-download these files"
-            raise DatasetLayoutError(f"dataset {name!r}: {'; '.join(problems)}. Nothing was trained; {fix}")
+            coco.append(name)
+    if coco:  # together: the test sets must name the training set's categories
+        metas = [MetadataCatalog.get(name) for name in coco]
+        _refuse(", ".join(coco), coco_sets_problems([(Path(m.json_file), Path(m.image_root)) for m in metas]))
+
+
+def _refuse(name: str, problems: list[str]) -> None:
+    if problems:
+        synth = all(n in SYNTH_VOC or n in SYNTH_COCO for n in name.split(", "))
+        fix = SYNTH_HINT if synth else "fix or re-download these files"
+        raise DatasetLayoutError(f"dataset {name!r}: {'; '.join(problems)}. Nothing was trained; {fix}")
 
 
 def _diagnose(name: str, error: Exception) -> str | None:

@@ -36,6 +36,7 @@ from siambench.pretrain.utils.io import atomic_write_json, sha256_file
 from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
 
 from . import datasets
+from .backbone_check import prepare_backbone
 from .checkpoint import check_weights_file, unreadable_reason
 from .config import CONFIG_DIR, default_trials, load_task_config, overrides, resolve_runtime, task_config_path
 from .trainer import TransferTrainer, load_model_for_eval
@@ -273,9 +274,12 @@ def run(plan: TrialPlan) -> list[dict[str, Any]]:
 
 @exit_2_on_user_error("siambench transfer")
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     datasets.register_datasets()
     plan = make_plan(args)
+    plan, warnings = prepare_backbone(plan, args.opts, dry_run=args.dry_run)  # refuses weights that do not load
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         print(plan.cfg.dump())
         print(plan.describe())

@@ -63,6 +63,8 @@ class TrialPlan:
     num_gpus: int = 1
     num_machines: int = 1
     eval_only: bool = False
+    # ResNet tensors loaded from the weights and MODEL.RESNETS applied from their provenance (backbone_check)
+    backbone: dict[str, Any] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -219,6 +221,9 @@ def trial_record(plan: TrialPlan, k: int | None, status: str, results: dict[str,
         "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
         "eval_only": plan.eval_only,
         "resumed": resumed,
+        "backbone_loaded": (plan.backbone or {}).get("loaded"),  # ResNet tensors filled from the weights ...
+        "backbone_total": (plan.backbone or {}).get("total"),  # ... of the model's (None: scratch, eval only)
+        "resnets_from_weights": (plan.backbone or {}).get("resnets_from_weights", {}),
         "final_model_kept": bool(cfg.SIAMBENCH.KEEP_FINAL_MODEL),  # False: the numbers are the whole result
         "results": to_json_metrics(results or {}),
         "per_class": _per_class(results or {}),

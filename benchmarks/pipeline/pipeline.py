@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from fvcore.common.config import CfgNode
 
 from siambench.pretrain.utils.config import ConfigError, save_config
+from siambench.pretrain.utils.errors import exit_2_on_user_error
 from siambench.pretrain.utils.io import atomic_write_json
 
 from ..report.report import publish
@@ -87,6 +88,7 @@ class PipelineState:
         self.data: dict[str, Any] = {
             "pipeline": pipeline_file,
             "synthetic": bool(cfg.SYNTH.ENABLED),
+            "budget": {"minutes": float(cfg.BUDGET.MINUTES), "disk_gb": float(cfg.BUDGET.DISK_GB)},
             "entries": {n: {"kind": e.KIND, "label": e.LABEL or n} for n, e in cfg.ENTRIES.items()},
             "steps": old.get("steps", {}),
             "created": old.get("created", _now()),
@@ -151,12 +153,16 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner | None, pipeline_file: str = "
     Raises:
         PipelineChanged: a finished step was made with other settings and is not forced
             (checked before anything is written).
+        RunDirError: another runner holds ``OUTPUT_DIR/.lock`` (nothing removed or started).
     """
     out = Path(cfg.OUTPUT_DIR)
     steps = build_steps(cfg)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
     rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
     check_in_flight(steps, state.data["steps"], rerun, launcher.name if launcher is not None else "local")
+    from siambench.pretrain.utils.run_dir import lock_dir  # lazy: run_dir imports torch; --help/--dry-run stay light
+
+    lock_dir(out)  # one runner per OUTPUT_DIR: a second one stops here, before --force removes a running step's dir
     reset_outputs(steps, rerun, out, log)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "pipeline.yaml")
@@ -335,19 +341,14 @@ def _error(message: str) -> int:
     return 2
 
 
+@exit_2_on_user_error("siambench run")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    try:
-        cfg = load_pipeline(args.pipeline, args.opts)
-    except ConfigError as e:
-        return _error(str(e))
+    cfg = load_pipeline(args.pipeline, args.opts)
     problems = check_files(cfg)
     if problems:
         return _error("the pipeline refers to missing files:\n  " + "\n  ".join(problems))
-    try:
-        launcher = build_launcher(cfg, args.launcher, args.pipeline, args.detach)
-    except ConfigError as e:
-        return _error(str(e))
+    launcher = build_launcher(cfg, args.launcher, args.pipeline, args.detach)
     steps = build_steps(cfg)
     with env_for_checks(cfg):
         lacking = preflight_problems(cfg, steps, count_gpus=launcher is None)
@@ -360,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = run_pipeline(cfg, None if launcher else SubprocessRunner(echo=args.verbose), args.pipeline,
                               force=args.force, verbose=args.verbose, launcher=launcher, detach=args.detach)
-    except ConfigError as e:  # PipelineChanged, a bad --force: before anything was written
-        return _error(str(e))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -28,7 +28,7 @@ from typing import Sequence
 from fvcore.common.config import CfgNode
 
 from siambench.pretrain.utils import paths
-from siambench.pretrain.utils.config import ConfigError, merge_overrides
+from siambench.pretrain.utils.config import ConfigError, merge_overrides, read_config_chain
 
 from ..launchers.config import add_launcher_config, check_launcher_config
 
@@ -115,6 +115,12 @@ def get_pipeline_defaults() -> CfgNode:
     _C.TRANSFER.OPTS = []  # extra KEY VALUE overrides for every transfer run
 
     _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
+
+    # A cost budget the verdict checks (wall time of the steps, bytes they write); 0 = none. Only a pipeline
+    # that promises one sets it (the demo: 15 min, 1 GB); other pipelines get no budget claims.
+    _C.BUDGET = CfgNode()
+    _C.BUDGET.MINUTES = 0.0
+    _C.BUDGET.DISK_GB = 0.0
     # Where the steps run: LAUNCHER.NAME local (subprocesses here) or slurm (one batch job per step;
     # LAUNCHER.SLURM.* their resources, time limits and requeues; benchmarks/launchers/config.py).
     add_launcher_config(_C)
@@ -173,6 +179,9 @@ def _validate(cfg: CfgNode, source: str) -> None:
     if not all(str(flag).startswith("--") for flag in cfg.SYNTH.ARGS[0::2]) or len(cfg.SYNTH.ARGS) % 2:
         raise ConfigError(f"{source}: SYNTH.ARGS must be --flag value pairs of `siambench data synth`, "
                           f"e.g. ['--num-images', '64'], got {list(cfg.SYNTH.ARGS)}")
+    if cfg.BUDGET.MINUTES < 0 or cfg.BUDGET.DISK_GB < 0:
+        raise ConfigError(f"{source}: BUDGET.MINUTES and BUDGET.DISK_GB must be >= 0 (0 = no budget), got "
+                          f"{cfg.BUDGET.MINUTES}, {cfg.BUDGET.DISK_GB}")
     if cfg.JOBS < 1:
         raise ConfigError(f"{source}: JOBS must be >= 1, got {cfg.JOBS}")
     if cfg.JOBS > 1 and cfg.NUM_GPUS > 1:
@@ -232,8 +241,9 @@ def load_pipeline(path: str | Path, opts: Sequence[str] = ()) -> CfgNode:
     cfg = get_pipeline_defaults()
     cfg.set_new_allowed(False)
     cfg.ENTRIES.set_new_allowed(True)  # entry names are the pipeline's own
+    loaded = CfgNode(read_config_chain(path))  # one line for an empty/list/bad file or a missing _BASE_
     try:
-        cfg.merge_from_file(str(path))
+        cfg.merge_from_other_cfg(loaded)
     except KeyError as e:
         raise ConfigError(f"{path}: unknown config key {e}; check the spelling against "
                           "benchmarks/pipeline/pipeline_config.py") from e

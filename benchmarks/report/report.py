@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from siambench.pretrain.utils.env import environment
 from siambench.pretrain.utils.io import atomic_write_text
 
-from .claims import MARKS, Claim, render_verdict
+from .claims import Claim, render_verdict, verdict_counts
 from .results import collect
 from .table import build_tables
 from .table_data import Table
@@ -36,7 +36,7 @@ table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px
 text-align:center}td:first-child,th:first-child{text-align:left}tr.paper{color:#666;background:#f6f6f6}
 caption{font-weight:bold;text-align:left;padding:4px 0}pre{background:#f4f4f4;padding:8px;overflow-x:auto;
 font-size:12px}img{max-width:100%}.note{color:#555;font-size:13px}.scroll{overflow-x:auto;max-width:100%}
-td.holds{background:#e3f4e3}td.fails{background:#f9dede;font-weight:bold}td.not-tested{color:#777}
+td.holds{background:#e3f4e3}td.fails{background:#f9dede;font-weight:bold}td.not-tested{color:#777}td.not-significant{background:#fdf5dc}
 tr.total td{font-weight:bold;border-top:2px solid #999}"""
 
 
@@ -115,8 +115,7 @@ def _html_verdict(claims: Sequence[Claim]) -> str:
     esc = html.escape
     if not claims:
         return "<h2>Verdict</h2><p>(no claim can be tested on these runs)</p>"
-    n = {m: sum(c.mark == m for c in claims) for m in MARKS}
-    counts = f"{n['holds']} hold, {n['fails']} fail, {n['not tested']} not tested"
+    counts = verdict_counts(claims)
     rows = "".join(f'<tr><td>{i}</td><td>{esc(c.claim)}</td><td class="{c.mark.replace(" ", "-")}">{esc(c.mark)}'
                    f"</td><td>{esc(c.evidence)}</td><td>{esc(c.test)}</td></tr>" for i, c in enumerate(claims, 1))
     return (f"<h2>Verdict</h2><p><b>{esc(counts)}</b>: does this run reproduce the paper's claims? "

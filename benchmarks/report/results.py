@@ -45,6 +45,22 @@ class TransferTrial:
     # {"bbox": {"AP": 47.0, ...}, "segm": {...}}; NaN/None and invalid metrics are kept as NaN here.
     results: dict[str, dict[str, float]]
     invalid: frozenset[str] = frozenset()  # "bbox.AP" etc.: present but outside [0, 100] or non-finite
+    trial: int | None = None  # the trial index k (trial{k}/)
+    weights_sha256: str | None = None
+    config_hash: str | None = None
+    resumed: bool = False  # continued from a checkpoint after an interruption
+    backbone_loaded: int | None = None  # backbone tensors loaded from the weights (None: not recorded)
+    backbone_total: int | None = None  # backbone tensors of the model
+
+    def loaded_weights(self) -> bool:
+        """The trial started from weights (a file, or backbone tensors loaded), not from random init."""
+        return self.weights != "scratch" or bool(self.backbone_loaded)
+
+    def identity(self) -> tuple | None:
+        """What makes two results files the same trial (a copied directory); None when unrecorded."""
+        if self.trial is None and self.seed is None:
+            return None
+        return (self.task, self.label, self.trial, self.seed, self.weights_sha256 or self.weights, self.config_hash)
 
 
 @dataclass(frozen=True)
@@ -175,9 +191,55 @@ def _transfer_trial(path: Path, obj: dict[str, Any], out: RunResults) -> None:
                  for k, v in m.items() if k in TABLE_METRICS and math.isnan(v) and f"{t}.{k}" not in invalid)
     if nan:
         out.notes.append(f"{rel}: NaN/missing {', '.join(nan)} (shown as missing, not averaged in)")
-    seed = obj.get("seed")
-    out.transfer.append(TransferTrial(path, task, label, str(obj.get("weights", "")),
-                                      seed if isinstance(seed, int) else None, results, frozenset(invalid)))
+    _note_missing_metrics(rel, obj["results"], out.notes)
+    out.transfer.append(TransferTrial(path, task, label, str(obj.get("weights", "")), _int(obj.get("seed")),
+                                      results, frozenset(invalid), _int(obj.get("trial")),
+                                      _str(obj.get("weights_sha256")), _str(obj.get("config_hash")),
+                                      obj.get("resumed") is True, _int(obj.get("backbone_loaded")),
+                                      _int(obj.get("backbone_total"))))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _note_missing_metrics(rel: Path, results: dict[str, Any], notes: list[str]) -> None:
+    """A result type with some table metrics absent: this trial counts in some cells of its row only."""
+    for rtype in RESULT_TYPES:
+        metrics = results.get(rtype)
+        if not isinstance(metrics, dict):
+            continue
+        absent = [k for k in TABLE_METRICS if k not in metrics]
+        if len(absent) == len(TABLE_METRICS):
+            notes.append(f"{rel}: results.{rtype} has none of {', '.join(TABLE_METRICS)}: counted in no {rtype} cell")
+        elif absent:
+            has = ", ".join(k for k in TABLE_METRICS if k not in absent)
+            notes.append(f"{rel}: results.{rtype} has no {', '.join(absent)}: this trial counts in {rtype} {has} "
+                         f"only, so that row's cells have different n")
+
+
+def _drop_copies(out: RunResults) -> None:
+    """Count each trial once: a results file with the same task, label, trial index, seed, weights and
+    config as one read before (a copied trial directory, ``cp -r trial1 trial1.bak``) is named in a note."""
+    seen: dict[tuple, TransferTrial] = {}
+    kept = []
+    for t in out.transfer:
+        key = t.identity()
+        first = seen.get(key) if key is not None else None
+        if first is not None:
+            what = "a copy" if repr(t.results) == repr(first.results) else "another run of it, other numbers"
+            out.notes.append(f"{t.path.relative_to(out.root)}: the same trial as {first.path.relative_to(out.root)} "
+                             f"(task {t.task}, trial {t.trial}, seed {t.seed}, same weights and config; {what}): "
+                             "counted once")
+            continue
+        if key is not None:
+            seen[key] = t
+        kept.append(t)
+    out.transfer = kept
 
 
 def _eval_result(path: Path, obj: dict[str, Any], out: RunResults, labels: dict[str, str],
@@ -233,11 +295,15 @@ def collect(runs_dir: str | os.PathLike) -> RunResults:
         if obj is None:
             continue
         if path.name == "results.json":
-            if "task" in obj or "status" in obj:  # other tools' results.json are not ours
+            if "task" in obj or "status" in obj:
                 _transfer_trial(path, obj, out)
+            else:  # another tool's results.json, or a damaged trial's
+                out.notes.append(f"{path.relative_to(root)}: no 'task' or 'status', not a transfer trial's "
+                                 "results.json; skipped")
         else:
             _eval_result(path, obj, out, labels, synthetic_run)
 
+    _drop_copies(out)
     for trial in out.transfer:  # kinds of rows not described by a pipeline state
         if trial.label not in out.kinds:
             if trial.weights == "scratch":

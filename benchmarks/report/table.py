@@ -97,6 +97,7 @@ def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: Run
                  for task, rtype in groups_sorted for m in reference.METRICS]
         rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
     table = Table(name, title, columns, rows)
+    _flag_rows(table, trials, res)
     if with_paper:
         table.notes.append(f"paper rows: {reference.CITATION}, Table 5 (R50-C4, 200-ep pre-training; VOC: 5 trials)")
     if any(r.source == "ours" and any(c.mean is None and not c.invalid for c in r.cells) for r in rows):
@@ -105,6 +106,31 @@ def _transfer_table(name: str, title: str, trials: list[TransferTrial], res: Run
         table.notes.append("invalid = a value outside [0, 100] or not finite; never averaged in (see the notes)")
     apply_bold(table)
     return table
+
+
+SCRATCH_FLAG = " [loaded weights]"
+RESUMED_FLAG = " [resumed]"
+
+
+def _flag_rows(table: Table, trials: list[TransferTrial], res: RunResults) -> None:
+    """Mark our rows whose numbers are not what their label says: a scratch row with a trial that loaded
+    weights, and rows with trials resumed after an interruption (detectron2 restores the model, optimizer
+    and iteration but not the data order or RNG state, so they can differ from an uninterrupted run)."""
+    for row in (r for r in table.rows if r.source == "ours"):
+        mine = [t for t in trials if t.label == row.label]
+        loaded = [t for t in mine if t.loaded_weights()]
+        if loaded and (row.kind == "scratch" or "scratch" in row.label.lower()):
+            row.label += SCRATCH_FLAG
+            for t in loaded:
+                count = f", {t.backbone_loaded} backbone tensors" if t.backbone_loaded is not None else ""
+                table.notes.append(f"{row.label}: {t.path.relative_to(res.root)} loaded weights ({t.weights}"
+                                   f"{count}): not a from-scratch baseline")
+        resumed = [t for t in mine if t.resumed]
+        if resumed:
+            row.label += RESUMED_FLAG
+            table.notes.append(f"{row.label}: resumed after an interruption (data order and RNG not restored, "
+                               "may differ from an uninterrupted run): "
+                               + ", ".join(str(t.path.relative_to(res.root)) for t in resumed))
 
 
 def _delta_tables(table: Table) -> list[Table]:

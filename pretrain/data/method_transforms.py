@@ -17,7 +17,9 @@ SwAV ``src/multicropdataset.py`` (``get_color_distortion(s=1)``, ``PILRandomGaus
 ``--min_scale_crops 0.14``; small crops ``(0.05, 0.14)`` at 96 px; ``swav_2x224``: the
 2x224 script ``scripts/swav_400ep_2x224_pretrain.sh``, ``--min_scale_crops 0.08``). Every recipe flips with
 p 0.5 and normalises with the ImageNet mean/std (SwAV's code has std 0.228 for red, a typo we
-do not copy). Jitter is applied in torchvision's random order, as all four official codes do.
+do not copy). Jitter is applied in torchvision's random order, as all four official codes do; BYOL's
+jitter is its own (``byol_color.ByolColorJitter``: additive brightness, per-channel contrast, HSV
+saturation, as deepmind-research ``byol/utils/augmentations.py``), torchvision's for the others.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image, ImageOps
 from torchvision import transforms as T
 
+from .byol_color import ByolColorJitter
 from .transforms import (BLUR_SIGMA, IMAGENET_MEAN, IMAGENET_STD, GaussianBlur, TwoCropsTransform,
                          build_moco_v2_transform)
 
@@ -69,9 +72,9 @@ class MultiViewTransform:
 
 
 def _view(size: int, scale: Sequence[float], jitter: Sequence[float], jitter_p: float, gray_p: float,
-          blur_p: float, solarize_p: float) -> T.Compose:
+          blur_p: float, solarize_p: float, jitter_cls: Callable[..., Any] = T.ColorJitter) -> T.Compose:
     ops: list[Any] = [T.RandomResizedCrop(size, scale=tuple(scale)), T.RandomHorizontalFlip(),
-                      T.RandomApply([T.ColorJitter(*jitter)], p=jitter_p), T.RandomGrayscale(p=gray_p)]
+                      T.RandomApply([jitter_cls(*jitter)], p=jitter_p), T.RandomGrayscale(p=gray_p)]
     if blur_p > 0:
         ops.append(T.RandomApply([GaussianBlur(BLUR_SIGMA)], p=blur_p) if blur_p < 1 else GaussianBlur(BLUR_SIGMA))
     if solarize_p > 0:
@@ -87,7 +90,9 @@ def build_view_transform(name: str, size: int = 224, scale: Sequence[float] = (0
     if name == "moco_v2":
         return build_moco_v2_transform(size, scale)
     own_scale, jitter, jitter_p, gray_p, blur_p, sol_p = AUGMENTATIONS[name]
-    return _view(size, crop_scale or own_scale, jitter, jitter_p, gray_p, blur_p[view % 2], sol_p[view % 2])
+    jitter_cls = ByolColorJitter if name == "byol" else T.ColorJitter  # BYOL's own additive-brightness jitter
+    return _view(size, crop_scale or own_scale, jitter, jitter_p, gray_p, blur_p[view % 2], sol_p[view % 2],
+                 jitter_cls)
 
 
 def build_multi_view_transform(cfg, num_views: int) -> Callable[[Any], list[Any]]:

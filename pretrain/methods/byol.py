@@ -10,7 +10,8 @@ Reads like the paper (Sec. 3.1, Algorithm 1)::
 
 ||a - b||^2 of unit vectors is 2 - 2 cos; the loss is averaged over the batch and summed over
 the two directions, as the paper's L + L~. Projector and predictor: Linear(4096), BN, ReLU,
-Linear(256), no BN on the output (App. C). Keys: ``encoder.*`` (online ResNet + projector, the
+Linear(256), no BN and no bias on the output (deepmind-research ``byol/utils/networks.py`` ``MLP``;
+its hidden Linear's bias, which BN removes, is left out). Keys: ``encoder.*`` (online ResNet + projector, the
 one transferred), ``predictor.*``, ``target_encoder.*``.
 """
 from __future__ import annotations
@@ -52,9 +53,9 @@ class BYOL(Method):
 
     def __init__(self, encoder: nn.Module, hidden_dim: int = 4096, dim: int = 256, tau_base: float = 0.996) -> None:
         super().__init__()
-        encoder.fc = bn_mlp(feature_dim(encoder), hidden_dim, dim, num_layers=2, last_bn=False)
+        encoder.fc = bn_mlp(feature_dim(encoder), hidden_dim, dim, num_layers=2, last_bn=False, out_bias=False)
         self.encoder = encoder
-        self.predictor = bn_mlp(dim, hidden_dim, dim, num_layers=2, last_bn=False)
+        self.predictor = bn_mlp(dim, hidden_dim, dim, num_layers=2, last_bn=False, out_bias=False)
         self.target_encoder = copy.deepcopy(encoder)  # xi initialised as theta
         self.target_encoder.requires_grad_(False)
         self.tau_base = tau_base

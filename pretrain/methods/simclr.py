@@ -5,7 +5,7 @@ Reads like the paper's Algorithm 1::
     z = normalize(g(f(x)))  for both views      # 2N x C over all ranks (gathered with gradient)
     s_ij = z_i . z_j / tau                      # 2N x 2N, the diagonal masked out
     l(i, j) = -log exp(s_ij) / sum_{k != i} exp(s_ik)   for each positive pair (i, j)
-    L = mean over the 2N anchors of l(i, j(i))
+    L = mean over the view-1 anchors + mean over the view-2 anchors   # official loss_a + loss_b
 
 The projector g is MLP with BN on every layer (SimCLR App. B.9: "BN ... in the projection
 head"); the SimSiam paper's "repro.+" uses 3 layers (``MODEL.SIMCLR.PROJ_LAYERS``). Negatives
@@ -27,21 +27,34 @@ from .encoders import build_encoder, feature_dim
 __all__ = ["SimCLR", "bn_mlp", "nt_xent", "build"]
 
 
-def bn_mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, last_bn: bool = True) -> nn.Sequential:
-    """(Linear, BN, ReLU) x (num_layers - 1), Linear (+ BN): the SimCLR/SwAV-style projector."""
+def bn_mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, last_bn: bool = True,
+           out_bias: bool = True) -> nn.Sequential:
+    """(Linear, BN, ReLU) x (num_layers - 1), Linear (+ BN): the SimCLR/BYOL/SwAV-style projector.
+
+    A Linear followed by BN has no bias (BN removes it). With ``last_bn`` the output BN has a
+    scale and no trainable shift (SimCLR ``model_util.projection_head``: ``center=False`` on the
+    last layer; its beta stays 0, frozen); without it the output Linear has a bias iff ``out_bias``
+    (SwAV: yes; BYOL ``networks.MLP``: no).
+    """
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):
         layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
         dim = hidden_dim
-    layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
+    layers.append(nn.Linear(dim, out_dim, bias=out_bias and not last_bn))
     if last_bn:
-        layers.append(nn.BatchNorm1d(out_dim))
+        bn = nn.BatchNorm1d(out_dim)
+        bn.bias.requires_grad_(False)  # center=False: no beta
+        layers.append(bn)
     return nn.Sequential(*layers)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent of this rank's anchors ``z1``, ``z2`` (NxC each, unnormalised) against all ranks' views."""
+    """NT-Xent of this rank's anchors ``z1``, ``z2`` (NxC each, unnormalised) against all ranks' views.
+
+    The sum of the two N-anchor cross-entropies, as google-research/simclr ``objective.py``
+    ``add_contrastive_loss`` (``loss_a + loss_b``), i.e. twice the mean over the 2N anchors.
+    """
     n = z1.shape[0]
     local = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N x C, this rank: [view 1; view 2]
     z1_all = gather_with_grad(local[:n])  # (world N) x C
@@ -54,7 +67,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     self_idx = torch.cat([rows, rows + total])  # anchor i itself: masked out
     pos_idx = torch.cat([rows + total, rows])  # its other view: the positive
     logits = logits.masked_fill(F.one_hot(self_idx, 2 * total).bool(), float("-inf"))
-    return F.cross_entropy(logits, pos_idx)
+    per_anchor = F.cross_entropy(logits, pos_idx, reduction="none")
+    return per_anchor[:n].mean() + per_anchor[n:].mean()  # official loss_a + loss_b
 
 
 class SimCLR(Method):

@@ -3,7 +3,7 @@
 Follows the official ``facebookresearch/swav`` ``main_swav.py``::
 
     normalize the prototypes C                       # every step, before the forward
-    z = normalize(g(f(x)))  for every crop           # embeddings, NxD (same-size crops batched)
+    h = f(x) per run of same-size crops; z = normalize(g(cat(h)))   # head once on all crops, NxD each
     scores = z @ C.T                                 # NxK prototype scores
     q_s = sinkhorn(scores_s) for the two 224 crops   # codes, no gradient (optionally with a queue)
     L = sum_s sum_{v != s} -mean(q_s . log softmax(scores_v / T)) / (V - 1) / 2
@@ -72,6 +72,14 @@ def swav_loss(scores: Sequence[torch.Tensor], codes: dict[int, torch.Tensor], te
     return loss / len(codes)
 
 
+def _trunk(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled features of a torchvision ResNet, its ``fc`` (the projection head) left out."""
+    e = encoder
+    x = e.maxpool(e.relu(e.bn1(e.conv1(x))))
+    x = e.layer4(e.layer3(e.layer2(e.layer1(x))))
+    return torch.flatten(e.avgpool(x), 1)
+
+
 class SwAV(Method):
     """ResNet + projection head, l2-normalised embeddings, prototypes, Sinkhorn codes.
 
@@ -114,15 +122,20 @@ class SwAV(Method):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1, p=2))  # C on the unit sphere
 
     def forward(self, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embeddings, scores) of all crops stacked crop after crop: (V N)xD and (V N)xK."""
+        """(embeddings, scores) of all crops stacked crop after crop: (V N)xD and (V N)xK.
+
+        As official ``src/resnet50.py`` ``forward``: the trunk runs once per run of same-size
+        crops, the projection head once on all crops' features concatenated (its BN normalises
+        large and small crops together and updates its statistics once per step).
+        """
         feats, start = [], 0
-        while start < len(views):  # crops of one resolution go through the backbone together (official)
+        while start < len(views):
             end = start
             while end < len(views) and views[end].shape[-1] == views[start].shape[-1]:
                 end += 1
-            feats.append(self.encoder(torch.cat(list(views[start:end]))))  # projection head included
+            feats.append(_trunk(self.encoder, torch.cat(list(views[start:end]))))
             start = end
-        z = F.normalize(torch.cat(feats), dim=1, p=2)
+        z = F.normalize(self.encoder.fc(torch.cat(feats)), dim=1, p=2)
         return z, self.prototypes(z)
 
     def loss(self, out: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,10 +19,11 @@ from fvcore.common.config import CfgNode
 
 from .errors import ConfigError
 from .io import atomic_write_text
-from .paths import resolve
+from .paths import CONFIG_ROOT, resolve
 
 __all__ = ["CfgNode", "add_config_args", "load_config", "merge_overrides", "save_config", "ConfigError",
-           "flatten", "matches", "config_diff", "base_chain", "load_yaml_chain"]
+           "flatten", "matches", "config_diff", "base_chain", "base_files", "load_yaml_chain",
+           "read_config_yaml", "read_config_chain"]
 
 ABSENT = "<absent>"  # how config_diff shows a key one side lacks
 
@@ -30,6 +31,9 @@ ABSENT = "<absent>"  # how config_diff shows a key one side lacks
 def add_config_args(parser: argparse.ArgumentParser, example: str = "OUTPUT_DIR runs/x",
                     required: bool = False) -> argparse.ArgumentParser:
     """``--config-file FILE`` and trailing ``KEY VALUE`` overrides, as detectron2's ``train_net.py``.
+
+    Commands parse with ``parse_intermixed_args``, so their flags may also follow the overrides
+    (``OUTPUT_DIR x --resume auto``).
 
     The config file is optional for every command (without it the command's defaults, the
     paper's recipe, apply); ``example`` is shown in ``--help`` and must be valid overrides of
@@ -41,7 +45,7 @@ def add_config_args(parser: argparse.ArgumentParser, example: str = "OUTPUT_DIR 
     parser.add_argument(
         "opts",
         metavar="KEY VALUE",
-        nargs=argparse.REMAINDER,
+        nargs="*",  # flags may come after them: parse with parse_intermixed_args
         default=[],
         help=f"config overrides, e.g. {example}",
     )
@@ -60,9 +64,9 @@ def load_config(defaults: CfgNode, config_file: str | os.PathLike | None, opts: 
         path = resolve(config_file)  # as given, else the shipped configs/ (also from a wheel)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (configs live under configs/)")
-        base_chain(path)  # a _BASE_ loop: one line, not fvcore's endless recursion
+        loaded = read_config_chain(path)  # one line for a loop, an empty/list/bad file, a missing _BASE_
         try:
-            cfg.merge_from_file(str(path))
+            cfg.merge_from_other_cfg(type(cfg)(loaded))
         except KeyError as e:
             raise ConfigError(f"{path}: unknown config key {e}; check the spelling against the defaults") from e
         except Exception as e:  # yaml errors, type mismatches
@@ -133,39 +137,126 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Sequence
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
+    """A YAML mapping, ``{}`` for an empty file, None if it cannot be read or is no mapping."""
+    try:
+        return read_config_yaml(path, empty_ok=True)
+    except ConfigError:
+        return None
+
+
+def read_config_yaml(path: Path, empty_ok: bool = False) -> dict[str, Any]:
+    """The mapping a yacs YAML file holds, as fvcore reads it (``{}`` for an empty file if ``empty_ok``).
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, is empty, or holds something other than a mapping.
+    """
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else {} if data is None else None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); "
+                          "check the path and its permissions") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{line} ({getattr(e, 'problem', None) or e}); "
+                          "fix the syntax (KEY: value lines)") from None
+    if data is None and not empty_ok:
+        raise ConfigError(f"{path}: the config file is empty; write KEY: value lines (e.g. SEED: 1, or "
+                          "_BASE_: FILE), or leave out the file to use the defaults")
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the file holds a YAML {type(data).__name__}, not a mapping; write "
+                          "KEY: value lines (e.g. SEED: 1, nested keys indented under SOLVER:), "
+                          "optionally with _BASE_: FILE")
+    return data or {}
+
+
+def _shipped_base(name: str, named_in: Path) -> Path | None:
+    """The shipped config a ``_BASE_`` means when it is not next to the file naming it.
+
+    Tried in order: ``configs/...`` as ``--config-file`` resolves it (inside the shipped tree); the
+    same place inside the shipped tree when ``named_in`` lies under a ``configs/`` folder (a copy
+    of ``configs/transfer/x.yaml`` keeps ``_BASE_: Base-...yaml``); the one shipped folder that
+    holds ``name``.
+    """
+    given = Path(name).parts
+    if given and given[0] == "configs" and CONFIG_ROOT.joinpath(*given[1:]).is_file():
+        return CONFIG_ROOT.joinpath(*given[1:])
+    parts = named_in.parent.parts
+    if "configs" in parts:
+        mirrored = CONFIG_ROOT.joinpath(*parts[len(parts) - parts[::-1].index("configs"):], name)
+        if mirrored.is_file():
+            return mirrored
+    folders = [CONFIG_ROOT, *sorted(p for p in CONFIG_ROOT.rglob("*") if p.is_dir())]
+    hits = {(d / name).resolve(): d / name for d in folders if (d / name).is_file()}
+    return next(iter(hits.values())) if len(hits) == 1 else None
+
+
+def base_files(path: Path, data: dict[str, Any]) -> list[tuple[str, Path]]:
+    """``(as written, file)`` for each ``_BASE_`` of ``path`` (a name or a list of names, as fvcore
+    allows): relative to ``path`` (as fvcore joins it), else the shipped config (:func:`_shipped_base`);
+    a base found nowhere is given where fvcore would look."""
+    base = data.get("_BASE_")
+    names = [base] if isinstance(base, str) else [b for b in base if isinstance(b, str)] if isinstance(base, list) else []
+    out = []
+    for name in names:
+        given = Path(name).expanduser()
+        near = given if given.is_absolute() else path.parent / given
+        out.append((name, near if near.is_file() else _shipped_base(name, path) or near))
+    return out
+
+
+def _walk(path: Path, ancestors: list[Path], strict: bool) -> list[tuple[Path, dict[str, Any]]]:
+    """``path`` first, then its bases' chains (the last base first: merging the reversed list
+    gives fvcore's order); loops raise, a missing or unreadable base ends the walk unless ``strict``."""
+    if any(path.resolve() == a.resolve() for a in ancestors):
+        start = next(i for i, a in enumerate(ancestors) if a.resolve() == path.resolve())
+        loop = " -> ".join(str(p) for p in [*ancestors[start:], path])
+        raise ConfigError(f"{ancestors[0]}: the _BASE_ chain loops ({loop}); make one of them name no _BASE_")
+    if strict:
+        data = read_config_yaml(path)
+    else:
+        data = _read_yaml(path) if path.is_file() else None
+        if data is None:
+            return [(path, {})] if path.is_file() else []
+    chain = [(path, data)]
+    for name, base in reversed(base_files(path, data)):
+        if strict and not base.is_file():
+            raise ConfigError(f"{path}: _BASE_ {name} not found (neither {base} nor a shipped config under "
+                              f"{CONFIG_ROOT}); fix the _BASE_ path")
+        chain += _walk(base, [*ancestors, path], strict)
+    return chain
 
 
 def base_chain(path: str | os.PathLike) -> list[Path]:
     """``path`` and the files its ``_BASE_`` names, transitively, ``path`` first.
 
     A ``_BASE_`` is relative to the file that names it, as fvcore resolves it (and kept as
-    fvcore joins it: ``dir/../base.yaml``, not normalised). The walk ends
-    before a file that does not exist and after one that does not parse (:func:`load_config`
-    reports those); ``[]`` if ``path`` does not exist.
+    fvcore joins it: ``dir/../base.yaml``, not normalised); one not found there is the shipped
+    config of that name (:func:`base_files`). The walk ends before a file that does not exist
+    and after one that does not parse (:func:`load_config` reports those); ``[]`` if ``path``
+    does not exist.
 
     Raises:
         ConfigError: the chain comes back to a file it already walked (it would never end).
     """
-    chain: list[Path] = []
-    seen: list[Path] = []  # the same files, resolved: "a/../b.yaml" is "b.yaml"
-    current: Path | None = Path(path)
-    while current is not None and current.is_file():
-        if current.resolve() in seen:
-            start = seen.index(current.resolve())
-            loop = " -> ".join(str(p) for p in [*chain[start:], current])
-            raise ConfigError(f"{chain[0]}: the _BASE_ chain loops ({loop}); make one of them name no _BASE_")
-        chain.append(current)
-        seen.append(current.resolve())
-        base = (_read_yaml(current) or {}).get("_BASE_")
-        current = current.parent / base if isinstance(base, str) else None
-    return chain
+    return [p for p, _ in _walk(Path(path), [], strict=False)]
+
+
+def read_config_chain(path: str | os.PathLike) -> dict[str, Any]:
+    """A yacs YAML file merged over its ``_BASE_`` chain as fvcore merges it (plain dicts).
+
+    Raises:
+        ConfigError: a file of the chain is missing, unreadable, empty or not a mapping, or the chain loops;
+            the message names the file and the fix.
+    """
+    merged: dict[str, Any] = {}
+    for _, data in reversed(_walk(Path(path), [], strict=True)):
+        data = dict(data)
+        data.pop("_BASE_", None)
+        merged = _merge(merged, data)
+    return merged
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

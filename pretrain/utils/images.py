@@ -2,15 +2,19 @@
 
 16-bit greyscale images (PNG/TIFF, which Pillow decodes as ``I;16``/``I``) hold
 0..65535; ``Image.convert("RGB")`` clips them at 255, so a 0..65535 ramp comes out
-99.6 % white. :func:`to_8bit` scales them instead. numpy and Pillow only: imported by
-pretraining's loader (``pretrain/data/folder.py``) and ``transfer/mapper.py``.
+99.6 % white. :func:`to_8bit` scales them instead. :func:`header_problem` finds, from the
+header alone, an image Pillow will refuse to decode (transfer's checks before training,
+``transfer/annotations.py``). numpy and Pillow only: imported by pretraining's loader
+(``pretrain/data/folder.py``) and ``transfer/mapper.py``.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["HIGH_DEPTH_MODES", "to_8bit"]
+__all__ = ["HIGH_DEPTH_MODES", "to_8bit", "header_problem"]
 
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit greyscale (and 32-bit int) images
 
@@ -25,3 +29,22 @@ def to_8bit(img: Image.Image) -> Image.Image:
         a = a * (255.0 / 65535.0)
     # else: an "I" image holding 8-bit values (e.g. some PGMs): keep them
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
+def header_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be decoded, as far as its header tells (it is not decoded); None if it can.
+
+    Pillow refuses an image of more than ``2 * Image.MAX_IMAGE_PIXELS`` pixels when it opens it
+    (``DecompressionBombError``: a decompression bomb, e.g. a PNG header claiming 20000 x 20000),
+    and a file it cannot identify; checks that read datasets before training call this for
+    each image, so training never meets one.
+    """
+    try:
+        with Image.open(path) as img:
+            img.size
+    except Image.DecompressionBombError as e:
+        return (f"image {path} is too large to decode ({e}); replace it with a smaller image or remove it "
+                "from the dataset")
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"image {path} is not a readable image ({e}); replace or remove it"
+    return None

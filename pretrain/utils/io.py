@@ -10,6 +10,7 @@ do not pay for it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _about(e, path) from e
     try:
         # mkstemp creates 0600; give the result the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -40,10 +44,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        disk = _disk_error(e, tmp)
+        if disk is not None:
+            raise _about(disk, path) from e
         raise
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _disk_error(exc: BaseException, tmp: str) -> OSError | None:
+    """The full-disk / read-only / permission error in ``exc``'s chain that is about the temp
+    file (it names no file, or the temp file); None if there is none."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS and exc.filename in (None, tmp):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _about(e: OSError, path: Path) -> OSError:
+    """``e`` naming the file being written, not the temp file beside it (one line for the CLI)."""
+    return type(e)(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
 def _umask() -> int:

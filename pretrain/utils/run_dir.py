@@ -5,7 +5,8 @@
 (``pretrain/main.py``, :data:`RUN_MARKERS`) and, through ``lincls.setup_run``, by
 ``supervised`` (:data:`RUN_MARKERS`), ``lincls`` (its checkpoint and results) and ``knn``
 (no markers: the lock only). ``transfer`` (``transfer/main.py``) takes the lock and sweeps
-(:func:`lock_dir`, :func:`sweep_temp_files`); its trials guard their own directories.
+(:func:`lock_dir`, :func:`sweep_temp_files`); its trials guard their own directories. The
+``siambench run`` runner locks the pipeline's OUTPUT_DIR (:func:`lock_dir`) before ``--force`` removes anything.
 What :func:`prepare_run_dir` refuses:
 
 * **another run** -- an OUTPUT_DIR with checkpoints, ``last_checkpoint``,

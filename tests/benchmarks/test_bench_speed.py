@@ -54,11 +54,12 @@ def test_bench_gpu_smoke_runs_every_section_end_to_end(tmp_path):
     res = json.loads(out.read_text())
     step, e2e = res["pretrain"]["step"], res["pretrain"]["end_to_end"]
     assert set(step) == {"official: fp32, NCHW, eager", "bf16 + channels_last"}
-    assert len(e2e) == 4 and "official: fp32, PIL per-sample ops" in e2e and step["official: fp32, NCHW, eager"][
-        "ratio"] == 1.0
+    assert len(e2e) == 4 and "official: fp32, PIL per-sample ops, 8 workers" in e2e and step[
+        "official: fp32, NCHW, eager"]["ratio"] == 1.0
     for arm in (*step.values(), *e2e.values()):
         assert len(arm["samples"]) == 2 and arm["median"] > 0 and arm["ratio"] > 0
-    assert e2e["official: fp32, PIL per-sample ops"]["ratio"] == 1.0
+    assert e2e["official: fp32, PIL per-sample ops, 8 workers"]["ratio"] == 1.0
+    assert {len(v) for arms in res["samples"].values() for v in arms.values()} == {2}  # every arm's samples, as run
     assert "arms" in res["transfer"] or "skipped" in res["transfer"]
     if "arms" in res["transfer"]:
         assert next(iter(res["transfer"]["arms"].values()))["s_per_iter"] > 0

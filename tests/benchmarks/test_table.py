@@ -221,7 +221,7 @@ def test_out_of_range_values_are_invalid_never_averaged_and_never_crash(tmp_path
     results_files.write_trial(root, "a", "voc07", 2, "mine", -3.0, ap50=101.0)
     only_bad = results_files.write_trial(root, "b", "voc07", 0, "scr", math.inf, weights="scratch")
     malformed = json.loads(only_bad.read_text().replace("Infinity", "1"))
-    malformed["results"] = {"bbox": 5}
+    malformed["results"], malformed["task"] = {"bbox": 5}, "coco"  # a trial of its own (not a copy of voc07's)
     results_files.write_trial(root, "b", "coco", 0, "scr", 1.0, weights="scratch").write_text(json.dumps(malformed))
     results_files.write_eval(root, "a", "lincls", 250.0, 100)
     res = collect(root)

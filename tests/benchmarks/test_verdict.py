@@ -51,6 +51,8 @@ def demo_runs(tmp_path: Path, results_files) -> Path:
     _lincls(root, "rnd", 50.0, 25.0)  # random init close behind on linear: that claim fails
     _lincls(root, "sup", 97.0, 90.0)
     state = json.loads((root / "pipeline_state.json").read_text())
+    state["pipeline"] = "configs/benchmarks/demo.yaml"
+    state["budget"] = {"minutes": 15.0, "disk_gb": 1.0}  # only the demo's pipeline file sets a BUDGET
     state["steps"] = {"sim/pretrain": {"status": "done", "wall_s": 600.0}, "sup/pretrain": {"status": "done", "wall_s":
                       360.0}, "scr/transfer/synth_voc07": {"status": "failed", "wall_s": 50.0}}
     (root / "pipeline_state.json").write_text(json.dumps(state))
@@ -88,28 +90,28 @@ def test_marks_numbers_and_welch(demo_runs: Path) -> None:
     assert par.mark == "fails" and par.values["diff"] == pytest.approx(41.1667 - 56.0, abs=1e-3)
     assert _claim(claims, "supervised linear top-1 >= 90").mark == "holds"
     assert not any(c.claim.startswith("reproduces") for c in claims)  # synthetic: no paper comparison
-    minutes = _claim(claims, "the demo's steps take <= 15 min")
+    minutes = _claim(claims, "the steps take <= 15 min (BUDGET of demo.yaml)")
     assert minutes.mark == "fails" and minutes.values["minutes"] == pytest.approx(16.0)  # 600 s + 360 s
     state = json.loads((demo_runs / "pipeline_state.json").read_text())
     state["wall_s"] = 720.0  # JOBS 2: the two pretrainings overlapped; the runner's own clock counts
     (demo_runs / "pipeline_state.json").write_text(json.dumps(state))
-    minutes = _claim(build_verdict(collect(demo_runs)), "the demo's steps take <= 15 min")
+    minutes = _claim(build_verdict(collect(demo_runs)), "the steps take <= 15 min (BUDGET of demo.yaml)")
     assert minutes.mark == "holds" and minutes.values["minutes"] == pytest.approx(12.0)
     assert "add up to 16.0 min" in minutes.evidence
-    disk = _claim(claims, "the demo keeps <= 1 GB on disk")
+    disk = _claim(claims, "the run keeps <= 1 GB on disk (BUDGET of demo.yaml)")
     assert disk.mark == "holds" and 0 < disk.values["gb"] < 0.001
     # a hard-linked file (pretraining's model_final.pth is a link to the last checkpoint) counts once
     big = demo_runs / "sim" / "pretrain" / "checkpoint_0001.pth"
     big.parent.mkdir(parents=True, exist_ok=True)
     big.write_bytes(b"\0" * 2_000_000)
     os.link(big, big.with_name("model_final.pth"))
-    disk = _claim(build_verdict(collect(demo_runs)), "the demo keeps <= 1 GB on disk")
+    disk = _claim(build_verdict(collect(demo_runs)), "the run keeps <= 1 GB on disk (BUDGET of demo.yaml)")
     assert 0.002 <= disk.values["gb"] < 0.0021
     # `siambench run` records what its steps wrote (also files deleted since): that is the budget
     state = json.loads((demo_runs / "pipeline_state.json").read_text())
     state["written_bytes"] = 1_300_000_000
     (demo_runs / "pipeline_state.json").write_text(json.dumps(state))
-    disk = _claim(build_verdict(collect(demo_runs)), "the demo writes <= 1 GB to disk")
+    disk = _claim(build_verdict(collect(demo_runs)), "the run writes <= 1 GB to disk (BUDGET of demo.yaml)")
     assert disk.mark == "fails" and disk.values["written_gb"] == pytest.approx(1.3) and "1.30 GB written" in disk.evidence
 
 

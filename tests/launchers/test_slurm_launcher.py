@@ -76,6 +76,9 @@ def test_job_runs_to_done_with_log_and_env(slurm_cluster, tmp_path):
     status = wait_for(launcher, handle, slurm_cluster, {JobState.DONE})
     assert status.node in slurm_cluster.nodes and status.requeues == 0 and status.reason == ""
     assert f"hello a b {handle.job_id}" in Path(handle.log).read_text()
+    deadline = time.monotonic() + 10  # the batch script's own end follows the command's 'done' event
+    while slurm_cluster.job_info(handle.job_id)["JobState"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
     info = slurm_cluster.job_info(handle.job_id)
     assert info["JobState"] == "COMPLETED" and info["JobName"] == "siambench:hello"
     deadline = time.monotonic() + 10  # jobcomp is written when the controller records the end

@@ -17,7 +17,7 @@ from siambench.pretrain.knn import extract_features, knn_accuracy, knn_predict, 
 from siambench.pretrain.eval_config import get_knn_defaults
 from siambench.pretrain.knn import main as knn_main
 from siambench.pretrain.methods.encoders import build_encoder
-from siambench.pretrain.utils.config import load_config
+from siambench.pretrain.utils.config import ConfigError, load_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs/knn/synth_r18.yaml")
 WIDTH = 8  # MODEL.WIDTH of the tiny encoders saved here (64 = torchvision's)
@@ -128,7 +128,7 @@ def test_knn_command_names_arch_mismatch(synth_root, tmp_path):
     with pytest.raises(ValueError, match="MODEL.ARCH resnet18"):
         knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
                   "MODEL.ARCH", "resnet34", "MODEL.WEIGHTS", str(ckpt), "OUTPUT_DIR", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="MODEL.WEIGHTS is empty"):
+    with pytest.raises(ConfigError, match="MODEL.WEIGHTS is empty"):
         knn_main(["--config-file", CONFIG, *TINY, "DATA.ROOT", str(synth_root / "imagefolder"),
                   "OUTPUT_DIR", str(tmp_path / "o")])
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from siambench.pretrain.lincls import main as lincls_main
 from siambench.pretrain.methods.encoders import build_encoder
 from siambench.pretrain.utils.run_dir import RunDirError
 from siambench.pretrain.supervised import main as supervised_main
-from siambench.pretrain.utils.config import load_config
+from siambench.pretrain.utils.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 WIDTH = 8  # MODEL.WIDTH of the tiny encoders (64 = torchvision's): checkpoints of < 2 MB
@@ -136,6 +137,18 @@ def test_lincls_resume_refuses_another_checkpoint(colour_run, tmp_path):
         _lincls(data, other, out, "SOLVER.EPOCHS", "2", resume=True)
     with pytest.raises(RunDirError, match="holds a finished run"):  # and a new run into it without --resume
         _lincls(data, weights, out, "SOLVER.EPOCHS", "1")
+
+
+def test_lincls_resume_refuses_weights_changed_in_place(colour_run, tmp_path):
+    """Same MODEL.WEIGHTS path, other content: a user error (exit 2), not a bare SystemExit (exit 1)."""
+    data, weights = colour_run
+    mine = tmp_path / "weights.pth"
+    shutil.copy(weights, mine)
+    out = tmp_path / "lincls"
+    _lincls(data, mine, out, "SOLVER.EPOCHS", "1")
+    _save_moco_checkpoint(mine)
+    with pytest.raises(ConfigError, match="different MODEL.WEIGHTS"):
+        _lincls(data, mine, out, "SOLVER.EPOCHS", "2", resume=True)
 
 
 def test_lincls_runs_the_lars_recipe_on_synth(synth_root, colour_run, tmp_path):

@@ -42,6 +42,8 @@ def test_synthetic_config_trains_from_disk(tmp_path, synth_root, method):
 def test_method_config_errors_name_the_key(tiny_cfg):
     with pytest.raises(ConfigError, match="MODEL.METHOD"):
         _check_cfg(tiny_cfg("MODEL.METHOD", "dino"), DistInfo())
+    with pytest.raises(ConfigError, match="SOLVER.LARS_RULE must be one of larc, byol, simclr"):
+        _check_cfg(tiny_cfg("SOLVER.LARS_RULE", "lamb"), DistInfo())
     with pytest.raises(ConfigError, match="MODEL.MOCO.QUEUE"):
         _check_cfg(tiny_cfg("MODEL.METHOD", "moco_v2", "MODEL.MOCO.QUEUE", "100"), DistInfo())
     with pytest.raises(ConfigError, match="AUG_BACKEND"):

@@ -173,15 +173,15 @@ def _nt_xent_direct(z1, z2, t):
         j = (i + n2 // 2) % n2
         denom = sum(torch.exp(sim[i, k]) for k in range(n2) if k != i)
         losses.append(-torch.log(torch.exp(sim[i, j]) / denom))
-    return torch.stack(losses).mean()
+    return torch.stack(losses[: n2 // 2]).mean() + torch.stack(losses[n2 // 2:]).mean()  # loss_a + loss_b
 
 
 def test_nt_xent_equals_direct_computation():
     z1, z2 = _randn(4, 3), _randn(4, 3)
     torch.testing.assert_close(nt_xent(z1, z2, 0.5), _nt_xent_direct(z1, z2, 0.5))
-    # perfectly separated pairs: low loss; identical views of identical images: log(2N - 1)
+    # identical views of identical images: log(2N - 1) per anchor, for each of the two views
     same = torch.ones(4, 3)
-    torch.testing.assert_close(nt_xent(same, same, 0.5), torch.tensor(math.log(7.0)))
+    torch.testing.assert_close(nt_xent(same, same, 0.5), torch.tensor(2 * math.log(7.0)))
 
 
 # ---------------------------------------------------------------- SwAV

@@ -17,12 +17,14 @@ METHOD_OPTS = {
     "moco_v2": ["MODEL.MOCO.DIM", "16", "MODEL.MOCO.QUEUE", "32", "MODEL.MOCO.SYMMETRIC", "True"],
     "simclr": ["MODEL.SIMCLR.HIDDEN_DIM", "32", "MODEL.SIMCLR.DIM", "16", "SOLVER.OPTIMIZER", "lars",
                "SOLVER.EXCLUDE_BIAS_BN", "True", "SOLVER.SCHEDULE_UNIT", "step", "SOLVER.WARMUP_EPOCHS", "1",
-               "DATA.AUGMENTATION", "simclr"],
-    "byol": ["MODEL.BYOL.HIDDEN_DIM", "32", "MODEL.BYOL.DIM", "16", "DATA.AUGMENTATION", "byol"],
+               "SOLVER.LARS_RULE", "simclr", "DATA.AUGMENTATION", "simclr"],
+    "byol": ["MODEL.BYOL.HIDDEN_DIM", "32", "MODEL.BYOL.DIM", "16", "SOLVER.OPTIMIZER", "lars",
+             "SOLVER.LARS_RULE", "byol", "SOLVER.EXCLUDE_BIAS_BN", "True", "DATA.AUGMENTATION", "byol"],
     "swav": ["MODEL.SWAV.HIDDEN_DIM", "32", "MODEL.SWAV.DIM", "16", "MODEL.SWAV.NUM_PROTOTYPES", "10",
              "MODEL.SWAV.FREEZE_PROTOTYPES_ITERS", "1", "MODEL.SWAV.QUEUE_LENGTH", "32",
              "MODEL.SWAV.QUEUE_START_EPOCH", "0", "MODEL.SWAV.NUM_SMALL_CROPS", "2",
-             "MODEL.SWAV.SMALL_CROP_SIZE", "16", "DATA.AUGMENTATION", "swav"],
+             "MODEL.SWAV.SMALL_CROP_SIZE", "16", "SOLVER.OPTIMIZER", "lars", "SOLVER.SCHEDULE_UNIT", "step",
+             "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.WARMUP_LINSPACE", "True", "DATA.AUGMENTATION", "swav"],
 }
 ENCODER_PREFIX = {"moco_v2": "module.encoder_q.", "simclr": "module.encoder.", "byol": "module.encoder.",
                   "swav": "module.encoder."}

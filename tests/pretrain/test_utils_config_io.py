@@ -62,3 +62,43 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _full_disk(monkeypatch):
+    """Every atomic write goes to /dev/full (ENOSPC on write/flush), as on a full disk."""
+    def to_dev_full(fd, mode, **kw):
+        os.close(fd)
+        return open("/dev/full", mode, **kw)
+
+    monkeypatch.setattr(os, "fdopen", to_dev_full)
+
+
+def test_full_disk_error_names_the_target(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from siambench.benchmarks.cli import _os_error_line
+    from siambench.pretrain.utils.io import atomic_torch_save
+
+    _full_disk(monkeypatch)
+    for write, target in ((lambda p: atomic_write_json(p, {"a": 1}), tmp_path / "r.json"),
+                          (lambda p: atomic_torch_save({"w": torch.zeros(100_000)}, p), tmp_path / "c.pth")):
+        with pytest.raises(OSError) as info:
+            write(target)
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+        assert str(target) in _os_error_line(info.value) and "no space left" in _os_error_line(info.value)
+        assert list(tmp_path.iterdir()) == []  # no temp file left
+
+
+def test_read_only_target_is_named_not_the_temp_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(prefix, suffix, dir):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, f"{prefix}abc{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as info:
+        atomic_write_json(tmp_path / "config.json", {})
+    assert info.value.errno == errno.EROFS and info.value.filename == str(tmp_path / "config.json")

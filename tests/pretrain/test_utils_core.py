@@ -1,5 +1,4 @@
 """The suite's core (pretrain/utils): config as data, the _BASE_ walk, errors -> exit 2, the weights-only reader."""
-import ast
 import hashlib
 import os
 from pathlib import Path
@@ -13,7 +12,6 @@ from siambench.pretrain.utils.errors import (CheckpointError, ConversionError, U
                                              exit_2_on_user_error)
 from siambench.pretrain.utils.io import load_weights_only, sha256_file
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_flatten_nested_mappings_and_cfgnodes_alike():
@@ -140,44 +138,3 @@ def test_load_weights_only_reads_and_refuses_in_one_line(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="refused.*arbitrary unpickling.*do this instead"):
         load_weights_only(tmp_path / "evil.pth", unsafe_fix="do this instead")
     assert not marker.exists()
-
-
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported module, at module level?) of every import in a file."""
-    tree = ast.parse(path.read_text())
-    top = {id(n) for n in tree.body}
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.module, id(node) in top))
-        elif isinstance(node, ast.ImportFrom) and node.level:
-            found.append(("." * node.level + (node.module or ""), id(node) in top))
-        elif isinstance(node, ast.Import):
-            found += [(a.name, id(node) in top) for a in node.names]
-    return found
-
-
-def test_the_core_imports_no_other_siambench_package():
-    for path in sorted((ROOT / "pretrain" / "utils").glob("*.py")):
-        for module, _ in _imports(path):
-            assert not module.startswith("..") and (not module.startswith("siambench.")
-                                                    or module.startswith("siambench.pretrain.utils")), (path, module)
-
-
-def test_convert_imports_transfer_only_lazily_and_has_no_internal_cycle_even_through_lazy_imports():
-    graph = {}
-    for path in sorted((ROOT / "convert").glob("*.py")):
-        mods = _imports(path)
-        for module, top in mods:
-            assert not module.startswith("siambench.benchmarks"), (path.name, module)
-            if module.startswith("siambench.transfer"):  # the one named back-edge: verify needs detectron2
-                assert path.name == "verify.py" and not top, (path.name, module)
-        graph[path.stem] = {m.lstrip(".") for m, _ in mods if m.startswith(".") and m != "."}
-    for name, deps in graph.items():  # imports inside convert (lazy ones too) form no cycle
-        seen, todo = set(), list(deps)
-        while todo:
-            dep = todo.pop()
-            assert dep != name, f"import cycle through convert.{name}"
-            if dep not in seen:
-                seen.add(dep)
-                todo += graph.get(dep, ())
