@@ -197,3 +197,22 @@ def test_a_controller_that_does_not_answer_for_a_while_is_polled_again(tmp_path)
     status = run_pipeline(cfg, None, log=lines.append, launcher=launcher)
     assert set(status.values()) == {"done"}
     assert any("polling the jobs failed (2/20), trying again" in line for line in lines)
+
+
+def test_out_of_requeues_fails_the_step_with_the_reason(tmp_path):
+    cfg = pipeline(tmp_path)
+    launcher = FakeLauncher(cfg)
+    why = "time limit reached after 3 requeues (LAUNCHER.SLURM.MAX_REQUEUES=3)"
+    real_submit = launcher.submit
+
+    def submit(name, argv, **kw):
+        handle = real_submit(name, argv, **kw)
+        if name == "sup/pretrain":
+            launcher.result[handle.job_id] = JobStatus(JobState.FAILED, why, requeues=3, node="n2")
+        return handle
+
+    launcher.submit = submit
+    status = run_pipeline(cfg, None, log=lambda *_: None, launcher=launcher)
+    assert status["sup/pretrain"] == "failed" and status["sup/knn"] == "blocked"
+    rec = json.loads((tmp_path / "runs" / "pipeline_state.json").read_text())["steps"]["sup/pretrain"]
+    assert rec["reason"].startswith(why + " (job ") and rec["requeues"] == 3 and rec["job_state"] == "failed"
