@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("siambench.convert.cli", "checkpoint -> Detectron2 weights (.pkl)"),
     "transfer": ("siambench.transfer.main", "Detectron2 fine-tuning on VOC / COCO"),
     "run": ("siambench.benchmarks.pipeline.pipeline", "the whole pipeline from one PIPELINE.yaml (resumable)"),
+    "status": ("siambench.benchmarks.pipeline.status", "each step of a run OUTPUT_DIR: state, job, node, log"),
+    "cancel": ("siambench.benchmarks.pipeline.cancel", "cancel the SLURM jobs of a `siambench run` OUTPUT_DIR"),
     "table": ("siambench.benchmarks.report.table", "transfer / linear-eval tables from a runs directory"),
     "report": ("siambench.benchmarks.report.report", "Markdown + HTML report of a runs directory"),
 }

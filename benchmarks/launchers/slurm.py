@@ -34,6 +34,9 @@ from .base import JobHandle, JobState, JobStatus, Launcher, LauncherError, Resou
 __all__ = ["SlurmLauncher", "sbatch_options", "render_script", "read_events", "decide_status",
            "parse_scontrol", "parse_duration"]
 
+# A requeued job that still shows an end state this long after its stop has ended for good (e.g. SLURM
+# killed its next start: "non-startable batch job"). 60: SLURM's default KillWait (30 s) plus margin.
+REQUEUE_SETTLE_S = 60
 CMD_TIMEOUT_S = 60  # one sbatch/scontrol/scancel call (a busy controller answers slowly)
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT",
@@ -189,6 +192,8 @@ def decide_status(info: Mapping[str, str], events: Sequence[Event], job_id: str)
     if final is not None:
         return JobStatus(JobState.DONE if final.kind == "done" else JobState.FAILED, final.detail, **common)
     state = info.get("JobState", "")
+    if _requeue_in_progress(state, restarts, events):
+        return JobStatus(JobState.REQUEUED, "requeue in progress", **common)
     if not info:
         exits = [e.detail for e in current if e.kind == "exit"]
         why = (f"exit code {exits[-1]}" if exits else
@@ -205,6 +210,20 @@ def decide_status(info: Mapping[str, str], events: Sequence[Event], job_id: str)
     reason = "cancelled" if state == "CANCELLED" else f"{state} (reason {info.get('Reason', '?')}, " \
                                                     f"exit code {info.get('ExitCode', '?')})"
     return JobStatus(JobState.FAILED, reason, **common)
+
+
+def _requeue_in_progress(state: str, restarts: int, events: Sequence[Event]) -> bool:
+    """A requeued job between runs: for a moment the controller shows the stopped run's end state
+    (FAILED, COMPLETED) with the new restart count, before PENDING (seen with SLURM 22.05 after
+    ``scontrol requeue``). True when the current run wrote nothing yet and the previous one ended
+    ``stopped``/``requeue`` less than REQUEUE_SETTLE_S ago."""
+    if not state or state in _PENDING or state in _RUNNING or restarts < 1:
+        return False
+    if any(e.restarts == restarts for e in events):
+        return False
+    previous = [e for e in events if e.restarts == restarts - 1]
+    return bool(previous) and previous[-1].kind in ("stopped", "requeue") and \
+        time.time() - previous[-1].time < REQUEUE_SETTLE_S
 
 
 def _paths(log: Path) -> tuple[Path, Path]:

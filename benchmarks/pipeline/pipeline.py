@@ -36,8 +36,11 @@ from ..report.table_format import fmt_duration
 from .pipeline_config import check_files, load_pipeline
 from .pipeline_guard import check_reuse, expand_force, fingerprint, reset_outputs
 from .pipeline_proc import SubprocessRunner, install_signal_handlers, restore_signal_handlers
+from ..launchers.base import Launcher
+from ..launchers.config import LAUNCHERS
 from .preflight import env_for_checks, format_estimates
 from .preflight import problems as preflight_problems
+from .scheduler import JobScheduler, build_launcher, check_in_flight, extra_env, format_jobs
 from .steps import PLAN_COLUMNS, Step, build_steps, eval_notes, synth_root
 
 __all__ = ["StepRunner", "SubprocessRunner", "PipelineState", "run_pipeline", "format_plan", "build_parser",
@@ -135,8 +138,9 @@ def format_plan(steps: Sequence[Step], state: PipelineState | None = None) -> st
     return tabulate(table, headers=headers, tablefmt="simple")
 
 
-def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=print,
-                 force: Sequence[str] = (), verbose: bool = False) -> dict[str, str]:
+def run_pipeline(cfg: CfgNode, runner: StepRunner | None, pipeline_file: str = "", log=print,
+                 force: Sequence[str] = (), verbose: bool = False, launcher: Launcher | None = None,
+                 detach: bool = False) -> dict[str, str]:
     """Run every step that is not done yet; returns {step key: status}.
 
     Statuses: ``done`` (ran now), ``skipped`` (was already done), ``failed``,
@@ -144,6 +148,8 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     ``interrupted`` and propagates. ``force``: steps / entries / ``all`` to run again
     (:mod:`.pipeline_guard`). The console gets one line per finished step (with
     the ETA and the next step); ``verbose`` adds each step's command before it runs.
+    ``launcher`` (e.g. SLURM): every step a job of it instead of a ``runner`` call
+    (:mod:`.scheduler`; ``detach``: submit and return, the jobs left running ``submitted``).
 
     Raises:
         PipelineChanged: a finished step was made with other settings and is not forced
@@ -154,6 +160,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
     steps = build_steps(cfg)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
     rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
+    check_in_flight(steps, state.data["steps"], rerun, launcher.name if launcher is not None else "local")
     from siambench.pretrain.utils.run_dir import lock_dir  # lazy: run_dir imports torch; --help/--dry-run stay light
 
     lock_dir(out)  # one runner per OUTPUT_DIR: a second one stops here, before --force removes a running step's dir
@@ -174,6 +181,9 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner, pipeline_file: str = "", log=
             status[s.key] = "skipped"
             if state.step(s.key).get("status") != "done":  # produced outside this runner, or by an older one
                 state.update(s, status="done")
+    if launcher is not None:  # every step a job (benchmarks/pipeline/scheduler.py)
+        JobScheduler(cfg, todo, status, state, launcher, extra_env(env), log, detach).run()
+        return status
     jobs = max(1, int(cfg.JOBS))
     if jobs > 1:  # share the cores: each step gets cores/JOBS threads (torch would take them all)
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -295,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", metavar="STEP", action="append", default=[],
                         help="run STEP again (a step key like simsiam/pretrain, an entry name, or 'all'), and "
                              "what depends on it; its output directory is removed first. Repeatable")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default=None,
+                        help="where the steps run: local subprocesses or SLURM batch jobs (LAUNCHER.SLURM.*); "
+                             "default: the pipeline's LAUNCHER.NAME")
+    parser.add_argument("--detach", action="store_true",
+                        help="(slurm) submit every step and return; `siambench status OUTPUT_DIR` follows them, "
+                             "`siambench run` again re-attaches")
     parser.add_argument("--verbose", action="store_true", help="copy every step's output to the console too")
     parser.add_argument("--quiet", action="store_true",
                         help="(the default) steps' output only to OUTPUT_DIR/logs/, one line per step here")
@@ -310,6 +326,8 @@ def _dry_run(cfg: CfgNode, steps: Sequence[Step], args: argparse.Namespace, lack
     for s in steps:
         print(f"{s.key}: {'done' if s.done() else describe(s)}")
     print("\n" + format_estimates(steps, cfg))
+    if args.launcher == "slurm" or (args.launcher is None and cfg.LAUNCHER.NAME == "slurm"):
+        print("\n" + format_jobs(cfg, steps))
     try:
         check_reuse(steps, state.data["steps"], expand_force(args.force, steps))
     except ConfigError as e:
@@ -331,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     problems = check_files(cfg)
     if problems:
         return _error("the pipeline refers to missing files:\n  " + "\n  ".join(problems))
+    launcher = build_launcher(cfg, args.launcher, args.pipeline, args.detach)
     steps = build_steps(cfg)
     with env_for_checks(cfg):
-        lacking = preflight_problems(cfg, steps)
+        lacking = preflight_problems(cfg, steps, count_gpus=launcher is None)
     if args.dry_run:
         return _dry_run(cfg, steps, args, lacking)
     if lacking:
@@ -341,12 +360,16 @@ def main(argv: list[str] | None = None) -> int:
                       "nothing was started):\n  " + "\n  ".join(lacking))
     previous = install_signal_handlers()
     try:
-        status = run_pipeline(cfg, SubprocessRunner(echo=args.verbose), args.pipeline, force=args.force,
-                              verbose=args.verbose)
+        status = run_pipeline(cfg, None if launcher else SubprocessRunner(echo=args.verbose), args.pipeline,
+                              force=args.force, verbose=args.verbose, launcher=launcher, detach=args.detach)
     except KeyboardInterrupt:
         return 130
     finally:
         restore_signal_handlers(previous)
+    if args.detach:
+        print(f"siambench run: {sum(v == 'submitted' for v in status.values())} job(s) submitted; follow them with "
+              f"`siambench status {cfg.OUTPUT_DIR}`, collect with `siambench run` again")
+        return 0
     failed = sorted(k for k, v in status.items() if v in ("failed", "blocked"))
     if cfg.REPORT:
         publish(cfg.OUTPUT_DIR)

@@ -32,6 +32,8 @@ from fvcore.common.config import CfgNode
 from siambench.pretrain.utils import paths
 from siambench.pretrain.utils.config import ConfigError, merge_overrides, read_config_chain
 
+from ..launchers.config import add_launcher_config, check_launcher_config
+
 __all__ = ["get_pipeline_defaults", "entry_defaults", "load_pipeline", "parse_task", "resolve_path", "entry_tasks",
            "check_files", "KINDS", "METHOD_KINDS", "PRETRAIN_KINDS", "REPO_ROOT"]
 
@@ -114,7 +116,7 @@ def get_pipeline_defaults() -> CfgNode:
 
 
 def _add_transfer_and_report(_C: CfgNode) -> None:
-    """The pipeline keys of transfer, datasets of one's own, the report and the budget."""
+    """The pipeline keys of transfer, datasets of one's own, the report, the budget and the launcher."""
     _C.TRANSFER = CfgNode()
     # "NAME" or "NAME:TRIALS" with NAME a configs/transfer/NAME.yaml; the paper's Table 5.
     _C.TRANSFER.TASKS = ["voc07:5", "voc0712:5", "coco:1"]
@@ -133,6 +135,10 @@ def _add_transfer_and_report(_C: CfgNode) -> None:
     _C.BUDGET = CfgNode()
     _C.BUDGET.MINUTES = 0.0
     _C.BUDGET.DISK_GB = 0.0
+
+    # Where the steps run: LAUNCHER.NAME local (subprocesses here) or slurm (one batch job per step;
+    # LAUNCHER.SLURM.* their resources, time limits and requeues; benchmarks/launchers/config.py).
+    add_launcher_config(_C)
 
 
 def parse_task(spec: str, default_trials: int, key: str = "TRANSFER.TASKS") -> tuple[str, int]:
@@ -208,6 +214,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
             raise ConfigError(f"{source}: DATASETS.{name}: write NAME: \"coco:TRAIN_JSON:TRAIN_IMAGES,TEST_JSON:"
                               "TEST_IMAGES\" or NAME: \"voc:ROOT\" (transfer/custom.py), with a NAME that starts "
                               f"with a letter and not with {', '.join(_BUILTIN_TASK_PREFIXES)}")
+    check_launcher_config(cfg, source)
 
 
 def entry_tasks(cfg: CfgNode, name: str) -> list[tuple[str, int]]:

@@ -73,14 +73,15 @@ def _gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def problems(cfg: CfgNode, steps: Sequence[Step]) -> list[str]:
-    """What the plan's not-yet-done steps need and this machine lacks, one message each."""
+def problems(cfg: CfgNode, steps: Sequence[Step], count_gpus: bool = True) -> list[str]:
+    """What the plan's not-yet-done steps need and this machine lacks, one message each; ``count_gpus``
+    False: the steps run elsewhere (SLURM jobs), so this machine's GPUs are not counted."""
     todo = [s for s in steps if not s.done()]
     out: list[str] = []
     synth_made = any(s.key == "synth" for s in todo)
     synth_dir = synth_root(cfg).resolve() if cfg.SYNTH.ENABLED else None
     need_gpus = max([s.nproc for s in todo] + [int(s.flags.get("--num-gpus") or 1) for s in todo] + [1])
-    if need_gpus > 1:
+    if need_gpus > 1 and count_gpus:
         have = _gpus()
         if have < need_gpus:
             out.append(f"NUM_GPUS {need_gpus}: this machine has {have} CUDA GPU(s); run on a machine with "

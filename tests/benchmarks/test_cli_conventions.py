@@ -118,7 +118,7 @@ def test_the_help_examples_are_found() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(n for n in cli.COMMANDS if n not in ("doctor", "data", "convert",
-                                                                              "table", "report")))
+                                                                              "table", "report", "status", "cancel")))
 def test_config_file_is_optional_everywhere(name: str) -> None:
     parser = _parser_of(name, pytest.MonkeyPatch())
     if name == "run":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,14 @@ def ev(restarts: int, kind: str, detail: str = "", t: float = 100.0) -> Event:
     ({"JobState": "TIMEOUT", "Restarts": "0", "Reason": "TimeLimit", "ExitCode": "0:15"}, [], JobState.FAILED,
      "TIMEOUT (reason TimeLimit, exit code 0:15)"),
     ({}, [ev(0, "start", "n"), ev(0, "exit", "2")], JobState.FAILED, "exit code 2"),
+    # requeued a moment ago: the controller still shows the stopped run's end, with the new restart count
+    ({"JobState": "FAILED", "Restarts": "1", "Reason": "NonZeroExitCode", "ExitCode": "1:0"},
+     [ev(0, "start", "n"), ev(0, "exit", "143", t=time.time()), ev(0, "stopped", t=time.time())],
+     JobState.REQUEUED, "requeue in progress"),
+    ({"JobState": "COMPLETED", "Restarts": "1"}, [ev(0, "requeue", "time limit", t=time.time())],
+     JobState.REQUEUED, "requeue in progress"),
+    ({"JobState": "FAILED", "Restarts": "1", "Reason": "NonZeroExitCode", "ExitCode": "1:0"},
+     [ev(0, "stopped", t=100.0)], JobState.FAILED, "FAILED (reason NonZeroExitCode, exit code 1:0)"),
     ({}, [], JobState.FAILED, "SLURM no longer knows job 5 and the job wrote no result"),
     ({}, [ev(2, "failed", "requeued 2 times, more than the 1 allowed")], JobState.FAILED,
      "requeued 2 times, more than the 1 allowed"),

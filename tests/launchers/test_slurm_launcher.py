@@ -64,6 +64,7 @@ def free_port() -> int:
 
 def release(cluster, job_id):
     """Let a requeued job start now instead of after SLURM's requeue hold."""
+    time.sleep(3)  # at once, SLURM may kill the start as "non-startable: job credential revoked"
     cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
 
