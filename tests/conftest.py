@@ -138,6 +138,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             f.writelines(f"{n}\t{wb}\t{wc}\n" for n, wb, wc in _io_rows)
 
 
+@pytest.fixture(scope="session")
+def siambench_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once per session from a copy (building in place would
+    leave build/ and *.egg-info in the checkout)."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("wheel")
+    src = out / "src"
+    shutil.copytree(Path(__file__).resolve().parents[1], src, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".venv", ".cache", "runs", "datasets", "tests"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "-w", str(out), str(src)], check=True, cwd=out)
+    (whl,) = out.glob("siambench-*.whl")
+    return whl
+
+
 # --- A real SLURM cluster (tests/slurm_cluster.py), loaded by path: pytest imports test files
 # with --import-mode=importlib, so tests/ is not on sys.path.
 def _load_slurm_cluster():

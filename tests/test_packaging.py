@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,15 +22,8 @@ def _requirements(name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    src = out / "src"  # a copy: building in place would leave build/ and *.egg-info in the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
-                                                             ".cache", "runs", "datasets", "tests"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-w", str(out), str(src)], check=True, cwd=out)
-    (whl,) = out.glob("siambench-*.whl")
-    return whl
+def wheel(siambench_wheel: Path) -> Path:
+    return siambench_wheel
 
 
 def test_wheel_ships_every_config(wheel: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -71,21 +70,11 @@ def _fresh_venv(root: Path) -> Path:
     return venv
 
 
-def _build_wheel(out: Path) -> Path:
-    src = out / "src"  # a copy: building in place would leave build/ and *.egg-info in the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
-                                                             ".cache", "runs", "datasets", "tests"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-w", str(out), str(src)], check=True, cwd=out)
-    (whl,) = out.glob("siambench-*.whl")
-    return whl
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+def installed(tmp_path_factory: pytest.TempPathFactory, siambench_wheel: Path) -> tuple[Path, dict[str, str], str]:
     """(venv, environment for its commands, install log): the wheel and detectron2, as a wheel user does."""
     root = tmp_path_factory.mktemp("wheel_user")
-    wheel = _build_wheel(root / "dist")
+    wheel = siambench_wheel
     venv = _fresh_venv(root)
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", OMP_NUM_THREADS="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
