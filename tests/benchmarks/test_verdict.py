@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from siambench.benchmarks.report.results import collect
-from siambench.benchmarks.report.stats import welch
+from siambench.benchmarks.report.stats import pooled, welch
 from siambench.benchmarks.report.table import build_tables
 from siambench.benchmarks.report.table_format import render, verdict_from_json
 from siambench.benchmarks.report.verdict import build_verdict
@@ -161,3 +161,32 @@ def test_collapse_replay_counts_the_steps_of_each_record_as_the_monitor(tmp_path
     info = _pretrain_info(d)
     assert info.limit == 0.1 / 8 and info.dim == 64  # MONITOR.* from the pretraining defaults
     assert info.fired and info.final_std == 0.1
+
+
+def test_knn_and_linear_are_tested_over_pretraining_seeds(tmp_path: Path, results_files) -> None:
+    """Entries sharing a label are seeds of one row: the kNN / linear claims test over them."""
+    root = tmp_path / "runs"
+    entries = {f"sim{s}": ("simsiam", "SimSiam") for s in range(3)}
+    results_files.write_state(root, {**entries, "rnd": ("random_init", "random init")}, synthetic=True)
+    for s, (knn, lin) in enumerate([(78.0, 90.0), (80.0, 92.0), (82.0, 88.0)]):
+        results_files.write_eval(root, f"sim{s}", "knn", knn, 20)
+        results_files.write_eval(root, f"sim{s}", "lincls", lin, 20)
+    results_files.write_eval(root, "rnd", "knn", 66.0, 0)
+    results_files.write_eval(root, "rnd", "lincls", 70.0, 0)
+    claims = build_verdict(collect(root))
+    knn = _claim(claims, "SimSiam beats a random-init encoder: kNN")
+    expected = pooled([78.0, 80.0, 82.0], [66.0], 10.0)
+    assert knn.values["n_a"] == 3 and knn.values["n_b"] == 1 and knn.values["diff"] == pytest.approx(14.0)
+    assert knn.values["p"] == pytest.approx(expected.p_greater) and knn.values["ci"] == pytest.approx(expected.ci)
+    assert knn.test.startswith("pooled-variance t") and "seed-to-seed spread included" in knn.test
+    assert "val-set sampling" not in knn.test
+    linear = _claim(claims, "SimSiam beats a random-init encoder: linear")
+    assert linear.values["p"] > 0.05 and linear.values["ci"][0] < 15.0  # +20 over 3 seeds of spread 2: no proof
+    # a second random-init seed: Welch over seeds on both sides
+    results_files.write_eval(root, "rnd1", "knn", 68.0, 0)
+    results_files.write_eval(root, "rnd1", "lincls", 71.0, 0)
+    results_files.write_state(root, {**entries, "rnd": ("random_init", "random init"),
+                                     "rnd1": ("random_init", "random init")}, synthetic=True)
+    knn = _claim(build_verdict(collect(root)), "SimSiam beats a random-init encoder: kNN")
+    assert knn.test.startswith("Welch t") and knn.values["p"] == pytest.approx(
+        welch([78.0, 80.0, 82.0], [66.0, 68.0], 10.0).p_greater)
