@@ -31,7 +31,8 @@ def test_report_md_html_and_plots(synth_runs: Path, capsys) -> None:
     html = (synth_runs / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 2 and all(base64.b64decode(i)[:8] == PNG_MAGIC for i in images)  # self-contained
-    assert "<b>41.2</b> ± 1.3 (n=3)" in html and 'class="paper"' in html
+    assert "<b>41.2</b> ± 1.3 (n=3)" in html
+    assert 'class="paper"' not in html and "paper reference rows" not in md  # synthetic-only: no real-data tables
     assert "<script" not in html
 
 
