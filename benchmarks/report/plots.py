@@ -85,10 +85,14 @@ def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
     if not ax_knn.lines:
         ax_knn.text(0.5, 0.5, "no kNN monitor records\n(MONITOR.KNN_PERIOD 0)", ha="center", va="center",
                     transform=ax_knn.transAxes, color="gray")
+    legend: dict = {}  # one legend for the three panels, outside them: label -> handle
     for ax in (ax_loss, ax_std, ax_knn):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8,
+                   frameon=False)
     fig.suptitle("SimSiam pre-training (cf. paper Fig. 2)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,25 @@ def test_transfer_plot_shows_trials_95ci_and_legend_outside(tmp_path: Path, resu
     legend = figs[0].legends[0].get_window_extent()
     assert [t.get_text() for t in figs[0].legends[0].get_texts()] == ["scratch", "mine"]
     assert all(legend.x0 >= a.get_window_extent().x1 for a in (ax50, ax))  # outside, right of both panels
+
+
+def test_pretraining_curves_have_one_legend_outside_the_panels(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from siambench.benchmarks.report import plots
+
+    runs = {}
+    for label, z in (("SimSiam", 0.04), ("no stop-grad", 0.001)):
+        path = tmp_path / label / "metrics.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(json.dumps({"type": "step", "epoch": 0, "step": i, "loss": -0.5 - i / 10, "z_std": z})
+                                  for i in range(5)))
+        runs[label] = path
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))
+    assert plots.plot_pretraining(runs, tmp_path / "x.png") is not None
+    fig = figs[0]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["SimSiam", "no stop-grad", "1/sqrt(d), d=2048"]
+    fig.canvas.draw()
+    assert fig.legends[0].get_window_extent().x0 >= max(ax.get_window_extent().x1 for ax in fig.axes)
