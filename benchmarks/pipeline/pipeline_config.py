@@ -137,17 +137,17 @@ def _check_opts(opts: object, key: str) -> None:
 
 def _check_labels(cfg: CfgNode, source: str) -> None:
     """Labels are table rows: entries share one only as pretraining seeds of one recipe (same KIND and CONFIG,
-    a different SEED in OPTS); the report then pools them, one value per seed."""
+    a different SEED in OPTS; one of them may leave SEED to its config); the report pools them, a value per seed."""
     groups: dict[str, list[tuple[str, CfgNode]]] = {}
     for name, e in cfg.ENTRIES.items():
         groups.setdefault(e.LABEL or name, []).append((name, e))
     for label, group in groups.items():
         seeds = [str(dict(zip(e.OPTS[0::2], e.OPTS[1::2])).get("SEED", "")) for _, e in group]
         if len(group) > 1 and (len({(e.KIND, e.CONFIG) for _, e in group}) > 1 or group[0][1].KIND not in
-                               PRETRAIN_KINDS or "" in seeds or len(set(seeds)) < len(seeds)):
+                               PRETRAIN_KINDS or len(set(seeds)) < len(seeds)):
             raise ConfigError(f"{source}: entries {[n for n, _ in group]} share the LABEL {label!r}; labels are "
                               "table rows and must be unique, except for pretraining seeds of one recipe (same "
-                              "KIND and CONFIG, each with its own [SEED, N] in OPTS)")
+                              "KIND and CONFIG, each with its own [SEED, N] in OPTS; one may keep its config's SEED)")
 
 
 def _validate(cfg: CfgNode, source: str) -> None:
