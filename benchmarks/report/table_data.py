@@ -1,7 +1,8 @@
 """The data of one table (:class:`Table` of :class:`Row` s of :class:`Cell` s) and the paper's cell rules.
 
 A cell of ours is the mean ± sample standard deviation (ddof=1) of its trials with their
-count and the trial values themselves (:func:`summarize`); per column, every entry within ``BOLD_MARGIN`` below the best is
+count and the trial values themselves (:func:`summarize`); per column, every entry within
+``BOLD_MARGIN`` below the best is
 bold (:func:`apply_bold`, the paper's rule). :mod:`.table` builds tables from runs,
 :mod:`.table_format` renders them, :mod:`.plots` draws them.
 """
