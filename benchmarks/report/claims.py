@@ -15,7 +15,7 @@ MARKS = ("holds", "fails", "not tested")
 THRESHOLDS: dict[str, float] = {
     # SimSiam - random init, kNN / linear: what three seed sets of the demo recipe clear by twice their spread
     # (README, "The demo's seed spread": Δ kNN 13.7 ± 2.9, Δ linear 5.6 ± 2.6; mean - 2 sd rounded down)
-    "linear_vs_random": 0.0,  # SimSiam linear top-1 > random-init (was +15: one run with a probe that failed to train)
+    "linear_vs_random": 0.0,  # SimSiam linear top-1 >= random init (was +15: one run, a probe that did not train)
     "knn_vs_random": 7.0,  # SimSiam kNN >= random-init + 7 (was +10: the third seed set gave +10.8)
     "collapse_near_chance": 5.0,  # no stop-grad: within 5 points of chance ...
     "collapse_below_simsiam": 15.0,  # ... or at least 15 points below SimSiam
