@@ -6,7 +6,7 @@ paper's claims the runs reproduce, with the numbers and a significance test.
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
 COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table 4
 (linear evaluation): top-1 by pre-training epochs beside the paper's rows; the synthetic-data and
-kNN tables have one top-1 column and the epochs in the row label ("SimSiam (20 ep)"). Conventions:
+kNN tables have one top-1 column and the epochs in the row label ("SimSiam, 20 ep"). Conventions:
 
 * A cell of ours is the mean ± sample standard deviation (ddof=1) over the finished
   trials, with their count n; numbers are rounded to 0.1 like the paper. One trial
@@ -162,13 +162,13 @@ def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic
 
 def _eval_column(name: str, title: str, evals: list, res: RunResults, protocol: str, synthetic: bool,
                  order: Sequence[str]) -> Table:
-    """One top-1 column; a row per (label, pretraining epochs), labelled "label (N ep)"."""
+    """One top-1 column; a row per (label, pretraining epochs), labelled "label, N ep"."""
     rows = []
     for label in _row_order({e.label for e in evals}, res.kinds, order):
         mine = [e for e in evals if e.label == label]
         for ep in sorted({e.pretrain_epochs for e in mine}, key=lambda x: (x is None, x or 0)):
             at = [e for e in mine if e.pretrain_epochs == ep]
-            rows.append(Row(f"{label} ({ep if ep is not None else '?'} ep)", "ours", res.kinds.get(label, ""),
+            rows.append(Row(f"{label}, {ep if ep is not None else '?'} ep", "ours", res.kinds.get(label, ""),
                             [summarize([e.top1 for e in at], sum(e.invalid for e in at))]))
     table = Table(name, title, [Column("linear" if protocol == "lincls" else "kNN", "top-1")], rows)
     if any(e.pretrain_epochs is None for e in evals):

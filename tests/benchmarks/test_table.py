@@ -77,8 +77,8 @@ def test_synthetic_table_stats_partial_and_notes(synth_runs: Path) -> None:
     # one top-1 column, the pretraining epochs in the row label (not a sparse diagonal of epoch columns)
     t4s = tables["table4_synthetic"]
     assert [(c.group, c.metric) for c in t4s.columns] == [("linear", "top-1")]
-    assert _cell(t4s, "SimSiam (2 ep)", "linear", "top-1").mean == 40.0
-    assert _cell(t4s, "supervised (30 ep)", "linear", "top-1").mean == 80.0
+    assert _cell(t4s, "SimSiam, 2 ep", "linear", "top-1").mean == 40.0
+    assert _cell(t4s, "supervised, 30 ep", "linear", "top-1").mean == 80.0
     assert "knn_synthetic" in tables and "knn" not in tables
     assert [(c.group, c.metric) for c in tables["knn_synthetic"].columns] == [("kNN", "top-1")]
 
