@@ -160,6 +160,21 @@ def _check_opts(opts: object, key: str) -> None:
         raise ConfigError(f"{key} must be a list of KEY VALUE pairs, got {opts!r}")
 
 
+def _check_labels(cfg: CfgNode, source: str) -> None:
+    """Labels are table rows: entries share one only as pretraining seeds of one recipe (same KIND and CONFIG,
+    a different SEED in OPTS; one of them may leave SEED to its config); the report pools them, a value per seed."""
+    groups: dict[str, list[tuple[str, CfgNode]]] = {}
+    for name, e in cfg.ENTRIES.items():
+        groups.setdefault(e.LABEL or name, []).append((name, e))
+    for label, group in groups.items():
+        seeds = [str(dict(zip(e.OPTS[0::2], e.OPTS[1::2])).get("SEED", "")) for _, e in group]
+        if len(group) > 1 and (len({(e.KIND, e.CONFIG) for _, e in group}) > 1 or group[0][1].KIND not in
+                               PRETRAIN_KINDS or len(set(seeds)) < len(seeds)):
+            raise ConfigError(f"{source}: entries {[n for n, _ in group]} share the LABEL {label!r}; labels are "
+                              "table rows and must be unique, except for pretraining seeds of one recipe (same "
+                              "KIND and CONFIG, each with its own [SEED, N] in OPTS; one may keep its config's SEED)")
+
+
 def _validate(cfg: CfgNode, source: str) -> None:
     if not cfg.ENTRIES:
         raise ConfigError(f"{source}: ENTRIES is empty; add at least one entry, e.g. "
@@ -183,10 +198,7 @@ def _validate(cfg: CfgNode, source: str) -> None:
         own = [parse_task(t, 1, f"{key}.TRANSFER_TASKS")[0] for t in e.TRANSFER_TASKS]
         if len(set(own)) != len(own):
             raise ConfigError(f"{source}: {key}.TRANSFER_TASKS lists a task twice: {list(e.TRANSFER_TASKS)}")
-    labels = [e.LABEL or n for n, e in cfg.ENTRIES.items()]
-    dup = sorted({lb for lb in labels if labels.count(lb) > 1})
-    if dup:
-        raise ConfigError(f"{source}: entries share the LABEL {dup}; labels are table rows and must be unique")
+    _check_labels(cfg, source)
     for key, opts in (("EVAL.KNN.OPTS", cfg.EVAL.KNN.OPTS), ("EVAL.LINCLS.OPTS", cfg.EVAL.LINCLS.OPTS),
                       ("TRANSFER.OPTS", cfg.TRANSFER.OPTS)):
         _check_opts(opts, key)

@@ -5,13 +5,15 @@
   l2-normalised output z with the 1/sqrt(d) line of a non-collapsed output, and the
   kNN top-1 per epoch.
 * ``transfer_ap_<table>.png``: AP50 and AP (points, 0-100) per transfer task, one bar
-  per pre-training with the std over trials as error bars (the paper's baselines
-  hatched where shown).
+  per pre-training at the mean over trials, every trial as a dot and the 95 % interval
+  of the mean (Student t, n - 1 df; n >= 2 only, clipped to 0-100) as the whisker; the
+  legend sits outside the axes (the paper's baselines hatched where shown).
 """
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -21,9 +23,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .metrics import read_metrics  # noqa: E402
+from .stats import t_ppf  # noqa: E402
 from .table_data import Table  # noqa: E402
 
-__all__ = ["plot_pretraining", "plot_transfer", "make_plots"]
+__all__ = ["ci95", "plot_pretraining", "plot_transfer", "make_plots"]
 
 _DEFAULT_DIM = 2048  # the paper's projector output d, when a run's config is unreadable
 
@@ -82,10 +85,14 @@ def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
     if not ax_knn.lines:
         ax_knn.text(0.5, 0.5, "no kNN monitor records\n(MONITOR.KNN_PERIOD 0)", ha="center", va="center",
                     transform=ax_knn.transAxes, color="gray")
+    legend: dict = {}  # one legend for the three panels, outside them: label -> handle
     for ax in (ax_loss, ax_std, ax_knn):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8,
+                   frameon=False)
     fig.suptitle("SimSiam pre-training (cf. paper Fig. 2)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,9 +103,18 @@ def plot_pretraining(runs: dict[str, Path], out: Path) -> Path | None:
 def _save(fig, out: Path) -> None:
     """Write to a temporary sibling and rename: a crash never leaves half a PNG."""
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")  # "tight": keep a legend or caption outside the axes
     plt.close(fig)
     os.replace(tmp, out)
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95 % interval of the mean of ``values`` (Student t, n - 1 df), clipped to [0, 100]; None for n < 2."""
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return max(0.0, mean - half), min(100.0, mean + half)
 
 
 def _bars(ax, table: Table, rows: Sequence, metric: str) -> bool:
@@ -110,15 +126,11 @@ def _bars(ax, table: Table, rows: Sequence, metric: str) -> bool:
     for i, row in enumerate(rows):
         xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(cols))]
         means = [row.cells[j].mean if row.cells[j].mean is not None else 0.0 for j in cols]
-        errs = [row.cells[j].std if row.cells[j].std is not None else math.nan for j in cols]  # nan: no bar
         paper = row.source == "paper"
-        bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=f"{row.label}{' (paper)' if paper else ''}",
-                      hatch="//" if paper else None, alpha=0.55 if paper else 0.9)
-        for bar, j in zip(bars, cols):
-            cell = row.cells[j]
-            if cell.mean is None:
-                ax.annotate("invalid" if cell.invalid else "n/a", (bar.get_x() + bar.get_width() / 2, 0),
-                            ha="center", va="bottom", fontsize=7, rotation=90)
+        bars = ax.bar(xs, means, width, label=f"{row.label}{' (paper)' if paper else ''}",
+                      hatch="//" if paper else None, alpha=0.45 if paper else 0.6)
+        for x, bar, j in zip(xs, bars, cols):
+            _trials(ax, x, width, row.cells[j], bar.get_facecolor())
     ax.set_xticks(range(len(cols)), [table.columns[j].group for j in cols])
     # detectron2 reports AP in points: 0.9 here means 0.9 AP, not 90 %.
     ax.set(ylabel=f"{metric} (points, 0-100)", title=metric)
@@ -127,24 +139,47 @@ def _bars(ax, table: Table, rows: Sequence, metric: str) -> bool:
     return True
 
 
+def _trials(ax, x: float, width: float, cell, color) -> None:
+    """A bar's trials as dots, its 95 % interval as a whisker and its n above; "n/a" / "invalid" if empty."""
+    if cell.mean is None:
+        ax.annotate("invalid" if cell.invalid else "n/a", (x, 0), ha="center", va="bottom", fontsize=7, rotation=90)
+        return
+    vals = cell.values or []
+    if vals:  # spread the dots over the middle half of the bar so equal values stay visible
+        offsets = [0.0] if len(vals) == 1 else [-width / 4 + width / 2 * k / (len(vals) - 1) for k in range(len(vals))]
+        ax.scatter([x + o for o in offsets], vals, s=14, color=color[:3], edgecolors="black", linewidths=0.6,
+                   zorder=3)
+    ci = ci95(vals)
+    if ci is not None:
+        ax.errorbar(x, cell.mean, yerr=[[cell.mean - ci[0]], [ci[1] - cell.mean]], fmt="none", ecolor="black",
+                    capsize=3, lw=1, zorder=4)
+    top = max([cell.mean, *vals, *(ci or ())])
+    ax.annotate(f"n={cell.n}" if cell.n else "", (x, top), xytext=(0, 2), textcoords="offset points",
+                ha="center", va="bottom", fontsize=6, color="#444")
+
+
 def plot_transfer(table: Table, out: Path, metrics: Sequence[str] = ("AP50", "AP")) -> Path | None:
     """AP50 and AP bars per task group of a Table 5: our rows plus the paper's baselines.
 
-    Values are in points (0-100, as detectron2 and the paper report them); error bars are
-    the std over trials; invalid or missing cells are annotated, never drawn as numbers.
+    Values are in points (0-100, as detectron2 and the paper report them); a bar is the mean,
+    dots are the trials, the whisker the 95 % interval of the mean (n >= 2); invalid or missing
+    cells are annotated, never drawn as numbers. The legend is outside the axes, right.
     """
     rows = [r for r in table.rows if r.source == "ours" or r.label in ("scratch", "ImageNet supervised")]
     if not any(r.source == "ours" for r in rows) or not any(c.metric in metrics for c in table.columns):
         return None
     n_groups = len({c.group for c in table.columns})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.0, 1.6 * n_groups * max(1, len(rows)) / 2.5)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.0, 1.2 * n_groups * max(1, len(rows)) / 2.5)
                                                          * len(metrics), 4.2), squeeze=False)
     drawn = [_bars(ax, table, rows, m) for ax, m in zip(axes[0], metrics)]
     for ax, ok in zip(axes[0], drawn):
         if not ok:
             ax.set_visible(False)
-    axes[0][drawn.index(True)].legend(fontsize=8, ncol=2)
+    handles, labels = axes[0][drawn.index(True)].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), fontsize=8, frameon=False)
     fig.suptitle(f"transfer, {' and '.join(metrics)} in points (0-100): {table.title.split(':')[0]}")
+    fig.text(0.5, -0.02, "bar: mean over trials; dots: trials; whisker: 95 % CI of the mean (Student t, n >= 2, "
+             "clipped to 0-100)", ha="center", va="top", fontsize=8, color="#444")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, out)

@@ -8,8 +8,12 @@ regularized incomplete beta function (continued fraction, modified Lentz method)
 * :func:`welch` — Welch's unequal-variance t-test of ``mean(a) - mean(b)`` against a
   threshold, with the Welch–Satterthwaite degrees of freedom and a two-sided CI.
 * :func:`one_sample` — the mean of trials against a fixed number (a paper's value).
+* :func:`pooled` — Student's t of ``mean(a) - mean(b)`` with one variance pooled over both
+  sides, so that a side with a single run (e.g. one random-init encoder against several
+  pretraining seeds) borrows the spread measured on the other.
+* :func:`seed_test` — Welch when both sides have >= 2 values, else :func:`pooled`.
 
-Both return ``None`` when a side has fewer than two values: one trial has no spread,
+Welch's and the one-sample test return ``None`` when a side has fewer than two values: one trial has no spread,
 and a test that pretended otherwise would lie.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["betainc", "t_cdf", "t_sf", "t_ppf", "TestResult", "welch", "one_sample"]
+__all__ = ["betainc", "t_cdf", "t_sf", "t_ppf", "TestResult", "welch", "one_sample", "pooled", "seed_test"]
 
 _EPS = 1e-15
 _TINY = 1e-300
@@ -135,3 +139,26 @@ def one_sample(a: Sequence[float], value: float, threshold: float = 0.0, alpha: 
         return None
     se = math.sqrt(statistics.variance(a) / len(a))
     return _finish("one-sample t", statistics.fmean(a) - value, se, float(len(a) - 1), threshold, alpha)
+
+
+def pooled(a: Sequence[float], b: Sequence[float], threshold: float = 0.0, alpha: float = 0.05) -> TestResult | None:
+    """Student's t-test of mean(a) - mean(b) > threshold with the variance pooled over both sides.
+
+    Works with one value on a side as long as the other has two or more: the side with
+    repeats supplies the spread for both (se = s_pooled * sqrt(1/n_a + 1/n_b), df = n_a + n_b - 2).
+    When the single-value side really varies less (an untrained encoder against pretraining
+    seeds), this overstates se: the test errs towards "not shown". None below 3 values in all.
+    """
+    df = len(a) + len(b) - 2
+    if not a or not b or df < 1:
+        return None
+    ss = sum((x - statistics.fmean(v)) ** 2 for v in (a, b) for x in v)
+    se = math.sqrt(ss / df * (1.0 / len(a) + 1.0 / len(b)))
+    return _finish("pooled-variance t", statistics.fmean(a) - statistics.fmean(b), se, float(df), threshold, alpha)
+
+
+def seed_test(a: Sequence[float], b: Sequence[float], threshold: float = 0.0,
+              alpha: float = 0.05) -> TestResult | None:
+    """One value per seed on each side: Welch with >= 2 per side, else :func:`pooled` (None below 3 in all)."""
+    r = welch(a, b, threshold, alpha)
+    return r if r is not None else pooled(a, b, threshold, alpha)

@@ -5,7 +5,8 @@ paper's claims the runs reproduce, with the numbers and a significance test.
 
 Table 5 (transfer): one row per pre-training label, column groups VOC 07, VOC 07+12,
 COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table 4
-(linear evaluation): top-1 by pre-training epochs. Conventions:
+(linear evaluation): top-1 by pre-training epochs beside the paper's rows; the synthetic-data and
+kNN tables have one top-1 column and the epochs in the row label ("SimSiam, 20 ep"). Conventions:
 
 * A cell of ours is the mean ± sample standard deviation (ddof=1) over the finished
   trials, with their count n; numbers are rounded to 0.1 like the paper. One trial
@@ -15,7 +16,8 @@ COCO detection and COCO instance segmentation, each with AP50 / AP / AP75. Table
   all rows of the table, our rows and the paper's reference rows alike.
 * The paper's published rows (:mod:`siambench.benchmarks.report.reference`) are marked ``paper``.
   Results on the synthetic dataset (``synth_*`` tasks) go to their own tables with the
-  note "synthetic data: not comparable to paper rows"; the reference rows still print.
+  note "synthetic data: not comparable to paper rows"; the reference rows print in their own
+  tables, except on a run with synthetic results only (no real-data row of ours to compare).
   Results on datasets of one's own (``--dataset NAME=...``) go to the table
   ``table5_own``, one column group per dataset named by it, without paper rows.
 * Deltas: each of our rows minus our supervised and our scratch row of the same table
@@ -158,27 +160,46 @@ def _delta_tables(table: Table) -> list[Table]:
 
 def _eval_table(name: str, title: str, res: RunResults, protocol: str, synthetic: bool,
                 with_paper: bool, order: Sequence[str]) -> Table | None:
+    """Top-1 of our encoders. Beside the paper's Table 4 (``with_paper``) one column per pretraining length,
+    the paper's layout; otherwise one column, the epochs in the row label (columns by epochs would leave a
+    sparse diagonal: each encoder has its own length)."""
     evals = [e for e in res.evals if e.protocol == protocol and e.synthetic == synthetic]
     if not evals and not with_paper:
         return None
-    epochs = set(reference.TABLE4_EPOCHS) if with_paper else set()
-    epochs |= {e.pretrain_epochs for e in evals if e.pretrain_epochs is not None}
+    if not with_paper:
+        return _eval_column(name, title, evals, res, protocol, synthetic, order)
+    epochs = set(reference.TABLE4_EPOCHS) | {e.pretrain_epochs for e in evals if e.pretrain_epochs is not None}
     epoch_cols: list[int | None] = sorted(epochs) + ([None] if any(e.pretrain_epochs is None for e in evals) else [])
-    metric = "top-1"
-    columns = [Column(f"{ep} ep" if ep is not None else "? ep", metric) for ep in epoch_cols]
-    rows = []
-    if with_paper:
-        for label, values in reference.TABLE4_LINEAR_TOP1.items():
-            rows.append(Row(label, "paper", "", [Cell(values[ep]) if ep in values else Cell() for ep in epoch_cols]))
+    columns = [Column(f"{ep} ep" if ep is not None else "? ep", "top-1") for ep in epoch_cols]
+    rows = [Row(label, "paper", "", [Cell(values[ep]) if ep in values else Cell() for ep in epoch_cols])
+            for label, values in reference.TABLE4_LINEAR_TOP1.items()]
     for label in _row_order({e.label for e in evals}, res.kinds, order):
         cells = [summarize([e.top1 for e in evals if e.label == label and e.pretrain_epochs == ep],
                            sum(e.invalid for e in evals if e.label == label and e.pretrain_epochs == ep))
                  for ep in epoch_cols]
         rows.append(Row(label, "ours", res.kinds.get(label, ""), cells))
     table = Table(name, title + ("" if evals else ", paper reference rows"), columns, rows)
-    if with_paper:
-        table.notes.append(f"paper rows: {reference.CITATION}, Table 4 (ImageNet, ResNet-50)")
+    table.notes.append(f"paper rows: {reference.CITATION}, Table 4 (ImageNet, ResNet-50)")
     if None in epoch_cols:
+        table.notes.append("? ep: the results file does not record pretrain_epochs")
+    if synthetic:
+        table.notes.append(SYNTHETIC_NOTE)
+    apply_bold(table)
+    return table
+
+
+def _eval_column(name: str, title: str, evals: list, res: RunResults, protocol: str, synthetic: bool,
+                 order: Sequence[str]) -> Table:
+    """One top-1 column; a row per (label, pretraining epochs), labelled "label, N ep"."""
+    rows = []
+    for label in _row_order({e.label for e in evals}, res.kinds, order):
+        mine = [e for e in evals if e.label == label]
+        for ep in sorted({e.pretrain_epochs for e in mine}, key=lambda x: (x is None, x or 0)):
+            at = [e for e in mine if e.pretrain_epochs == ep]
+            rows.append(Row(f"{label}, {ep if ep is not None else '?'} ep", "ours", res.kinds.get(label, ""),
+                            [summarize([e.top1 for e in at], sum(e.invalid for e in at))]))
+    table = Table(name, title, [Column("linear" if protocol == "lincls" else "kNN", "top-1")], rows)
+    if any(e.pretrain_epochs is None for e in evals):
         table.notes.append("? ep: the results file does not record pretrain_epochs")
     if synthetic:
         table.notes.append(SYNTHETIC_NOTE)
@@ -196,21 +217,25 @@ def build_tables(res: RunResults) -> list[Table]:
     if own:  # one column group per dataset of one's own, named by it
         t5o = _transfer_table("table5_own", "Transfer to your datasets (AP50 / AP / AP75)", own, res, False, order)
         tables += [t5o, *_delta_tables(t5o)]
+    # a run on synthetic data (or datasets of one's own) only gets no tables of the paper's real-data rows
+    # (nothing of ours to put beside them)
+    synthetic_only = (bool(synth) or bool(own) or any(e.synthetic for e in res.evals)) and not real and \
+        all(e.synthetic for e in res.evals)
     t5_title = "Table 5: transfer to VOC / COCO (AP50 / AP / AP75)" + ("" if real else ", paper reference rows")
-    t5 = _transfer_table("table5", t5_title, real, res, True, order)
+    t5 = None if synthetic_only else _transfer_table("table5", t5_title, real, res, True, order)
     if synth:
         t5s = _transfer_table("table5_synthetic", "Table 5 (synthetic data): transfer, our runs", synth, res,
                               False, order)
         t5s.notes.append(SYNTHETIC_NOTE)
         tables += [t5s, *_delta_tables(t5s)]
-    tables += [t5, *_delta_tables(t5)]
+    tables += [t5, *_delta_tables(t5)] if t5 is not None else []
     for protocol, title in (("lincls", "linear evaluation top-1 (%)"), ("knn", "kNN top-1 (%)")):
         synth_t = _eval_table(f"{'table4' if protocol == 'lincls' else 'knn'}_synthetic",
                               f"{'Table 4' if protocol == 'lincls' else 'kNN'} (synthetic data): {title}",
                               res, protocol, True, False, order)
         real_t = _eval_table("table4" if protocol == "lincls" else "knn",
                              f"Table 4: ImageNet {title}" if protocol == "lincls" else f"kNN: {title}",
-                             res, protocol, False, protocol == "lincls", order)
+                             res, protocol, False, protocol == "lincls" and not synthetic_only, order)
         tables += [t for t in (synth_t, real_t) if t is not None]
     return tables
 

@@ -1,7 +1,8 @@
 """The data of one table (:class:`Table` of :class:`Row` s of :class:`Cell` s) and the paper's cell rules.
 
 A cell of ours is the mean ± sample standard deviation (ddof=1) of its trials with their
-count (:func:`summarize`); per column, every entry within ``BOLD_MARGIN`` below the best is
+count and the trial values themselves (:func:`summarize`); per column, every entry within
+``BOLD_MARGIN`` below the best is
 bold (:func:`apply_bold`, the paper's rule). :mod:`.table` builds tables from runs,
 :mod:`.table_format` renders them, :mod:`.plots` draws them.
 """
@@ -26,6 +27,7 @@ class Cell:
     n: int = 0
     bold: bool = False
     invalid: int = 0  # values left out as outside [0, 100] / non-finite
+    values: list[float] = field(default_factory=list)  # the finite trial values behind mean / std (ours only)
 
 
 @dataclass
@@ -72,7 +74,7 @@ def summarize(values: Iterable[float], invalid: int = 0) -> Cell:
     if not finite:
         return Cell(invalid=invalid)
     std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite), invalid=invalid)
+    return Cell(mean=statistics.fmean(finite), std=std, n=len(finite), invalid=invalid, values=finite)
 
 
 def apply_bold(table: Table, margin: float = reference.BOLD_MARGIN) -> None:

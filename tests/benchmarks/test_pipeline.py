@@ -176,6 +176,10 @@ def test_step_that_exits_zero_without_output_fails(pipeline_file: Path) -> None:
     ("ENTRIES: {a: {KIND: scratch, OPTS: [SOLVER.EPOCHS]}}", r"ENTRIES.a.OPTS must be a list of KEY VALUE pairs"),
     ("ENTRIES: {a b: {KIND: scratch}}", "entry names become directories"),
     ("ENTRIES: {a: {KIND: scratch, LABEL: x}, b: {KIND: scratch, LABEL: x}}", "share the LABEL"),
+    ("ENTRIES: {a: {KIND: simsiam, CONFIG: c.yaml, LABEL: x}, b: {KIND: simsiam, CONFIG: c.yaml, "
+     "LABEL: x}}", "share the LABEL 'x'"),  # seeds of one row: a different SEED each
+    ("ENTRIES: {a: {KIND: simsiam, CONFIG: c.yaml, LABEL: x, OPTS: [SEED, 1]}, b: {KIND: simsiam, CONFIG: d.yaml, "
+     "LABEL: x, OPTS: [SEED, 2]}}", "same KIND and CONFIG"),
     ("ENTRIES: {a: {KIND: scratch}}\nTRANSFER: {TASKS: ['voc07:x']}", "TRANSFER.TASKS: bad task"),
     ("ENTRIES: {a: {KIND: scratch}}\nTRANSFER: {TASK: [voc07]}", "unknown config key"),
 ])
@@ -184,6 +188,15 @@ def test_bad_pipelines_name_the_key(tmp_path: Path, yaml_text: str, match: str) 
     path.write_text(yaml_text)
     with pytest.raises(ConfigError, match=match):
         load_pipeline(path)
+
+
+def test_pretraining_seeds_share_a_label(tmp_path: Path) -> None:
+    """Two seeds of one recipe are one table row: their entries may share the LABEL."""
+    path = tmp_path / "p.yaml"
+    path.write_text("ENTRIES:\n  s0: {KIND: simsiam, CONFIG: c.yaml, LABEL: SimSiam}\n"
+                    "  s1: {KIND: simsiam, CONFIG: c.yaml, LABEL: SimSiam, OPTS: [SEED, 1]}\n")
+    cfg = load_pipeline(path)
+    assert [e.LABEL for e in cfg.ENTRIES.values()] == ["SimSiam", "SimSiam"]
 
 
 def test_base_inheritance_and_overrides(tmp_path: Path, pipeline_file: Path) -> None:
@@ -238,7 +251,10 @@ def test_shipped_pipelines_load_and_find_their_files(name: str) -> None:
         assert "no_stop_grad/lincls" in steps and not any(k.startswith("no_stop_grad/transfer") for k in steps)
         assert "--trials" in steps["simsiam/transfer/synth_voc07"].argv
         assert _opt(steps["simsiam/transfer/synth_voc07"].argv, "--trials") == "3"  # VOC07: mean of 3 trials
-        assert _opt(steps["random_init/transfer/synth_voc07"].argv, "--trials") == "1"
+        # SimSiam 30 epochs (its margins over random init hold over seeds); random init: kNN / linear only
+        assert _opt(steps["simsiam/pretrain"].argv, "SOLVER.EPOCHS") == "30"
+        assert "random_init/lincls" in steps and not any(k.startswith("random_init/transfer") for k in steps)
+        assert "random_init/convert" not in steps
     else:  # the paper's protocol: R50, 8 GPUs, VOC x5 trials, COCO, linear eval
         assert (cfg.MODEL.ARCH, cfg.NUM_GPUS, cfg.EVAL.LINCLS.ENABLED) == ("resnet50", 8, True)
         assert list(cfg.TRANSFER.TASKS) == ["voc07:5", "voc0712:5", "coco:1"]

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from siambench.benchmarks.report.stats import betainc, one_sample, t_cdf, t_ppf, t_sf, welch
+from siambench.benchmarks.report.stats import betainc, one_sample, pooled, seed_test, t_cdf, t_ppf, t_sf, welch
 
 
 @pytest.mark.parametrize("t", [-3.0, -0.4, 0.0, 0.7, 2.5, 40.0])
@@ -60,3 +60,23 @@ def test_no_test_with_one_trial_and_degenerate_spread() -> None:
     r = one_sample([75.0, 76.0, 77.0], 75.5)
     assert r.diff == pytest.approx(0.5) and r.df == 2
     assert r.p_two_sided == pytest.approx(2 * t_sf(0.5 / (1 / 3 ** 0.5), 2))  # se = std / sqrt(n) = 1 / sqrt(3)
+
+
+def test_pooled_t_borrows_the_spread_of_the_side_with_seeds() -> None:
+    # three pretraining seeds against one random-init run: s = 2 (all the spread is on a), se = 2 * sqrt(1/3 + 1)
+    a, b = [78.0, 80.0, 82.0], [66.0]
+    r = pooled(a, b, threshold=10.0)
+    se = 2.0 * math.sqrt(1 / 3 + 1)
+    assert r.name == "pooled-variance t" and r.df == 2 and r.diff == pytest.approx(14.0)
+    assert r.t == pytest.approx(4.0 / se) and r.p_greater == pytest.approx(t_sf(4.0 / se, 2))
+    assert r.ci == pytest.approx((14.0 - t_ppf(0.975, 2) * se, 14.0 + t_ppf(0.975, 2) * se))
+    # both sides' squares count: a = [1, 3] (ss 2), b = [0, 0, 3] (ss 6): s^2 = 8 / 3
+    r2 = pooled([1.0, 3.0], [0.0, 0.0, 3.0])
+    assert r2.t == pytest.approx((2.0 - 1.0) / math.sqrt(8 / 3 * (1 / 2 + 1 / 3)))
+    assert pooled([1.0], [2.0]) is None and pooled([], [1.0, 2.0]) is None
+
+
+def test_seed_test_is_welch_with_repeats_on_both_sides_else_pooled() -> None:
+    assert seed_test([1.0, 2.0], [0.0, 0.5]) == welch([1.0, 2.0], [0.0, 0.5])
+    assert seed_test([1.0, 2.0], [0.0]).name == "pooled-variance t"
+    assert seed_test([1.0], [0.0]) is None

@@ -72,13 +72,23 @@ def test_synthetic_table_stats_partial_and_notes(synth_runs: Path) -> None:
     assert (scratch.mean, scratch.n) == (3.0, 1)  # the running trial (AP 99) is not averaged in
     assert any("trial1/results.json" in n and "partial" in n for n in res.notes)
     assert _cell(t, "scratch", "COCO seg (synth)", "AP").mean is None  # no scratch COCO run: missing
-    # the paper's rows still print, in their own table
-    t5 = tables["table5"]
-    assert [r.label for r in t5.rows] == list(reference.TABLE5_TRANSFER)
+    # a synthetic-only run: no tables of the paper's real-data rows
+    assert "table5" not in tables and "table4" not in tables
+    # one top-1 column, the pretraining epochs in the row label (not a sparse diagonal of epoch columns)
     t4s = tables["table4_synthetic"]
-    assert {c.group for c in t4s.columns} == {"2 ep", "30 ep"}
-    assert _cell(t4s, "SimSiam", "2 ep", "top-1").mean == 40.0
+    assert [(c.group, c.metric) for c in t4s.columns] == [("linear", "top-1")]
+    assert _cell(t4s, "SimSiam, 2 ep", "linear", "top-1").mean == 40.0
+    assert _cell(t4s, "supervised, 30 ep", "linear", "top-1").mean == 80.0
     assert "knn_synthetic" in tables and "knn" not in tables
+    assert [(c.group, c.metric) for c in tables["knn_synthetic"].columns] == [("kNN", "top-1")]
+
+
+def test_empty_and_real_runs_keep_the_paper_reference_tables(tmp_path: Path, results_files) -> None:
+    assert {"table5", "table4"} <= {t.name for t in build_tables(collect(tmp_path))}
+    root = tmp_path / "runs"
+    results_files.write_trial(root, "a", "synth_voc07", 0, "mine", 40.0)
+    results_files.write_trial(root, "b", "voc07", 0, "mine", 41.0)  # real data beside the synthetic
+    assert {"table5", "table5_synthetic", "table4"} <= {t.name for t in build_tables(collect(root))}
 
 
 def test_deltas_against_our_supervised_and_scratch(synth_runs: Path) -> None:
@@ -191,7 +201,7 @@ def test_cli_writes_atomically_and_reports_missing_dir(synth_runs: Path, tmp_pat
     out = tmp_path / "t" / "table.json"
     assert main([str(synth_runs), "--format", "json", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert {t["name"] for t in data["tables"]} >= {"table5", "table5_synthetic", "table4"}
+    assert {t["name"] for t in data["tables"]} >= {"table5_synthetic", "table4_synthetic"}
     assert [p.name for p in out.parent.iterdir()] == ["table.json"]  # no temporary leftovers
     assert capsys.readouterr().out == f"wrote {out}\n"
     assert main([str(synth_runs), "--format", "csv"]) == 0
