@@ -35,6 +35,7 @@ from siambench.pretrain.utils.config import ConfigError, add_config_args, save_c
 from siambench.pretrain.utils.errors import MissingFileError, exit_2_on_user_error
 from siambench.pretrain.utils.io import atomic_write_json, sha256_file
 from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
+from siambench.pretrain.utils.stop import stop_on_signal
 
 from . import datasets
 from .backbone_check import prepare_backbone
@@ -229,7 +230,8 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
     try:
         trainer = TransferTrainer(cfg)
         trainer.resume_or_load(resume=True)  # last readable checkpoint if any, else MODEL.WEIGHTS (or random init)
-        results = trainer.train()  # the evaluation after the last iteration (also of a finished resumed run)
+        with stop_on_signal() as trainer.stop:  # SLURM's stop: a checkpoint of the iteration, StopRequested
+            results = trainer.train()  # the evaluation after the last iteration (also of a finished resumed run)
         record = None
         if comm.is_main_process():
             if not results:
