@@ -74,7 +74,9 @@ class StopRequest:
             return
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        raise StopRequested(signum, where)
+        stopped = StopRequested(signum, where)
+        logger.warning("%s", stopped)
+        raise stopped
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ LAUNCHER: {{NAME: slurm, SLURM: {{GPUS_PER_NODE: 0, CPUS_PER_GPU: 1, MEM_PER_GPU
 EVAL: {{KNN: {{ENABLED: False}}, LINCLS: {{ENABLED: False}}}}
 CONVERT: {{VERIFY: False}}
 """
-# 3 epochs of 12 steps of 8 in-memory synthetic images, a checkpoint after each epoch.
+# 3 epochs of 12 steps of 8 in-memory synthetic images, periodic checkpoints every 10 epochs (none):
+# a requeued job's checkpoint is the one its stop signal writes at the end of the epoch it was in.
 PRETRAIN = HEAD + """TRANSFER: {{TASKS: []}}
 ENTRIES:
   simsiam:
@@ -40,7 +41,7 @@ ENTRIES:
     CONFIG: configs/pretrain/synth_r18.yaml
     OPTS: [DATA.DATASET, synthetic, DATA.SYNTHETIC.TRAIN_SIZE, 96, DATA.SYNTHETIC.VAL_SIZE, 16,
            DATA.SYNTHETIC.IMAGE_SIZE, 32, DATA.CACHE_IN_MEMORY, False, SOLVER.EPOCHS, 3, SOLVER.BATCH_SIZE, 8,
-           TRAIN.CHECKPOINT_PERIOD, 1, TRAIN.PRINT_FREQ, 1, MONITOR.KNN_PERIOD, 0, MODEL.DIM, 64,
+           TRAIN.CHECKPOINT_PERIOD, 10, TRAIN.PRINT_FREQ, 1, MONITOR.KNN_PERIOD, 0, MODEL.DIM, 64,
            MODEL.PRED_DIM, 16, MONITOR.TENSORBOARD, False]
 """
 # Scratch Faster R-CNN, 12 iterations, a detectron2 checkpoint every 3.
@@ -121,7 +122,8 @@ def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_
     state = json.loads((out / "pipeline_state.json").read_text())["steps"]["simsiam/pretrain"]
     assert state["status"] == "done" and state["requeues"] == 1
     log = (out / "logs" / "simsiam.pretrain.log").read_text()
-    assert "(epoch 1 done)" in log  # the second run resumed from the checkpoint of epoch 1, mid epoch 2
+    # signalled mid epoch 2, the job ended that epoch with a checkpoint; the second run resumed from it
+    assert "stopped by SIGTERM after epoch 2" in log and "(epoch 2 done)" in log
     ref = load_checkpoint(tmp_path / "ref" / "simsiam" / "pretrain" / "model_final.pth")
     got = load_checkpoint(out / "simsiam" / "pretrain" / "model_final.pth")
     assert ref["epoch"] == got["epoch"] == 3
@@ -149,6 +151,8 @@ def test_transfer_trial_requeued_mid_run_completes_once(slurm_cluster, synth_roo
     assert sorted(p.name for p in trial.parent.glob("trial*")) == ["trial0"]
     log = (out / "logs" / "scr.transfer.synth_voc07.log").read_text()
     assert log.count("resuming from the last checkpoint") == 1 and log.count(": complete in") == 0
+    stopped_at = int(log.split("stopped by SIGTERM after iteration ")[1].split()[0])  # its own checkpoint
+    assert stopped_at >= 3 and f"Starting training from iteration {stopped_at}" in log
 
 
 TINY = ["MODEL.ARCH", "resnet18", "MODEL.WIDTH", "8", "MODEL.DEVICE", "cpu", "MODEL.DIM", "64", "MODEL.PRED_DIM", "16",
