@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--eval-only), or 'scratch' for random init with the scratch recipe")
     p.add_argument("--trials", type=int,
                    help="fine-tuning trials, seeds SEED+k (default: SIAMBENCH.TRIALS, else 5 on VOC07 test, 1 otherwise)")
+    p.add_argument("--trial", type=int, metavar="K",
+                   help="run trial K of the --trials only (seed SEED+K, OUTPUT_DIR/trialK), locking and logging "
+                        "in trialK: the trials of a task as separate jobs at once")
     p.add_argument("--label", help="name of these weights in results and tables (default: file stem)")
     p.add_argument("--dry-run", action="store_true", help="print the merged config and the plan, run nothing")
     p.add_argument("--eval-only", action="store_true", help="evaluate --weights (a trained model) only")
@@ -274,22 +277,34 @@ def _summary(record: dict[str, Any]) -> str:
                      for task, m in record["results"].items())
 
 
-def run(plan: TrialPlan) -> list[dict[str, Any]]:
-    """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
+def run(plan: TrialPlan, trial: int | None = None) -> list[dict[str, Any]]:
+    """Run the plan in this process (called by detectron2's ``launch`` on every rank): every trial, or
+    ``trial`` only (then it locks and logs in that trial's directory: other trials may run at once)."""
     datasets.register_datasets()  # launch's workers are fresh processes: register in each
     register_custom_datasets(plan.cfg.SIAMBENCH.CUSTOM.DATASETS)
+    own = plan.output_dir if trial is None else plan.trial_dir(trial)
     if comm.is_main_process():
-        lock_dir(plan.output_dir)  # one process per OUTPUT_DIR (held until this process ends)
-        sweep_temp_files(plan.output_dir)
-    with _logging_to(plan.output_dir):
+        lock_dir(own)  # one process per OUTPUT_DIR, or per trial directory (held until this process ends)
+        sweep_temp_files(own)
+    with _logging_to(own):
         if comm.is_main_process():
             logger.info("plan:\n%s", plan.describe())
-            save_config(plan.cfg, plan.output_dir)
+            save_config(plan.cfg, plan.output_dir)  # atomic: trials running at once write the same file
         if plan.eval_only:
             record = _evaluate(plan)
             return [record] if record else []
-        records = [_run_trial(plan, k) for k in range(plan.trials)]
+        records = [_run_trial(plan, k) for k in (range(plan.trials) if trial is None else [trial])]
         return [r for r in records if r]
+
+
+def _check_trial(args: argparse.Namespace, plan: TrialPlan) -> list[int]:
+    """The trial indices this run trains: ``--trial K`` (checked against the plan), else all."""
+    if args.trial is None:
+        return list(range(plan.trials))
+    if plan.eval_only or not 0 <= args.trial < plan.trials:
+        raise ConfigError(f"--trial {args.trial}: give a trial of the {plan.trials} planned (0 to {plan.trials - 1}),"
+                          " without --eval-only")
+    return [args.trial]
 
 
 @exit_2_on_user_error("siambench transfer")
@@ -297,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     datasets.register_datasets()
     plan = make_plan(args)
+    trials = _check_trial(args, plan)  # before anything is written
     plan, warnings = prepare_backbone(plan, args.opts, dry_run=args.dry_run)  # refuses weights that do not load
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -311,17 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
     # Refuse before anything is written: a trial of another config, weights that cannot be read
     # (empty, truncated, code-carrying) and malformed annotations (train and test).
-    pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in range(plan.trials))
+    pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in trials)
     if pending and plan.weights != SCRATCH:
         check_weights_file(plan.weights)
     if pending:
         datasets.validate_annotations([*([] if plan.eval_only else plan.cfg.DATASETS.TRAIN),
                                        *plan.cfg.DATASETS.TEST])
     if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
-        run(plan)
+        run(plan, args.trial)
     else:
         launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(plan,))
+               dist_url=args.dist_url, args=(plan, args.trial))
     return 0
 
 

@@ -138,18 +138,18 @@ def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_
 def test_transfer_trial_requeued_mid_run_completes_once(slurm_cluster, synth_root, tmp_path):
     out = tmp_path / "tr"
     trial = out / "scr" / "transfer" / "synth_voc07" / "trial0"
-    requeuer = Requeuer(slurm_cluster, out, "scr/transfer/synth_voc07",
+    requeuer = Requeuer(slurm_cluster, out, "scr/transfer/synth_voc07/trial0",
                         lambda: (trial / "model_0000002.pth").is_file())
     requeuer.start()
     assert run_main([str(write(tmp_path, synth_root, "tr", TRANSFER))]) == 0
     requeuer.join(5)
     assert not requeuer.error, requeuer.error
-    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["scr/transfer/synth_voc07"]
+    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["scr/transfer/synth_voc07/trial0"]
     assert state["status"] == "done" and state["requeues"] == 1
     result = json.loads((trial / "results.json").read_text())
     assert result["status"] == "complete" and result.get("resumed") is True
     assert sorted(p.name for p in trial.parent.glob("trial*")) == ["trial0"]
-    log = (out / "logs" / "scr.transfer.synth_voc07.log").read_text()
+    log = (out / "logs" / "scr.transfer.synth_voc07.trial0.log").read_text()
     assert log.count("resuming from the last checkpoint") == 1 and log.count(": complete in") == 0
     stopped_at = int(log.split("stopped by SIGTERM after iteration ")[1].split()[0])  # its own checkpoint
     assert stopped_at >= 3 and f"Starting training from iteration {stopped_at}" in log

@@ -29,7 +29,7 @@ class FakeLauncher(Launcher):
 
     def __init__(self, cfg, max_jobs: int = 0, fail_at: str | None = None) -> None:
         self.max_jobs = max_jobs
-        self.steps = {s.key: s for s in build_steps(cfg)}
+        self.steps = {s.key: s for s in build_steps(cfg, split_trials=True)}
         self.fake = FakeSteps(fail_at=fail_at)
         self.submitted: list[str] = []
         self.extra: dict[str, tuple[str, ...]] = {}
@@ -82,6 +82,36 @@ def test_every_step_one_job_at_most_max_jobs_in_flight(tmp_path):
     state = json.loads((tmp_path / "runs" / "pipeline_state.json").read_text())["steps"]
     assert {s["job_state"] for s in state.values()} == {"done"} and {s["node"] for s in state.values()} == {"n1"}
     assert len({s["job"]["job_id"] for s in state.values()}) == len(state)
+
+
+def test_transfer_trials_are_jobs_of_their_own_that_run_at_once(tmp_path):
+    cfg = pipeline(tmp_path)
+    task = "simsiam/transfer/synth_voc07"  # 2 trials
+    local = {s.key: s for s in build_steps(cfg)}
+    assert task in local and "--trial" not in local[task].flags  # local runs: one step per task, as before
+    launcher = FakeLauncher(cfg)
+    flights: list[set[str]] = []
+    poll = launcher.poll_many
+
+    def poll_many(handles):
+        handles = list(handles)
+        flights.append({h.name for h in handles})
+        return poll(handles)
+
+    launcher.poll_many = poll_many
+    status = run_pipeline(cfg, None, log=lambda *_: None, launcher=launcher)
+    trials = [f"{task}/trial0", f"{task}/trial1"]
+    assert set(status.values()) == {"done"} and set(trials) <= set(launcher.submitted) and task not in status
+    assert any(set(trials) <= f for f in flights)  # both trials' jobs in flight together
+    steps = {s.key: s for s in build_steps(cfg, split_trials=True)}
+    assert [steps[t].argv[steps[t].argv.index("--trial") + 1] for t in trials] == ["0", "1"]
+    assert steps[trials[1]].deps == local[task].deps and steps[trials[1]].out_dir == local[task].out_dir / "trial1"
+    task_dir = tmp_path / "runs" / "simsiam" / "transfer" / "synth_voc07"
+    assert sorted(p.parent.name for p in task_dir.glob("trial*/results.json")) == ["trial0", "trial1"]
+    voc = pipeline(tmp_path, "TRANSFER.TASKS", "['voc07:2']", "SYNTH.ENABLED", "False")  # GPU-hours per trial
+    task_step, trial_step = build_steps(voc)[-1], build_steps(voc, split_trials=True)[-1]
+    assert trial_step.key == "scr/transfer/voc07/trial1"
+    assert scheduler.estimate(trial_step, voc)[0] == pytest.approx(scheduler.estimate(task_step, voc)[0] / 2)
 
 
 def test_failure_blocks_dependents_others_finish(tmp_path):

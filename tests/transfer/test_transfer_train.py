@@ -148,6 +148,23 @@ def test_trial_signalled_mid_run_saves_its_iteration_and_resumes_once(synth_root
     assert main(argv) == 0 and _results(tdir / "results.json") == record  # complete: never run twice
 
 
+def test_trials_run_one_at_a_time_with_trial_flag_equal_the_task_run(synth_root: Path, tiny_weights: Path,
+                                                                     tmp_path: Path, capsys) -> None:
+    argv = ["--task", "synth_voc07", "--weights", str(tiny_weights), "--trials", "2", *TINY]
+    assert main([*argv, "--trial", "2", "OUTPUT_DIR", str(tmp_path / "bad")]) == 2
+    assert "--trial 2: give a trial of the 2 planned (0 to 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main([*argv, "OUTPUT_DIR", str(tmp_path / "task")]) == 0
+    for k in (1, 0):  # as separate jobs would, in any order, each locking and logging in its own directory
+        assert main([*argv, "--trial", str(k), "OUTPUT_DIR", str(tmp_path / "split")]) == 0
+        assert (tmp_path / "split" / f"trial{k}" / "log.txt").is_file()
+    for k in (0, 1):
+        whole, alone = (_results(tmp_path / d / f"trial{k}" / "results.json") for d in ("task", "split"))
+        assert alone["status"] == "complete" and alone["seed"] == whole["seed"] == k
+        assert alone["results"]["bbox"]["AP"] == pytest.approx(whole["results"]["bbox"]["AP"], abs=1e-6)
+    assert not (tmp_path / "split" / "log.txt").exists()
+
+
 def test_mask_rcnn_c4_on_synthetic_coco(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["--task", "synth_coco", "--weights", str(tiny_weights), "OUTPUT_DIR", str(out), *TINY]) == 0
