@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
@@ -35,6 +36,7 @@ from siambench.pretrain.utils.config import ConfigError, add_config_args, save_c
 from siambench.pretrain.utils.errors import MissingFileError, exit_2_on_user_error
 from siambench.pretrain.utils.io import atomic_write_json, sha256_file
 from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
+from siambench.pretrain.utils.dist import slurm_master_addr
 from siambench.pretrain.utils.stop import stop_on_signal
 
 from . import datasets
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, default=1, help="machines in the job")
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 is the master)")
     p.add_argument("--dist-url", default="auto",
-                   help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine)")
+                   help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine); "
+                        "'slurm': one srun task per node, machines, rank and rendezvous from the SLURM job")
     p.add_argument("--resume", action="store_true",
                    help="resume interrupted trials from their last checkpoint (always done; accepted as in "
                         "detectron2's train_net.py)")
@@ -118,6 +121,22 @@ def _task(args: argparse.Namespace) -> tuple[Path, str, CustomDataset | None]:
     config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
                    else CUSTOM_CONFIG)
     return config_file, args.task or (dataset.name if dataset else config_file.stem), dataset
+
+
+def slurm_machines(env: Mapping[str, str]) -> tuple[int, int, str]:
+    """(--num-machines, --machine-rank, --dist-url) of ``--dist-url slurm`` in a SLURM step of one task per
+    node: SLURM_NNODES, SLURM_NODEID, and tcp:// to MASTER_ADDR (else the step's first node, as
+    pretraining finds it) on MASTER_PORT (the pipeline sets one per step).
+
+    Raises:
+        ConfigError: not in a SLURM job step, or no MASTER_PORT.
+    """
+    missing = [k for k in ("SLURM_NNODES", "SLURM_NODEID", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise ConfigError(f"--dist-url slurm: {', '.join(missing)} unset; run it as one srun task per node of a "
+                          "SLURM job with MASTER_PORT exported, or pass --num-machines/--machine-rank/--dist-url")
+    host = env.get("MASTER_ADDR") or slurm_master_addr()
+    return int(env["SLURM_NNODES"]), int(env["SLURM_NODEID"]), f"tcp://{host}:{int(env['MASTER_PORT'])}"
 
 
 def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
@@ -310,6 +329,8 @@ def _check_trial(args: argparse.Namespace, plan: TrialPlan) -> list[int]:
 @exit_2_on_user_error("siambench transfer")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    if args.dist_url == "slurm":
+        args.num_machines, args.machine_rank, args.dist_url = slurm_machines(os.environ)
     datasets.register_datasets()
     plan = make_plan(args)
     trials = _check_trial(args, plan)  # before anything is written

@@ -257,6 +257,9 @@ def _transfer_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
         flags = {**what, "--weights": weights, "--trials": str(trials), "--label": e.LABEL or en.name}
         if cfg.NUM_GPUS > 1:
             flags["--num-gpus"] = str(cfg.NUM_GPUS)
+        per_node = int(cfg.LAUNCHER.SLURM.GPUS_PER_NODE)
+        if en.split_trials and per_node and cfg.NUM_GPUS > per_node:  # SLURM: one task per node, launch across them
+            flags.update({"--num-gpus": str(per_node), "--dist-url": "slurm"})
         opts = {**_pairs(cfg.TRANSFER.OPTS), **_pairs(e.TRANSFER_OPTS), "OUTPUT_DIR": str(task_dir)}
         step = Step(f"{en.name}/transfer/{task}", en.name, f"transfer:{task}", ["transfer"],
                     lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,

@@ -246,3 +246,29 @@ def test_out_of_requeues_fails_the_step_with_the_reason(tmp_path):
     assert status["sup/pretrain"] == "failed" and status["sup/knn"] == "blocked"
     rec = json.loads((tmp_path / "runs" / "pipeline_state.json").read_text())["steps"]["sup/pretrain"]
     assert rec["reason"].startswith(why + " (job ") and rec["requeues"] == 3 and rec["job_state"] == "failed"
+
+
+def test_transfer_beyond_one_node_is_one_task_per_node_with_detectron2_launch_across_them(tmp_path, monkeypatch):
+    path = tmp_path / "p.yaml"
+    path.write_text("OUTPUT_DIR: runs/x\nNUM_GPUS: 16\nENTRIES:\n  scr: {KIND: scratch}\n"
+                    "TRANSFER: {TASKS: ['voc07:2']}\nLAUNCHER: {NAME: slurm}\n")
+    cfg = load_pipeline(path)
+    scheduler.check_slurm_plan(cfg, "p.yaml")  # 16 GPUs on 8-GPU nodes: no longer refused for transfer
+    local = build_steps(cfg)[-1]
+    assert local.flags["--num-gpus"] == "16" and "--dist-url" not in local.flags  # local runs: as before
+    trial = build_steps(cfg, split_trials=True)[-1]
+    assert trial.flags["--num-gpus"] == "8" and trial.flags["--dist-url"] == "slurm"
+    res = scheduler.step_resources(cfg, trial)
+    assert (res.nodes, res.tasks_per_node, res.gpus_per_node, res.num_tasks) == (2, 1, 8, 2)  # srun, MASTER_PORT
+
+    from siambench.transfer import main as transfer
+
+    env = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "MASTER_PORT": "29517"}
+    monkeypatch.setattr(transfer, "slurm_master_addr", lambda: "node-a")  # scontrol show hostnames' first
+    assert transfer.slurm_machines(env) == (2, 1, "tcp://node-a:29517")
+    assert transfer.slurm_machines({**env, "MASTER_ADDR": "10.0.0.1"}) == (2, 1, "tcp://10.0.0.1:29517")
+    with pytest.raises(Exception, match="--dist-url slurm: SLURM_NODEID, MASTER_PORT unset"):
+        transfer.slurm_machines({"SLURM_NNODES": "2"})
+    argv = [*trial.argv[1:], "--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://node-a:29517"]
+    plan = transfer.make_plan(transfer.build_parser().parse_intermixed_args(argv), cuda_available=True)
+    assert (plan.num_gpus, plan.num_machines, plan.world_size) == (8, 2, 16)
