@@ -191,3 +191,26 @@ def test_two_node_pretraining_equals_two_process_torchrun(slurm_cluster, tmp_pat
     assert got["config"] is not None and ref_ckpt["epoch"] == got["epoch"] == 1
     for k, v in ref_ckpt["state_dict"].items():
         assert torch.equal(v, got["state_dict"][k]), k
+
+
+@pytest.mark.slow
+def test_two_node_transfer_job_derives_machines_rank_and_rendezvous(slurm_cluster, tmp_path):
+    """`siambench transfer --dist-url slurm` on a 2-node, 1-task-per-node job: what each node passes to
+    detectron2's launch. (launch itself needs CUDA in its workers, detectron2/engine/launch.py:
+    ``assert torch.cuda.is_available()``, NCCL: no launch on this CPU cluster.)"""
+    code = ("import json, os; from siambench.transfer.main import slurm_machines; "
+            "print('MACHINES', os.environ['SLURMD_NODENAME'], json.dumps(slurm_machines(os.environ)), flush=True)")
+    launcher, log = SlurmLauncher(), tmp_path / "machines.log"
+    handle = launcher.submit("machines", [sys.executable, "-c", code], log=log, cwd=Path.cwd(),
+                             env={"MASTER_PORT": "29517"}, resources=Resources(nodes=2, tasks_per_node=1))
+    deadline = time.monotonic() + TIMEOUT_S
+    while not launcher.poll(handle).state.finished and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert launcher.poll(handle).state == JobState.DONE, log.read_text()[-3000:]
+    lines = [ln.split(" ", 2)[1:] for ln in log.read_text().splitlines() if ln.startswith("MACHINES ")]
+    got = {node: json.loads(machines) for node, machines in lines}
+    assert len(got) == 2  # one task on each node
+    assert sorted(m[1] for m in got.values()) == [0, 1] and {m[0] for m in got.values()} == {2}
+    urls = {m[2] for m in got.values()}
+    first = next(node for node, m in got.items() if m[1] == 0)  # rank 0 is the first node: the rendezvous host
+    assert urls == {f"tcp://{first}:29517"}
