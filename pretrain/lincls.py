@@ -38,6 +38,7 @@ from .utils.errors import MissingFileError
 from .utils.io import atomic_torch_save, atomic_write_json, load_weights_only
 from .utils.logger import MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
+from .utils.stop import StopRequest, stop_on_signal
 
 __all__ = ["LinearEval", "build_linear_eval", "build_optimizer", "sanity_check", "main"]
 
@@ -190,8 +191,10 @@ def _build(run: Run, num_classes: int) -> tuple[LinearEval, nn.Module, dict[str,
 
 
 def _train(run: Run, model: LinearEval, classifier: nn.Module, optimizer: torch.optim.Optimizer, init_lr: float,
-           loaders: tuple[DataLoader, DataLoader], resume: str | None, sha: str) -> tuple[dict[str, float], float]:
-    """The epochs left after ``resume``, a checkpoint after each; (last evaluation, best top-1)."""
+           loaders: tuple[DataLoader, DataLoader], resume: str | None, sha: str,
+           stop: StopRequest) -> tuple[dict[str, float], float]:
+    """The epochs left after ``resume``, a checkpoint after each (a stop signal ends the run after the
+    epoch's checkpoint); (last evaluation, best top-1)."""
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     train_loader, val_loader = loaders
     start_epoch, best_top1, history = _resume(_resume_path(resume, out), sha, classifier, optimizer)
@@ -219,6 +222,7 @@ def _train(run: Run, model: LinearEval, classifier: nn.Module, optimizer: torch.
                         train_stats.get("loss", math.nan),
                         f", val top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}" if "val" in record else "",
                         format_seconds(eta))
+        stop.stop_if(stop.agreed() if epoch + 1 < epochs else 0, f"epoch {epoch + 1}")
     if not val:  # resumed a finished run without a stored evaluation
         val = evaluate(model, val_loader, device)
     return val, best_top1
@@ -251,8 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_loader, val_loader, num_classes = _data(cfg)
     model, classifier, reference, info = _build(run, num_classes)
     optimizer, init_lr = build_optimizer(cfg, list(classifier.parameters()))
-    val, best_top1 = _train(run, model, classifier, optimizer, init_lr, (train_loader, val_loader), args.resume,
-                            info["sha256"])
+    with stop_on_signal() as stop:
+        val, best_top1 = _train(run, model, classifier, optimizer, init_lr, (train_loader, val_loader), args.resume,
+                                info["sha256"], stop)
     sanity_check(model.backbone, reference)
     results = _results(run, val, best_top1, info, num_classes, init_lr)
     if run.is_main:

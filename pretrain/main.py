@@ -41,6 +41,7 @@ from .utils.config import CfgNode, ConfigError, add_config_args, load_config
 from .utils.dist import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed_mode
 from .utils.io import atomic_link
 from .utils.logger import JSONLinesWriter, TensorboardWriter
+from .utils.stop import StopRequest, stop_on_signal
 
 __all__ = ["main", "parse_args", "train"]
 
@@ -288,8 +289,9 @@ def build(cfg, info: DistInfo) -> Pretraining:
                        build_knn_monitor(cfg, info))
 
 
-def _epochs(run: Pretraining, start_epoch: int) -> None:
-    """Epochs ``start_epoch``.. of the run: a record each, a checkpoint every TRAIN.CHECKPOINT_PERIOD."""
+def _epochs(run: Pretraining, start_epoch: int, stop: StopRequest) -> None:
+    """Epochs ``start_epoch``.. of the run: a record each, a checkpoint every TRAIN.CHECKPOINT_PERIOD and
+    at the end of the epoch in which a stop signal came (then :class:`StopRequested` is raised)."""
     cfg, info, ctx = run.cfg, run.info, run.ctx
     for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
         record = run.run_epoch(epoch)
@@ -299,9 +301,12 @@ def _epochs(run: Pretraining, start_epoch: int) -> None:
         ctx.jsonl.write(record)
         ctx.tensorboard.add_scalars({k: record[k] for k in ("loss", "z_std", "knn_top1") if k in record},
                                     epoch + 1, "epoch/")
-        if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS):
+        signum = stop.agreed() if epoch + 1 < cfg.SOLVER.EPOCHS else 0  # the last epoch just ends
+        if info.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == cfg.SOLVER.EPOCHS
+                             or signum):
             run.save(epoch + 1)
         barrier()
+        stop.stop_if(signum, f"epoch {epoch + 1}")
 
 
 def train(cfg, info: DistInfo, resume: str | None = None) -> int:
@@ -322,7 +327,8 @@ def train(cfg, info: DistInfo, resume: str | None = None) -> int:
     run.ctx.jsonl = JSONLinesWriter(out / "metrics.jsonl")
     run.ctx.tensorboard = TensorboardWriter(out / "tb", enabled=info.is_main and cfg.MONITOR.TENSORBOARD)
     try:
-        _epochs(run, start_epoch)
+        with stop_on_signal() as stop:
+            _epochs(run, start_epoch, stop)
     except CollapseDetected as e:
         logger.error("%s", e)
         return EXIT_COLLAPSED

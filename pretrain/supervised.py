@@ -38,6 +38,7 @@ from .utils.config import CfgNode, add_config_args
 from .utils.io import atomic_link
 from .utils.logger import JSONLinesWriter, MetricLogger, format_seconds
 from .utils.step_stats import DeviceStepStats, is_print_step
+from .utils.stop import StopRequest, stop_on_signal
 
 __all__ = ["SupervisedModel", "lr_at_epoch", "main"]
 
@@ -145,8 +146,10 @@ def _resume(resume: str | None, out: Path, bare: nn.Module, optimizer: torch.opt
 
 
 def _train(run: Run, bare: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, loaders: tuple[DataLoader, DataLoader], resume: str | None) -> None:
-    """The epochs left after ``resume``: a ``metrics.jsonl`` record (0-based ``epoch``) and checkpoint each."""
+           scaler: torch.amp.GradScaler, loaders: tuple[DataLoader, DataLoader], resume: str | None,
+           stop: StopRequest) -> None:
+    """The epochs left after ``resume``: a ``metrics.jsonl`` record (0-based ``epoch``) each, a checkpoint every
+    TRAIN.CHECKPOINT_PERIOD and at the end of the epoch in which a stop signal came (then it stops)."""
     cfg, device, out = run.cfg, run.device, Path(run.cfg.OUTPUT_DIR)
     train_loader, val_loader = loaders
     start_epoch, val = _resume(resume, out, bare, optimizer, scaler)
@@ -165,8 +168,10 @@ def _train(run: Run, bare: nn.Module, model: nn.Module, optimizer: torch.optim.O
             val = evaluate(model, val_loader, device, header=f"supervised val [{epoch + 1}/{epochs}]")
             record.update(val_top1=val["top1"], val_top5=val["top5"])
         metrics.write(record)
-        if run.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == epochs):
+        signum = stop.agreed() if epoch + 1 < epochs else 0  # the last epoch just ends
+        if run.is_main and ((epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or epoch + 1 == epochs or signum):
             save_checkpoint(out, epoch + 1, bare, optimizer, scaler, cfg, extra={"method": "supervised", "val": val})
+        stop.stop_if(signum, f"epoch {epoch + 1}")
         eta = (time.time() - t0) / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
         logger.info("supervised epoch %d/%d: loss %.4f%s, eta %s", epoch + 1, epochs, stats["loss"],
                     f", val top-1 {val['top1']:.2f}" if "val_top1" in record else "", format_seconds(eta))
@@ -195,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_loader, classes = build_train_loader(cfg, cfg.SOLVER.BATCH_SIZE)
     val_loader, _ = build_eval_loader(cfg, "val", cfg.TEST.BATCH_SIZE)  # the same classes (_check_classes)
     bare, model, optimizer, scaler = _build(run, len(classes))
-    _train(run, bare, model, optimizer, scaler, (train_loader, val_loader), args.resume)
+    with stop_on_signal() as stop:
+        _train(run, bare, model, optimizer, scaler, (train_loader, val_loader), args.resume, stop)
     if run.is_main:
         last = out / (out / LAST_CHECKPOINT).read_text(encoding="utf-8").strip()
         atomic_link(last, out / "model_final.pth")

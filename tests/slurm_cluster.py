@@ -139,7 +139,8 @@ class SlurmCluster:
             "SchedulerType=sched/builtin", "MpiDefault=none",
             "JobCompType=jobcomp/filetxt", f"JobCompLoc={r / 'jobcomp.txt'}",
             "AccountingStorageType=accounting_storage/none",
-            "ReturnToService=2", "MinJobAge=600", "KillWait=5", "InactiveLimit=0",
+            "ReturnToService=2", "MinJobAge=600", "InactiveLimit=0",
+            "KillWait=30",  # SLURM's default: a stopped step has this long to reach its epoch-end checkpoint
             "SlurmctldTimeout=30", "SlurmdTimeout=30", "MessageTimeout=10",
             "MailProg=/bin/true",
             *node_lines,

@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
@@ -35,6 +36,8 @@ from siambench.pretrain.utils.config import ConfigError, add_config_args, save_c
 from siambench.pretrain.utils.errors import MissingFileError, exit_2_on_user_error
 from siambench.pretrain.utils.io import atomic_write_json, sha256_file
 from siambench.pretrain.utils.run_dir import lock_dir, sweep_temp_files
+from siambench.pretrain.utils.dist import slurm_master_addr
+from siambench.pretrain.utils.stop import stop_on_signal
 
 from . import datasets
 from .backbone_check import prepare_backbone
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--eval-only), or 'scratch' for random init with the scratch recipe")
     p.add_argument("--trials", type=int,
                    help="fine-tuning trials, seeds SEED+k (default: SIAMBENCH.TRIALS, else 5 on VOC07 test, 1 otherwise)")
+    p.add_argument("--trial", type=int, metavar="K",
+                   help="run trial K of the --trials only (seed SEED+K, OUTPUT_DIR/trialK), locking and logging "
+                        "in trialK: the trials of a task as separate jobs at once")
     p.add_argument("--label", help="name of these weights in results and tables (default: file stem)")
     p.add_argument("--dry-run", action="store_true", help="print the merged config and the plan, run nothing")
     p.add_argument("--eval-only", action="store_true", help="evaluate --weights (a trained model) only")
@@ -75,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, default=1, help="machines in the job")
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank (0 is the master)")
     p.add_argument("--dist-url", default="auto",
-                   help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine)")
+                   help="rendezvous URL, e.g. tcp://host0:29500 (default 'auto': a free local port; one machine); "
+                        "'slurm': one srun task per node, machines, rank and rendezvous from the SLURM job")
     p.add_argument("--resume", action="store_true",
                    help="resume interrupted trials from their last checkpoint (always done; accepted as in "
                         "detectron2's train_net.py)")
@@ -114,6 +121,22 @@ def _task(args: argparse.Namespace) -> tuple[Path, str, CustomDataset | None]:
     config_file = (Path(args.config_file) if args.config_file else task_config_path(args.task) if args.task
                    else CUSTOM_CONFIG)
     return config_file, args.task or (dataset.name if dataset else config_file.stem), dataset
+
+
+def slurm_machines(env: Mapping[str, str]) -> tuple[int, int, str]:
+    """(--num-machines, --machine-rank, --dist-url) of ``--dist-url slurm`` in a SLURM step of one task per
+    node: SLURM_NNODES, SLURM_NODEID, and tcp:// to MASTER_ADDR (else the step's first node, as
+    pretraining finds it) on MASTER_PORT (the pipeline sets one per step).
+
+    Raises:
+        ConfigError: not in a SLURM job step, or no MASTER_PORT.
+    """
+    missing = [k for k in ("SLURM_NNODES", "SLURM_NODEID", "MASTER_PORT") if not env.get(k)]
+    if missing:
+        raise ConfigError(f"--dist-url slurm: {', '.join(missing)} unset; run it as one srun task per node of a "
+                          "SLURM job with MASTER_PORT exported, or pass --num-machines/--machine-rank/--dist-url")
+    host = env.get("MASTER_ADDR") or slurm_master_addr()
+    return int(env["SLURM_NNODES"]), int(env["SLURM_NODEID"]), f"tcp://{host}:{int(env['MASTER_PORT'])}"
 
 
 def make_plan(args: argparse.Namespace, cuda_available: bool | None = None) -> TrialPlan:
@@ -229,7 +252,8 @@ def _run_trial(plan: TrialPlan, k: int) -> dict[str, Any] | None:
     try:
         trainer = TransferTrainer(cfg)
         trainer.resume_or_load(resume=True)  # last readable checkpoint if any, else MODEL.WEIGHTS (or random init)
-        results = trainer.train()  # the evaluation after the last iteration (also of a finished resumed run)
+        with stop_on_signal() as trainer.stop:  # SLURM's stop: a checkpoint of the iteration, StopRequested
+            results = trainer.train()  # the evaluation after the last iteration (also of a finished resumed run)
         record = None
         if comm.is_main_process():
             if not results:
@@ -272,29 +296,44 @@ def _summary(record: dict[str, Any]) -> str:
                      for task, m in record["results"].items())
 
 
-def run(plan: TrialPlan) -> list[dict[str, Any]]:
-    """Run the plan in this process (called by detectron2's ``launch`` on every rank)."""
+def run(plan: TrialPlan, trial: int | None = None) -> list[dict[str, Any]]:
+    """Run the plan in this process (called by detectron2's ``launch`` on every rank): every trial, or
+    ``trial`` only (then it locks and logs in that trial's directory: other trials may run at once)."""
     datasets.register_datasets()  # launch's workers are fresh processes: register in each
     register_custom_datasets(plan.cfg.SIAMBENCH.CUSTOM.DATASETS)
+    own = plan.output_dir if trial is None else plan.trial_dir(trial)
     if comm.is_main_process():
-        lock_dir(plan.output_dir)  # one process per OUTPUT_DIR (held until this process ends)
-        sweep_temp_files(plan.output_dir)
-    with _logging_to(plan.output_dir):
+        lock_dir(own)  # one process per OUTPUT_DIR, or per trial directory (held until this process ends)
+        sweep_temp_files(own)
+    with _logging_to(own):
         if comm.is_main_process():
             logger.info("plan:\n%s", plan.describe())
-            save_config(plan.cfg, plan.output_dir)
+            save_config(plan.cfg, plan.output_dir)  # atomic: trials running at once write the same file
         if plan.eval_only:
             record = _evaluate(plan)
             return [record] if record else []
-        records = [_run_trial(plan, k) for k in range(plan.trials)]
+        records = [_run_trial(plan, k) for k in (range(plan.trials) if trial is None else [trial])]
         return [r for r in records if r]
+
+
+def _check_trial(args: argparse.Namespace, plan: TrialPlan) -> list[int]:
+    """The trial indices this run trains: ``--trial K`` (checked against the plan), else all."""
+    if args.trial is None:
+        return list(range(plan.trials))
+    if plan.eval_only or not 0 <= args.trial < plan.trials:
+        raise ConfigError(f"--trial {args.trial}: give a trial of the {plan.trials} planned (0 to {plan.trials - 1}),"
+                          " without --eval-only")
+    return [args.trial]
 
 
 @exit_2_on_user_error("siambench transfer")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
+    if args.dist_url == "slurm":
+        args.num_machines, args.machine_rank, args.dist_url = slurm_machines(os.environ)
     datasets.register_datasets()
     plan = make_plan(args)
+    trials = _check_trial(args, plan)  # before anything is written
     plan, warnings = prepare_backbone(plan, args.opts, dry_run=args.dry_run)  # refuses weights that do not load
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -309,17 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets.check_datasets([*plan.cfg.DATASETS.TRAIN, *plan.cfg.DATASETS.TEST])
     # Refuse before anything is written: a trial of another config, weights that cannot be read
     # (empty, truncated, code-carrying) and malformed annotations (train and test).
-    pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in range(plan.trials))
+    pending = plan.eval_only or any(trial_state(plan, k) != "complete" for k in trials)
     if pending and plan.weights != SCRATCH:
         check_weights_file(plan.weights)
     if pending:
         datasets.validate_annotations([*([] if plan.eval_only else plan.cfg.DATASETS.TRAIN),
                                        *plan.cfg.DATASETS.TEST])
     if plan.world_size == 1:  # in this process: tests and CPU runs need no spawn
-        run(plan)
+        run(plan, args.trial)
     else:
         launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(plan,))
+               dist_url=args.dist_url, args=(plan, args.trial))
     return 0
 
 

@@ -6,6 +6,9 @@ evaluators, the evaluation results kept, safe weight loading and safe checkpoint
 * ``build_evaluator``: :func:`siambench.transfer.evaluation.build_evaluator`.
 * The evaluation hook keeps what ``test`` returned in :attr:`TransferTrainer.eval_results`, and
   :meth:`TransferTrainer.train` returns it.
+* :class:`StopAtSignal`, the last hook: after the iteration in which SLURM's stop signal came
+  (:attr:`TransferTrainer.stop`, see :mod:`siambench.pretrain.utils.stop`) it saves that
+  iteration's checkpoint and ends the trial; resuming continues from it.
 
 Checkpoints go through :class:`siambench.transfer.checkpoint.AtomicCheckpointer` (restricted ``.pkl``
 unpickler, atomic writes, resume that skips a damaged file) and
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from siambench.pretrain.utils.stop import StopRequest
 from siambench.transfer import d2compat  # noqa: F401  (must precede detectron2 imports)
 
 from detectron2.config import CfgNode
@@ -30,7 +34,7 @@ from .checkpoint import AtomicCheckpointer, RetainingPeriodicCheckpointer
 from .evaluation import build_evaluator
 from .mapper import TransferDatasetMapper
 
-__all__ = ["TransferTrainer", "safe_checkpointer", "load_model_for_eval"]
+__all__ = ["TransferTrainer", "StopAtSignal", "safe_checkpointer", "load_model_for_eval"]
 
 
 def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointables: Any) -> AtomicCheckpointer:
@@ -39,10 +43,27 @@ def safe_checkpointer(model: torch.nn.Module, save_dir: str = "", **checkpointab
     return AtomicCheckpointer(model, save_dir, **checkpointables)
 
 
+class StopAtSignal(hooks.HookBase):
+    """After each iteration but the last: when a rank received a stop signal, save ``model_{iter:07d}``
+    (the name and ``iteration`` detectron2's periodic checkpointer writes, which ``resume_or_load``
+    continues from) and raise :class:`siambench.pretrain.utils.stop.StopRequested`."""
+
+    def after_step(self) -> None:
+        trainer = self.trainer
+        if not trainer.stop.enabled or trainer.iter + 1 >= trainer.max_iter:
+            return
+        signum = trainer.stop.agreed()
+        if signum:
+            trainer.checkpointer.save(f"model_{trainer.iter:07d}", iteration=trainer.iter)  # rank 0 writes
+            trainer.stop.stop_if(signum, f"iteration {trainer.iter + 1}")
+
+
 class TransferTrainer(DefaultTrainer):
-    """``DefaultTrainer`` + siambench's mapper and evaluators + kept results + safe ``.pkl`` loading."""
+    """``DefaultTrainer`` + siambench's mapper and evaluators + kept results + safe ``.pkl`` loading
+    + a checkpoint and stop on SLURM's stop signal."""
 
     eval_results: dict[str, Any] | None = None  # what the last evaluation returned ({} on ranks > 0)
+    stop: StopRequest = StopRequest()  # disabled; the trial sets the one of its stop_on_signal block
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode) -> Any:
@@ -69,7 +90,7 @@ class TransferTrainer(DefaultTrainer):
         return [RetainingPeriodicCheckpointer(h.checkpointer, h.period, max_to_keep=keep, keep_final=keep_final)
                 if type(h) is hooks.PeriodicCheckpointer
                 else hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_keep_results)
-                if type(h) is hooks.EvalHook else h for h in built]
+                if type(h) is hooks.EvalHook else h for h in built] + [StopAtSignal()]
 
     def _test_and_keep_results(self) -> dict[str, Any]:
         """The evaluation ``DefaultTrainer``'s hook runs (``test`` of the trained model), its result kept

@@ -47,8 +47,9 @@ def add_launcher_config(cfg: CfgNode) -> CfgNode:
     # 3 as submitit's SlurmExecutor (max_num_timeout=3).
     s.MAX_REQUEUES = 3
     # Seconds before the time limit at which SLURM warns a step (sbatch --signal=B:USR1@N): the step gets
-    # SIGTERM and its job is requeued, to resume from its last checkpoint. 120 as MAE's launcher
-    # (slurm_signal_delay_s=120).
+    # SIGTERM, ends the epoch it is in (a transfer trial: the iteration) with a checkpoint, and its job
+    # is requeued to resume there. Must exceed one epoch of the slowest step, else that epoch is lost
+    # (resumed from the previous checkpoint). 120 as MAE's launcher (slurm_signal_delay_s=120).
     s.SIGNAL_DELAY_S = 120
     return cfg
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     known = state.get("order") or list(state.get("steps", {}))
     chosen = set()
     for tok in args.steps:
-        keys = [k for k in known if k == tok or k.split("/", 1)[0] == tok]
+        keys = [k for k in known if k == tok or k.split("/", 1)[0] == tok or k.startswith(f"{tok}/")]  # a task: its trials
         if not keys:
             raise ConfigError(f"siambench cancel: no step or entry {tok!r} in {out / STATE_FILE}; "
                               f"steps are e.g. {known[:3]}")

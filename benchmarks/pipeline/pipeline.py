@@ -157,7 +157,7 @@ def run_pipeline(cfg: CfgNode, runner: StepRunner | None, pipeline_file: str = "
         RunDirError: another runner holds ``OUTPUT_DIR/.lock`` (nothing removed or started).
     """
     out = Path(cfg.OUTPUT_DIR)
-    steps = build_steps(cfg)
+    steps = build_steps(cfg, split_trials=launcher is not None)
     state = PipelineState(out / STATE_FILE, cfg, pipeline_file)
     rerun = check_reuse(steps, state.data["steps"], expand_force(force, steps))
     check_in_flight(steps, state.data["steps"], rerun, launcher.name if launcher is not None else "local")
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return _error("the pipeline refers to missing files:\n  " + "\n  ".join(problems))
     launcher = build_launcher(cfg, args.launcher, args.pipeline, args.detach)
-    steps = build_steps(cfg)
+    steps = build_steps(cfg, split_trials=launcher is not None)
     with env_for_checks(cfg):
         lacking = preflight_problems(cfg, steps, count_gpus=launcher is None)
     if args.dry_run:

@@ -92,7 +92,8 @@ def changes(step: Step, recorded: dict[str, Any]) -> list[str]:
 
 
 def expand_force(tokens: Iterable[str], steps: Sequence[Step]) -> set[str]:
-    """``--force`` values -> step keys: a key, an entry name (all its steps) or ``all``."""
+    """``--force`` values -> step keys: a key, an entry name (all its steps), a transfer task's key (all its
+    trials' steps, when trials are steps of their own) or ``all``."""
     keys = {s.key for s in steps}
     out: set[str] = set()
     for tok in (t for item in tokens for t in item.split(",") if t):
@@ -100,8 +101,8 @@ def expand_force(tokens: Iterable[str], steps: Sequence[Step]) -> set[str]:
             out |= keys
         elif tok in keys:
             out.add(tok)
-        elif any(s.entry == tok for s in steps):
-            out |= {s.key for s in steps if s.entry == tok}
+        elif any(s.entry == tok or s.key.startswith(f"{tok}/") for s in steps):
+            out |= {s.key for s in steps if s.entry == tok or s.key.startswith(f"{tok}/")}
         else:
             entries = sorted({s.entry for s in steps if s.entry})
             raise ConfigError(f"--force {tok}: no such step or entry; steps are e.g. {sorted(keys)[:3]}, "

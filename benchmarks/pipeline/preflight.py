@@ -189,7 +189,7 @@ def estimate(step: Step, cfg: CfgNode) -> tuple[float | None, str]:
         iters = int(_value(step, conf, "SOLVER.MAX_ITER", 0) or 0)
         batch = int(_value(step, conf, "SOLVER.IMS_PER_BATCH", 16) or 16)
         mask = bool(_value(step, conf, "MODEL.MASK_ON", False))
-        trials = int(step.flags.get("--trials") or 1)
+        trials = 1 if "--trial" in step.flags else int(step.flags.get("--trials") or 1)  # one trial's job
         per_trial = D2_S_PER_ITER[mask] * iters * 8 / 3600 * batch / 16 * scale
         return per_trial * trials, f"{trials} x {iters} it x {D2_S_PER_ITER[mask]} s/it x 8 GPUs " \
                                    "(detectron2 MODEL_ZOO R50-C4 1x)"

@@ -12,13 +12,13 @@ their inputs are done; ``max_jobs`` is then not applied) and returns.
 
 Each step asks what it needs (:func:`step_resources`): pretrain / supervised / lincls one task
 per rank (``NUM_GPUS`` ranks, ``GPUS_PER_NODE`` per node, the SLURM path of
-``pretrain/utils/dist.py``), transfer one task on one node with ``NUM_GPUS`` GPUs (detectron2's
-launch), kNN one GPU, the data and convert steps none; and a time limit from the pre-flight
-estimate (:func:`time_limit_min`). A job stopped before its end (time limit, preemption,
+``pretrain/utils/dist.py``), a transfer trial one node with ``NUM_GPUS`` GPUs, or beyond
+``GPUS_PER_NODE`` one task per node (``siambench transfer --dist-url slurm``: detectron2's launch
+across the nodes), kNN one GPU, the data and convert steps none; and a time limit from the
+pre-flight estimate (:func:`time_limit_min`). A job stopped before its end (time limit, preemption,
 ``scontrol requeue``) is requeued by SLURM and resumes from the step's own checkpoints: the
-last finished epoch of pretrain / supervised / lincls (``--resume auto``, bit-exact), the last
-detectron2 checkpoint of a transfer trial (``SOLVER.CHECKPOINT_PERIOD``); finished trials are
-skipped, so a requeued step writes each result once.
+epoch pretrain / supervised / lincls were in when signalled (``--resume auto``, bit-exact), the
+iteration of a transfer trial; finished trials are skipped, so a requeued step writes each result once.
 """
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ def step_resources(cfg: CfgNode, step: Step) -> Resources:
     if step.name in _RANKED and step.nproc > 1:
         tasks = min(step.nproc, per_node or step.nproc)
         nodes = math.ceil(step.nproc / tasks)
+    elif step.name.startswith("transfer:") and per_node and gpus > per_node:  # one task per node: --dist-url slurm
+        nodes = math.ceil(gpus / per_node)
     res = slurm_resources(cfg, nodes=nodes, tasks_per_node=tasks, gpus=gpus > 0,
                           time_min=time_limit_min(cfg, step))
     return replace(res, gpus_per_node=min(gpus, per_node)) if gpus else res
@@ -108,9 +110,6 @@ def check_slurm_plan(cfg: CfgNode, source: str) -> None:
     if per_node and n > per_node and n % per_node:
         raise ConfigError(f"{source}: NUM_GPUS {n} is not a multiple of LAUNCHER.SLURM.GPUS_PER_NODE {per_node}; "
                           "training steps use whole nodes beyond one")
-    if per_node and n > per_node and any(e.TRANSFER for e in cfg.ENTRIES.values()):
-        raise ConfigError(f"{source}: NUM_GPUS {n} > LAUNCHER.SLURM.GPUS_PER_NODE {per_node}: transfer trials run "
-                          f"on one node; set NUM_GPUS <= {per_node} or ENTRIES.<name>.TRANSFER False")
 
 
 def in_flight_job(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,6 +11,11 @@
     <entry>/transfer/<task>/trial*/results.json   siambench transfer (status complete)
     logs/<entry>.<step>.log              each step's output
 
+A transfer task is one step that runs its trials one after the other; with a launcher
+(``build_steps(cfg, split_trials=True)``: SLURM) each trial is a step of its own
+(``<entry>/transfer/<task>/trial<k>``, ``siambench transfer ... --trial k``), so that the trials
+run as jobs at once, in the same directories.
+
 A step is done when its output file exists and is complete; all writers use atomic
 writes, so existence means complete (transfer trials carry ``status``).
 
@@ -87,15 +92,17 @@ class Step:
         return {**out, **self.opts}
 
 
+def _complete(results: Path) -> bool:
+    """Whether a trial's ``results.json`` says ``status: complete``."""
+    try:
+        return json.loads(results.read_text(encoding="utf-8")).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def complete_trials(task_dir: Path) -> int:
     """Number of ``trial*/results.json`` under ``task_dir`` with ``status: complete``."""
-    n = 0
-    for path in sorted(task_dir.glob("trial*/results.json")):
-        try:
-            n += json.loads(path.read_text(encoding="utf-8")).get("status") == "complete"
-        except (OSError, ValueError, AttributeError):
-            continue
-    return n
+    return sum(_complete(path) for path in sorted(task_dir.glob("trial*/results.json")))
 
 
 def _exists(path: Path) -> Callable[[], bool]:
@@ -169,10 +176,12 @@ class _Entry:
     ckpt: Path | None = None  # pretraining checkpoint (.pth) to evaluate and convert
     pkl: Path | None = None  # detectron2 weights for transfer
     ckpt_deps: tuple[str, ...] = ()
+    split_trials: bool = False  # a step per transfer trial (jobs at once) instead of one per task
 
 
-def build_steps(cfg: CfgNode) -> list[Step]:
-    """All steps of a pipeline in run order (every step after the steps it depends on)."""
+def build_steps(cfg: CfgNode, split_trials: bool = False) -> list[Step]:
+    """All steps of a pipeline in run order (every step after the steps it depends on); ``split_trials``:
+    one step per transfer trial (for a launcher that runs steps as jobs at once)."""
     steps: list[Step] = []
     data_root, data_deps = cfg.DATA.ROOT, ()
     if cfg.SYNTH.ENABLED:
@@ -183,7 +192,8 @@ def build_steps(cfg: CfgNode) -> list[Step]:
         data_root, data_deps = data_root or str(root / "imagefolder"), ("synth",)
     shared = _shared_opts(cfg, data_root)
     for name, e in cfg.ENTRIES.items():
-        en = _Entry(name, e, Path(cfg.OUTPUT_DIR) / name, shared, data_deps, ckpt_deps=data_deps)
+        en = _Entry(name, e, Path(cfg.OUTPUT_DIR) / name, shared, data_deps, ckpt_deps=data_deps,
+                    split_trials=split_trials)
         steps += _pretrain_steps(cfg, en) + _eval_steps(cfg, en) + _transfer_steps(cfg, en)
     return steps
 
@@ -247,8 +257,23 @@ def _transfer_steps(cfg: CfgNode, en: _Entry) -> list[Step]:
         flags = {**what, "--weights": weights, "--trials": str(trials), "--label": e.LABEL or en.name}
         if cfg.NUM_GPUS > 1:
             flags["--num-gpus"] = str(cfg.NUM_GPUS)
+        per_node = int(cfg.LAUNCHER.SLURM.GPUS_PER_NODE)
+        if en.split_trials and per_node and cfg.NUM_GPUS > per_node:  # SLURM: one task per node, launch across them
+            flags.update({"--num-gpus": str(per_node), "--dist-url": "slurm"})
         opts = {**_pairs(cfg.TRANSFER.OPTS), **_pairs(e.TRANSFER_OPTS), "OUTPUT_DIR": str(task_dir)}
-        steps.append(Step(f"{en.name}/transfer/{task}", en.name, f"transfer:{task}", ["transfer"],
-                          lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,
-                          transfer_deps, 1, [task_dir / "trial*/results.json"], task_dir, flags=flags, opts=opts))
+        step = Step(f"{en.name}/transfer/{task}", en.name, f"transfer:{task}", ["transfer"],
+                    lambda task_dir=task_dir, trials=trials: complete_trials(task_dir) >= trials,
+                    transfer_deps, 1, [task_dir / "trial*/results.json"], task_dir, flags=flags, opts=opts)
+        steps += _trial_steps(step, task_dir, trials) if en.split_trials else [step]
+    return steps
+
+
+def _trial_steps(task: Step, task_dir: Path, trials: int) -> list[Step]:
+    """The task step as one step per trial: ``--trial k``, done when ``trial<k>/results.json`` is complete."""
+    steps = []
+    for k in range(trials):
+        results = task_dir / f"trial{k}" / "results.json"
+        steps.append(Step(f"{task.key}/trial{k}", task.entry, task.name, task.command,
+                          lambda results=results: _complete(results), task.deps, task.nproc, [results],
+                          results.parent, flags={**task.flags, "--trial": str(k)}, opts=task.opts))
     return steps

@@ -30,6 +30,7 @@ __all__ = [
     "all_gather_cat",
     "broadcast_object",
     "cleanup",
+    "slurm_master_addr",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class DistInfo:
         return self.rank == 0
 
 
-def _slurm_master_addr() -> str:
+def slurm_master_addr() -> str:
     """First host of the SLURM allocation, the rendezvous host when MASTER_ADDR is unset."""
     nodelist = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "")
     try:
@@ -77,7 +78,7 @@ def _env_rank_world() -> tuple[int, int, int] | None:
         rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
         local = int(os.environ.get("SLURM_LOCALID", 0))
         # env:// rendezvous reads these; fill them from SLURM so torch.distributed finds them.
-        os.environ.setdefault("MASTER_ADDR", _slurm_master_addr())
+        os.environ.setdefault("MASTER_ADDR", slurm_master_addr())
         os.environ.setdefault("MASTER_PORT", "29500")
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
         return rank, world, local

@@ -70,7 +70,8 @@ class FakeSteps:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(b"pkl")
         elif cmd == "transfer":
-            for k in range(int(_opt(argv, "--trials"))):
+            trials = [int(_opt(argv, "--trial"))] if "--trial" in argv else range(int(_opt(argv, "--trials")))
+            for k in trials:
                 res = out / f"trial{k}" / "results.json"
                 res.parent.mkdir(parents=True, exist_ok=True)
                 res.write_text(json.dumps({"task": _opt(argv, "--task"), "label": _opt(argv, "--label"),

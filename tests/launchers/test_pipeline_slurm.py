@@ -103,8 +103,8 @@ def test_tiny_pipeline_through_slurm_equals_local(slurm_cluster, synth_root, tmp
     assert len(ids) == 4 and len(set(ids.values())) == 4  # every step its own job
     states = {slurm_cluster.job_info(i).get("JobState") for i in ids.values()}
     assert states == {"COMPLETED"}, states
-    pre, scr = span(out, "simsiam/pretrain", ids["simsiam/pretrain"]), span(out, "scr/transfer/synth_voc07",
-                                                                            ids["scr/transfer/synth_voc07"])
+    pre, scr = span(out, "simsiam/pretrain", ids["simsiam/pretrain"]), span(out, "scr/transfer/synth_voc07/trial0",
+                                                                            ids["scr/transfer/synth_voc07/trial0"])
     assert scr[0] < pre[1] and pre[0] < scr[1]  # independent steps ran at the same time
     print(f"\nMEASURED tiny pipeline: local {local_s:.1f} s, slurm {slurm_s:.1f} s, {len(ids)} jobs")
     assert cli_main(["status", str(out)]) == 0
@@ -136,7 +136,7 @@ def test_runner_killed_then_started_again_submits_nothing_twice(slurm_cluster, s
         runner.send_signal(signal.SIGKILL)
         runner.wait()
     before = job_ids(out)
-    assert set(before) >= {"simsiam/pretrain", "scr/transfer/synth_voc07"}
+    assert set(before) >= {"simsiam/pretrain", "scr/transfer/synth_voc07/trial0"}
     assert run_main([str(pipe)]) == 0
     after = job_ids(out)
     assert {k: after[k] for k in before} == before  # re-attached: the same jobs
@@ -157,7 +157,7 @@ def test_failing_step_blocks_its_dependents_and_the_others_finish(slurm_cluster,
     steps = state_of(tmp_path / "bad")["steps"]
     assert steps["simsiam/pretrain"]["status"] == "failed" and "exit code 2" in steps["simsiam/pretrain"]["reason"]
     assert steps["simsiam/convert"]["status"] == "blocked"
-    assert steps["simsiam/transfer/synth_voc07"]["status"] == "blocked"
+    assert steps["simsiam/transfer/synth_voc07/trial0"]["status"] == "blocked"
     assert steps["rnd/pretrain"]["status"] == "done" and "job" in steps["rnd/pretrain"]
     assert "job" not in steps["simsiam/convert"]  # never submitted
 
@@ -179,8 +179,9 @@ def test_detach_status_and_cancel(slurm_cluster, synth_root, tmp_path, one_threa
     assert all(f"cancelled job {ids[k]}" in printed for k in ids if k.startswith("simsiam/"))
     steps = state_of(out)["steps"]
     assert {steps[k]["reason"] for k in ids if k.startswith("simsiam/")} == {"cancelled"}
-    assert cli_main(["cancel", str(out)]) == 0  # the rest: the scratch transfer
-    assert f"cancelled job {ids['scr/transfer/synth_voc07']}" in capsys.readouterr().out
+    assert cli_main(["cancel", str(out), "scr/transfer/synth_voc07"]) == 0  # a task: its trials' jobs
+    assert f"cancelled job {ids['scr/transfer/synth_voc07/trial0']}" in capsys.readouterr().out
+    assert cli_main(["cancel", str(out)]) == 0  # nothing left in flight
     assert cli_main(["status", str(out)]) == 0
     assert "4 failed" in capsys.readouterr().out
     assert cli_main(["status", str(tmp_path / "nothing")]) == 2

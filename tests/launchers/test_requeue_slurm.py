@@ -32,7 +32,8 @@ LAUNCHER: {{NAME: slurm, SLURM: {{GPUS_PER_NODE: 0, CPUS_PER_GPU: 1, MEM_PER_GPU
 EVAL: {{KNN: {{ENABLED: False}}, LINCLS: {{ENABLED: False}}}}
 CONVERT: {{VERIFY: False}}
 """
-# 3 epochs of 12 steps of 8 in-memory synthetic images, a checkpoint after each epoch.
+# 3 epochs of 12 steps of 8 in-memory synthetic images, periodic checkpoints every 10 epochs (none):
+# a requeued job's checkpoint is the one its stop signal writes at the end of the epoch it was in.
 PRETRAIN = HEAD + """TRANSFER: {{TASKS: []}}
 ENTRIES:
   simsiam:
@@ -40,7 +41,7 @@ ENTRIES:
     CONFIG: configs/pretrain/synth_r18.yaml
     OPTS: [DATA.DATASET, synthetic, DATA.SYNTHETIC.TRAIN_SIZE, 96, DATA.SYNTHETIC.VAL_SIZE, 16,
            DATA.SYNTHETIC.IMAGE_SIZE, 32, DATA.CACHE_IN_MEMORY, False, SOLVER.EPOCHS, 3, SOLVER.BATCH_SIZE, 8,
-           TRAIN.CHECKPOINT_PERIOD, 1, TRAIN.PRINT_FREQ, 1, MONITOR.KNN_PERIOD, 0, MODEL.DIM, 64,
+           TRAIN.CHECKPOINT_PERIOD, 10, TRAIN.PRINT_FREQ, 1, MONITOR.KNN_PERIOD, 0, MODEL.DIM, 64,
            MODEL.PRED_DIM, 16, MONITOR.TENSORBOARD, False]
 """
 # Scratch Faster R-CNN, 12 iterations, a detectron2 checkpoint every 3.
@@ -121,7 +122,8 @@ def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_
     state = json.loads((out / "pipeline_state.json").read_text())["steps"]["simsiam/pretrain"]
     assert state["status"] == "done" and state["requeues"] == 1
     log = (out / "logs" / "simsiam.pretrain.log").read_text()
-    assert "(epoch 1 done)" in log  # the second run resumed from the checkpoint of epoch 1, mid epoch 2
+    # signalled mid epoch 2, the job ended that epoch with a checkpoint; the second run resumed from it
+    assert "stopped by SIGTERM after epoch 2" in log and "(epoch 2 done)" in log
     ref = load_checkpoint(tmp_path / "ref" / "simsiam" / "pretrain" / "model_final.pth")
     got = load_checkpoint(out / "simsiam" / "pretrain" / "model_final.pth")
     assert ref["epoch"] == got["epoch"] == 3
@@ -136,19 +138,21 @@ def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_
 def test_transfer_trial_requeued_mid_run_completes_once(slurm_cluster, synth_root, tmp_path):
     out = tmp_path / "tr"
     trial = out / "scr" / "transfer" / "synth_voc07" / "trial0"
-    requeuer = Requeuer(slurm_cluster, out, "scr/transfer/synth_voc07",
+    requeuer = Requeuer(slurm_cluster, out, "scr/transfer/synth_voc07/trial0",
                         lambda: (trial / "model_0000002.pth").is_file())
     requeuer.start()
     assert run_main([str(write(tmp_path, synth_root, "tr", TRANSFER))]) == 0
     requeuer.join(5)
     assert not requeuer.error, requeuer.error
-    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["scr/transfer/synth_voc07"]
+    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["scr/transfer/synth_voc07/trial0"]
     assert state["status"] == "done" and state["requeues"] == 1
     result = json.loads((trial / "results.json").read_text())
     assert result["status"] == "complete" and result.get("resumed") is True
     assert sorted(p.name for p in trial.parent.glob("trial*")) == ["trial0"]
-    log = (out / "logs" / "scr.transfer.synth_voc07.log").read_text()
+    log = (out / "logs" / "scr.transfer.synth_voc07.trial0.log").read_text()
     assert log.count("resuming from the last checkpoint") == 1 and log.count(": complete in") == 0
+    stopped_at = int(log.split("stopped by SIGTERM after iteration ")[1].split()[0])  # its own checkpoint
+    assert stopped_at >= 3 and f"Starting training from iteration {stopped_at}" in log
 
 
 TINY = ["MODEL.ARCH", "resnet18", "MODEL.WIDTH", "8", "MODEL.DEVICE", "cpu", "MODEL.DIM", "64", "MODEL.PRED_DIM", "16",
@@ -187,3 +191,26 @@ def test_two_node_pretraining_equals_two_process_torchrun(slurm_cluster, tmp_pat
     assert got["config"] is not None and ref_ckpt["epoch"] == got["epoch"] == 1
     for k, v in ref_ckpt["state_dict"].items():
         assert torch.equal(v, got["state_dict"][k]), k
+
+
+@pytest.mark.slow
+def test_two_node_transfer_job_derives_machines_rank_and_rendezvous(slurm_cluster, tmp_path):
+    """`siambench transfer --dist-url slurm` on a 2-node, 1-task-per-node job: what each node passes to
+    detectron2's launch. (launch itself needs CUDA in its workers, detectron2/engine/launch.py:
+    ``assert torch.cuda.is_available()``, NCCL: no launch on this CPU cluster.)"""
+    code = ("import json, os; from siambench.transfer.main import slurm_machines; "
+            "print('MACHINES', os.environ['SLURMD_NODENAME'], json.dumps(slurm_machines(os.environ)), flush=True)")
+    launcher, log = SlurmLauncher(), tmp_path / "machines.log"
+    handle = launcher.submit("machines", [sys.executable, "-c", code], log=log, cwd=Path.cwd(),
+                             env={"MASTER_PORT": "29517"}, resources=Resources(nodes=2, tasks_per_node=1))
+    deadline = time.monotonic() + TIMEOUT_S
+    while not launcher.poll(handle).state.finished and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert launcher.poll(handle).state == JobState.DONE, log.read_text()[-3000:]
+    lines = [ln.split(" ", 2)[1:] for ln in log.read_text().splitlines() if ln.startswith("MACHINES ")]
+    got = {node: json.loads(machines) for node, machines in lines}
+    assert len(got) == 2  # one task on each node
+    assert sorted(m[1] for m in got.values()) == [0, 1] and {m[0] for m in got.values()} == {2}
+    urls = {m[2] for m in got.values()}
+    first = next(node for node, m in got.items() if m[1] == 0)  # rank 0 is the first node: the rendezvous host
+    assert urls == {f"tcp://{first}:29517"}

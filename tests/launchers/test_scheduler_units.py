@@ -29,7 +29,7 @@ class FakeLauncher(Launcher):
 
     def __init__(self, cfg, max_jobs: int = 0, fail_at: str | None = None) -> None:
         self.max_jobs = max_jobs
-        self.steps = {s.key: s for s in build_steps(cfg)}
+        self.steps = {s.key: s for s in build_steps(cfg, split_trials=True)}
         self.fake = FakeSteps(fail_at=fail_at)
         self.submitted: list[str] = []
         self.extra: dict[str, tuple[str, ...]] = {}
@@ -82,6 +82,36 @@ def test_every_step_one_job_at_most_max_jobs_in_flight(tmp_path):
     state = json.loads((tmp_path / "runs" / "pipeline_state.json").read_text())["steps"]
     assert {s["job_state"] for s in state.values()} == {"done"} and {s["node"] for s in state.values()} == {"n1"}
     assert len({s["job"]["job_id"] for s in state.values()}) == len(state)
+
+
+def test_transfer_trials_are_jobs_of_their_own_that_run_at_once(tmp_path):
+    cfg = pipeline(tmp_path)
+    task = "simsiam/transfer/synth_voc07"  # 2 trials
+    local = {s.key: s for s in build_steps(cfg)}
+    assert task in local and "--trial" not in local[task].flags  # local runs: one step per task, as before
+    launcher = FakeLauncher(cfg)
+    flights: list[set[str]] = []
+    poll = launcher.poll_many
+
+    def poll_many(handles):
+        handles = list(handles)
+        flights.append({h.name for h in handles})
+        return poll(handles)
+
+    launcher.poll_many = poll_many
+    status = run_pipeline(cfg, None, log=lambda *_: None, launcher=launcher)
+    trials = [f"{task}/trial0", f"{task}/trial1"]
+    assert set(status.values()) == {"done"} and set(trials) <= set(launcher.submitted) and task not in status
+    assert any(set(trials) <= f for f in flights)  # both trials' jobs in flight together
+    steps = {s.key: s for s in build_steps(cfg, split_trials=True)}
+    assert [steps[t].argv[steps[t].argv.index("--trial") + 1] for t in trials] == ["0", "1"]
+    assert steps[trials[1]].deps == local[task].deps and steps[trials[1]].out_dir == local[task].out_dir / "trial1"
+    task_dir = tmp_path / "runs" / "simsiam" / "transfer" / "synth_voc07"
+    assert sorted(p.parent.name for p in task_dir.glob("trial*/results.json")) == ["trial0", "trial1"]
+    voc = pipeline(tmp_path, "TRANSFER.TASKS", "['voc07:2']", "SYNTH.ENABLED", "False")  # GPU-hours per trial
+    task_step, trial_step = build_steps(voc)[-1], build_steps(voc, split_trials=True)[-1]
+    assert trial_step.key == "scr/transfer/voc07/trial1"
+    assert scheduler.estimate(trial_step, voc)[0] == pytest.approx(scheduler.estimate(task_step, voc)[0] / 2)
 
 
 def test_failure_blocks_dependents_others_finish(tmp_path):
@@ -216,3 +246,29 @@ def test_out_of_requeues_fails_the_step_with_the_reason(tmp_path):
     assert status["sup/pretrain"] == "failed" and status["sup/knn"] == "blocked"
     rec = json.loads((tmp_path / "runs" / "pipeline_state.json").read_text())["steps"]["sup/pretrain"]
     assert rec["reason"].startswith(why + " (job ") and rec["requeues"] == 3 and rec["job_state"] == "failed"
+
+
+def test_transfer_beyond_one_node_is_one_task_per_node_with_detectron2_launch_across_them(tmp_path, monkeypatch):
+    path = tmp_path / "p.yaml"
+    path.write_text("OUTPUT_DIR: runs/x\nNUM_GPUS: 16\nENTRIES:\n  scr: {KIND: scratch}\n"
+                    "TRANSFER: {TASKS: ['voc07:2']}\nLAUNCHER: {NAME: slurm}\n")
+    cfg = load_pipeline(path)
+    scheduler.check_slurm_plan(cfg, "p.yaml")  # 16 GPUs on 8-GPU nodes: no longer refused for transfer
+    local = build_steps(cfg)[-1]
+    assert local.flags["--num-gpus"] == "16" and "--dist-url" not in local.flags  # local runs: as before
+    trial = build_steps(cfg, split_trials=True)[-1]
+    assert trial.flags["--num-gpus"] == "8" and trial.flags["--dist-url"] == "slurm"
+    res = scheduler.step_resources(cfg, trial)
+    assert (res.nodes, res.tasks_per_node, res.gpus_per_node, res.num_tasks) == (2, 1, 8, 2)  # srun, MASTER_PORT
+
+    from siambench.transfer import main as transfer
+
+    env = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "MASTER_PORT": "29517"}
+    monkeypatch.setattr(transfer, "slurm_master_addr", lambda: "node-a")  # scontrol show hostnames' first
+    assert transfer.slurm_machines(env) == (2, 1, "tcp://node-a:29517")
+    assert transfer.slurm_machines({**env, "MASTER_ADDR": "10.0.0.1"}) == (2, 1, "tcp://10.0.0.1:29517")
+    with pytest.raises(Exception, match="--dist-url slurm: SLURM_NODEID, MASTER_PORT unset"):
+        transfer.slurm_machines({"SLURM_NNODES": "2"})
+    argv = [*trial.argv[1:], "--num-machines", "2", "--machine-rank", "1", "--dist-url", "tcp://node-a:29517"]
+    plan = transfer.make_plan(transfer.build_parser().parse_intermixed_args(argv), cuda_available=True)
+    assert (plan.num_gpus, plan.num_machines, plan.world_size) == (8, 2, 16)

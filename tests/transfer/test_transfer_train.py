@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,57 @@ def test_interrupted_trial_resumes_from_last_checkpoint(voc_run: Path, tiny_weig
     log = (out / "log.txt").read_text()
     assert "Starting training from iteration 2" in log  # not from 0
     assert "resuming from model_0000001.pth instead of the damaged model_0000002.pth" in log
+
+
+def test_trial_signalled_mid_run_saves_its_iteration_and_resumes_once(synth_root: Path, tiny_weights: Path,
+                                                                      tmp_path: Path, monkeypatch) -> None:
+    from siambench.pretrain.utils.stop import StopRequested
+    from siambench.transfer.trainer import TransferTrainer
+
+    out, original, calls = tmp_path / "run", TransferTrainer.run_step, []
+
+    def run_step(self):  # SLURM's SIGTERM arrives during the 2nd iteration (periodic checkpoints: none)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+
+    argv = ["--task", "synth_voc07", "--weights", str(tiny_weights), "OUTPUT_DIR", str(out), *TINY,
+            "SOLVER.CHECKPOINT_PERIOD", "100"]
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    with monkeypatch.context() as m:
+        m.setattr(TransferTrainer, "run_step", run_step)
+        with pytest.raises(StopRequested) as stopped:
+            main(argv)
+    tdir = out / "trial0"
+    assert stopped.value.code == 128 + signal.SIGTERM and len(calls) == 2
+    assert sorted(p.name for p in tdir.glob("*.pth")) == ["model_0000001.pth"]
+    assert (tdir / "last_checkpoint").read_text().strip() == "model_0000001.pth"
+    stopped_record = _results(tdir / "results.json")
+    assert stopped_record["status"] == "failed" and "stopped by SIGTERM after iteration 2" in stopped_record["error"]
+    assert main(argv) == 0  # the requeued job
+    record = _results(tdir / "results.json")
+    assert record["status"] == "complete" and record["resumed"] is True
+    log = (out / "log.txt").read_text()
+    assert "Starting training from iteration 2" in log and log.count("trial 0: bbox") == 1
+    assert main(argv) == 0 and _results(tdir / "results.json") == record  # complete: never run twice
+
+
+def test_trials_run_one_at_a_time_with_trial_flag_equal_the_task_run(synth_root: Path, tiny_weights: Path,
+                                                                     tmp_path: Path, capsys) -> None:
+    argv = ["--task", "synth_voc07", "--weights", str(tiny_weights), "--trials", "2", *TINY]
+    assert main([*argv, "--trial", "2", "OUTPUT_DIR", str(tmp_path / "bad")]) == 2
+    assert "--trial 2: give a trial of the 2 planned (0 to 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main([*argv, "OUTPUT_DIR", str(tmp_path / "task")]) == 0
+    for k in (1, 0):  # as separate jobs would, in any order, each locking and logging in its own directory
+        assert main([*argv, "--trial", str(k), "OUTPUT_DIR", str(tmp_path / "split")]) == 0
+        assert (tmp_path / "split" / f"trial{k}" / "log.txt").is_file()
+    for k in (0, 1):
+        whole, alone = (_results(tmp_path / d / f"trial{k}" / "results.json") for d in ("task", "split"))
+        assert alone["status"] == "complete" and alone["seed"] == whole["seed"] == k
+        assert alone["results"]["bbox"]["AP"] == pytest.approx(whole["results"]["bbox"]["AP"], abs=1e-6)
+    assert not (tmp_path / "split" / "log.txt").exists()
 
 
 def test_mask_rcnn_c4_on_synthetic_coco(synth_root: Path, tiny_weights: Path, tmp_path: Path) -> None:

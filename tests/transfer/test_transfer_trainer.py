@@ -13,7 +13,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from siambench.transfer.evaluation import FastCOCOEvaluator
 from siambench.transfer.main import build_parser, make_plan
 from siambench.transfer.checkpoint import RetainingPeriodicCheckpointer
-from siambench.transfer.trainer import TransferTrainer
+from siambench.transfer.trainer import StopAtSignal, TransferTrainer
 
 
 class _RunsCode:
@@ -58,7 +58,7 @@ def test_train_returns_what_the_evaluation_hook_computed(synth_root: Path, tmp_p
     trainer = TransferTrainer(cfg)
     stock = [type(h) for h in DefaultTrainer(cfg)._hooks]
     assert [type(h) for h in trainer._hooks] == [RetainingPeriodicCheckpointer if t is hooks.PeriodicCheckpointer
-                                                 else t for t in stock]  # same hooks, same order
+                                                 else t for t in stock] + [StopAtSignal]  # same order, + ours
     trainer.resume_or_load(resume=False)
     assert trainer.train() == {"bbox": {"AP": 12.5, "AP50": 25.0}} == trainer.eval_results
     assert tested == [trainer.model]  # once, after the last iteration
