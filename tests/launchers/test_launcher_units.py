@@ -1,6 +1,7 @@
 """Launchers without a cluster: the LAUNCHER config, sbatch options, batch script, status rules."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def test_events_of_one_job_skip_torn_and_foreign_lines(tmp_path):
     assert read_events(tmp_path / "missing", "7") == []
 
 
+NOW = -1.0  # an event stamped when the test runs (parameters are built at collection, minutes earlier)
+
+
 def ev(restarts: int, kind: str, detail: str = "", t: float = 100.0) -> Event:
     return Event(t, restarts, kind, detail)
 
@@ -129,9 +133,9 @@ def ev(restarts: int, kind: str, detail: str = "", t: float = 100.0) -> Event:
     ({}, [ev(0, "start", "n"), ev(0, "exit", "2")], JobState.FAILED, "exit code 2"),
     # requeued a moment ago: the controller still shows the stopped run's end, with the new restart count
     ({"JobState": "FAILED", "Restarts": "1", "Reason": "NonZeroExitCode", "ExitCode": "1:0"},
-     [ev(0, "start", "n"), ev(0, "exit", "143", t=time.time()), ev(0, "stopped", t=time.time())],
+     [ev(0, "start", "n"), ev(0, "exit", "143", t=NOW), ev(0, "stopped", t=NOW)],
      JobState.REQUEUED, "requeue in progress"),
-    ({"JobState": "COMPLETED", "Restarts": "1"}, [ev(0, "requeue", "time limit", t=time.time())],
+    ({"JobState": "COMPLETED", "Restarts": "1"}, [ev(0, "requeue", "time limit", t=NOW)],
      JobState.REQUEUED, "requeue in progress"),
     ({"JobState": "FAILED", "Restarts": "1", "Reason": "NonZeroExitCode", "ExitCode": "1:0"},
      [ev(0, "stopped", t=100.0)], JobState.FAILED, "FAILED (reason NonZeroExitCode, exit code 1:0)"),
@@ -140,6 +144,8 @@ def ev(restarts: int, kind: str, detail: str = "", t: float = 100.0) -> Event:
      "requeued 2 times, more than the 1 allowed"),
 ])
 def test_status_rules(info, events, state, reason):
+    now = time.time()
+    events = [dataclasses.replace(e, time=now) if e.time == NOW else e for e in events]
     status = decide_status(info, events, "5")
     assert (status.state, status.reason) == (state, reason)
 
