@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.siambench-setup
 RUNS   ?= runs/demo
 
-.PHONY: setup test test-fast demo doctor clean
+.PHONY: setup test test-fast demo demo-seed3 doctor clean
 
 setup: $(STAMP)  ## create .venv with pinned dependencies and detectron2 (idempotent)
 
@@ -27,6 +27,9 @@ test-fast: setup  ## day-to-day tier: skips the slow end-to-end tests
 
 demo: setup  ## whole pipeline on the built-in synthetic dataset, CPU only
 	$(BIN)/siambench run configs/benchmarks/demo.yaml OUTPUT_DIR $(RUNS)
+
+demo-seed3: setup  ## the demo on another seed set (data, pretraining, evaluation and transfer seeds)
+	$(BIN)/siambench run configs/benchmarks/demo_seed3.yaml OUTPUT_DIR $(RUNS)_seed3
 
 doctor: setup
 	$(BIN)/siambench doctor

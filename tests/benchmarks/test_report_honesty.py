@@ -87,6 +87,7 @@ def test_only_the_demo_pipeline_file_sets_a_budget():
     budgets = {p.name: (load_pipeline(p).BUDGET.MINUTES, load_pipeline(p).BUDGET.DISK_GB)
                for p in sorted(configs.glob("*.yaml")) if not p.name.startswith("_")}
     assert budgets.pop("demo.yaml") == (15.0, 1.0)
+    assert budgets.pop("demo_seed3.yaml") == (15.0, 1.0)  # the demo's steps on other seeds: the demo's budget
     assert set(budgets.values()) == {(0.0, 0.0)}, budgets
 
 
