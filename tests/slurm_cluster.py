@@ -32,6 +32,16 @@ CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "srun")
 ENABLE_HINT = "as root: apt-get install -y slurm-wlm munge (.ci/run does it)"
 APT_TIMEOUT_S = 600
 START_TIMEOUT_S = 60
+# The head of a test pipeline file (str.format: {out}, {root} = a synthetic dataset) whose steps run as
+# CPU-only jobs of this cluster: a width-8 ResNet-50 on 32-px images, no kNN / linear eval, no verify.
+PIPELINE_HEAD = """
+OUTPUT_DIR: {out}
+MODEL: {{ARCH: resnet50, WIDTH: 8}}
+DATA: {{ROOT: {root}/imagefolder, IMAGE_SIZE: 32, NUM_WORKERS: 0}}
+LAUNCHER: {{NAME: slurm, SLURM: {{GPUS_PER_NODE: 0, CPUS_PER_GPU: 1, MEM_PER_GPU_GB: 0}}}}
+EVAL: {{KNN: {{ENABLED: False}}, LINCLS: {{ENABLED: False}}}}
+CONVERT: {{VERIFY: False}}
+"""
 
 
 def _which(name: str) -> str | None:

@@ -25,14 +25,8 @@ TRANSFER_OPTS = """[SOLVER.MAX_ITER, 3, SOLVER.STEPS, "(2,)", SOLVER.WARMUP_ITER
          SOLVER.IMS_PER_BATCH, 2, TEST.PRECISE_BN.NUM_ITER, 1, MODEL.RPN.POST_NMS_TOPK_TEST, 20,
          INPUT.MIN_SIZE_TEST, 96, MODEL.RESNETS.DEPTH, 50, MODEL.RESNETS.STEM_OUT_CHANNELS, 8,
          MODEL.RESNETS.RES2_OUT_CHANNELS, 32, MODEL.RESNETS.WIDTH_PER_GROUP, 8]"""
-HEAD = """
-OUTPUT_DIR: {out}
-MODEL: {{ARCH: resnet50, WIDTH: 8}}
-DATA: {{ROOT: {root}/imagefolder, IMAGE_SIZE: 32, NUM_WORKERS: 0}}
-LAUNCHER: {{NAME: slurm, SLURM: {{GPUS_PER_NODE: 0, CPUS_PER_GPU: 1, MEM_PER_GPU_GB: 0}}}}
-EVAL: {{KNN: {{ENABLED: False}}, LINCLS: {{ENABLED: False}}}}
-CONVERT: {{VERIFY: False}}
-TRANSFER: {{TASKS: [synth_voc07], TRIALS: 1, OPTS: """ + TRANSFER_OPTS + "}}\n"
+HEAD = sys.modules["siambench_tests_slurm_cluster"].PIPELINE_HEAD + \
+    "TRANSFER: {{TASKS: [synth_voc07], TRIALS: 1, OPTS: " + TRANSFER_OPTS + "}}\n"  # loaded by tests/conftest.py
 SIMSIAM = """  simsiam:
     KIND: simsiam
     LABEL: SimSiam (ours)

@@ -24,14 +24,7 @@ TIMEOUT_S = 300
 # Released at once, a requeued job may be killed as "non-startable: job credential revoked" (the node
 # still ends its last run); SLURM's own hold is 2 minutes, a few seconds suffice on this cluster.
 RELEASE_DELAY_S = 3
-HEAD = """
-OUTPUT_DIR: {out}
-MODEL: {{ARCH: resnet50, WIDTH: 8}}
-DATA: {{ROOT: {root}/imagefolder, IMAGE_SIZE: 32, NUM_WORKERS: 0}}
-LAUNCHER: {{NAME: slurm, SLURM: {{GPUS_PER_NODE: 0, CPUS_PER_GPU: 1, MEM_PER_GPU_GB: 0}}}}
-EVAL: {{KNN: {{ENABLED: False}}, LINCLS: {{ENABLED: False}}}}
-CONVERT: {{VERIFY: False}}
-"""
+HEAD = sys.modules["siambench_tests_slurm_cluster"].PIPELINE_HEAD  # loaded by tests/conftest.py
 # 3 epochs of 12 steps of 8 in-memory synthetic images, periodic checkpoints every 10 epochs (none):
 # a requeued job's checkpoint is the one its stop signal writes at the end of the epoch it was in.
 PRETRAIN = HEAD + """TRANSFER: {{TASKS: []}}
