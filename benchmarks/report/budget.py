@@ -1,7 +1,7 @@
 """Budget claims of the verdict: the wall time of a pipeline's steps and the bytes they write.
 
 Only a pipeline whose file sets ``BUDGET.MINUTES`` / ``BUDGET.DISK_GB`` (the demo's
-``configs/benchmarks/demo.yaml``: 15 min, 1 GB) promises a budget; ``siambench run`` records it in
+``configs/benchmarks/demo.yaml``: 20 min, 1 GB) promises a budget; ``siambench run`` records it in
 ``pipeline_state.json`` (``budget``), and a run without one gets no budget claim, synthetic or not.
 """
 from __future__ import annotations

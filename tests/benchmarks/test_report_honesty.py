@@ -86,8 +86,8 @@ def test_only_the_demo_pipeline_file_sets_a_budget():
     configs = Path(__file__).resolve().parents[2] / "configs" / "benchmarks"
     budgets = {p.name: (load_pipeline(p).BUDGET.MINUTES, load_pipeline(p).BUDGET.DISK_GB)
                for p in sorted(configs.glob("*.yaml")) if not p.name.startswith("_")}
-    assert budgets.pop("demo.yaml") == (15.0, 1.0)
-    assert budgets.pop("demo_seed3.yaml") == (15.0, 1.0)  # the demo's steps on other seeds: the demo's budget
+    assert budgets.pop("demo.yaml") == (20.0, 1.0)
+    assert budgets.pop("demo_seed3.yaml") == (20.0, 1.0)  # the demo's steps on other seeds: the demo's budget
     assert set(budgets.values()) == {(0.0, 0.0)}, budgets
 
 
