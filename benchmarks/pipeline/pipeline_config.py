@@ -131,7 +131,7 @@ def _add_transfer_and_report(_C: CfgNode) -> None:
     _C.REPORT = True  # after the steps: print the table, write tables + report.md/html in OUTPUT_DIR
 
     # A cost budget the verdict checks (wall time of the steps, bytes they write); 0 = none. Only a pipeline
-    # that promises one sets it (the demo: 15 min, 1 GB); other pipelines get no budget claims.
+    # that promises one sets it (the demo: 20 min, 1 GB); other pipelines get no budget claims.
     _C.BUDGET = CfgNode()
     _C.BUDGET.MINUTES = 0.0
     _C.BUDGET.DISK_GB = 0.0
