@@ -138,8 +138,17 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler for the test: a shell starts a background job (`make test &`) with SIGINT
+    ignored, and Python then installs none, so a Ctrl-C sent to the tests would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-def test_ctrl_c_stops_every_running_step(tmp_path: Path) -> None:
+def test_ctrl_c_stops_every_running_step(tmp_path: Path, ctrl_c_raises) -> None:
     cfg = _pipeline(tmp_path, 2)
     runner = SleepingSteps(tmp_path / "pids")
 
