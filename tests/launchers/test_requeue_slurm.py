@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -102,18 +103,27 @@ def epoch_steps(metrics: Path, epoch: int) -> int:
                and json.loads(ln).get("epoch") == epoch)
 
 
+def run_requeued_once(cluster, synth_root: Path, tmp_path: Path, name: str, text: str, step: str,
+                      when: Callable[[], bool]) -> None:
+    """Run pipeline ``text`` in ``tmp_path/name`` through SLURM, requeueing ``step`` once when ``when()``;
+    the step must end done after exactly that one requeue."""
+    out = tmp_path / name
+    requeuer = Requeuer(cluster, out, step, when)
+    requeuer.start()
+    assert run_main([str(write(tmp_path, synth_root, name, text))]) == 0
+    requeuer.join(5)
+    assert not requeuer.error, requeuer.error
+    state = json.loads((out / "pipeline_state.json").read_text())["steps"][step]
+    assert state["status"] == "done" and state["requeues"] == 1
+
+
 @pytest.mark.slow
 def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_root, tmp_path):
     assert run_main([str(write(tmp_path, synth_root, "ref", PRETRAIN)), "--launcher", "local"]) == 0
     out = tmp_path / "rq"
     metrics = out / "simsiam" / "pretrain" / "metrics.jsonl"
-    requeuer = Requeuer(slurm_cluster, out, "simsiam/pretrain", lambda: epoch_steps(metrics, 1) >= 2)
-    requeuer.start()
-    assert run_main([str(write(tmp_path, synth_root, "rq", PRETRAIN))]) == 0
-    requeuer.join(5)
-    assert not requeuer.error, requeuer.error
-    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["simsiam/pretrain"]
-    assert state["status"] == "done" and state["requeues"] == 1
+    run_requeued_once(slurm_cluster, synth_root, tmp_path, "rq", PRETRAIN, "simsiam/pretrain",
+                      lambda: epoch_steps(metrics, 1) >= 2)
     log = (out / "logs" / "simsiam.pretrain.log").read_text()
     # signalled mid epoch 2, the job ended that epoch with a checkpoint; the second run resumed from it
     assert "stopped by SIGTERM after epoch 2" in log and "(epoch 2 done)" in log
@@ -131,14 +141,8 @@ def test_pretraining_requeued_mid_epoch_ends_bit_identical(slurm_cluster, synth_
 def test_transfer_trial_requeued_mid_run_completes_once(slurm_cluster, synth_root, tmp_path):
     out = tmp_path / "tr"
     trial = out / "scr" / "transfer" / "synth_voc07" / "trial0"
-    requeuer = Requeuer(slurm_cluster, out, "scr/transfer/synth_voc07/trial0",
-                        lambda: (trial / "model_0000002.pth").is_file())
-    requeuer.start()
-    assert run_main([str(write(tmp_path, synth_root, "tr", TRANSFER))]) == 0
-    requeuer.join(5)
-    assert not requeuer.error, requeuer.error
-    state = json.loads((out / "pipeline_state.json").read_text())["steps"]["scr/transfer/synth_voc07/trial0"]
-    assert state["status"] == "done" and state["requeues"] == 1
+    run_requeued_once(slurm_cluster, synth_root, tmp_path, "tr", TRANSFER, "scr/transfer/synth_voc07/trial0",
+                      lambda: (trial / "model_0000002.pth").is_file())
     result = json.loads((trial / "results.json").read_text())
     assert result["status"] == "complete" and result.get("resumed") is True
     assert sorted(p.name for p in trial.parent.glob("trial*")) == ["trial0"]
