@@ -53,7 +53,7 @@ def demo_runs(tmp_path: Path, results_files) -> Path:
     _lincls(root, "sup", 97.0, 90.0)
     state = json.loads((root / "pipeline_state.json").read_text())
     state["pipeline"] = "configs/benchmarks/demo.yaml"
-    state["budget"] = {"minutes": 15.0, "disk_gb": 1.0}  # only the demo's pipeline file sets a BUDGET
+    state["budget"] = {"minutes": 15.0, "disk_gb": 1.0}  # a pipeline file with a BUDGET (the demo's files)
     state["steps"] = {"sim/pretrain": {"status": "done", "wall_s": 600.0}, "sup/pretrain": {"status": "done", "wall_s":
                       360.0}, "scr/transfer/synth_voc07": {"status": "failed", "wall_s": 50.0}}
     (root / "pipeline_state.json").write_text(json.dumps(state))
